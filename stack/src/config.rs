@@ -1,0 +1,119 @@
+//! Tunables of the stack and of its interfaces.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::addr::Cidr;
+
+/// Congestion control for TCP connections (smoltcp's algorithms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CongestionControl {
+    /// None: send as far as the peer's window allows.
+    None,
+    /// RFC 5681 Reno.
+    Reno,
+    /// RFC 8312 CUBIC, as Linux uses by default.
+    #[default]
+    Cubic,
+}
+
+/// Stack-wide settings. `StackConfig::default()` suits a TUN device at MTU 1500 and a kernel peer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StackConfig {
+    /// Seed of every random choice (ISNs, ephemeral ports). The default comes from the OS; tests
+    /// set it to replay a run.
+    pub random_seed: u64,
+    /// TCP receive buffer per connection, in bytes. It bounds the window the stack advertises;
+    /// the window scale option is chosen from it (RFC 7323), so anything above 64 KiB is used.
+    /// Memory is committed only as data arrives.
+    pub tcp_rx_buffer: usize,
+    /// TCP send buffer per connection, in bytes.
+    pub tcp_tx_buffer: usize,
+    /// UDP receive buffer per socket and interface, in bytes of payload.
+    pub udp_rx_buffer: usize,
+    /// UDP send buffer per socket and interface, in bytes of payload.
+    pub udp_tx_buffer: usize,
+    /// Datagrams each UDP buffer holds at most.
+    pub udp_packets: usize,
+    /// How long a connection attempt waits for the handshake before `ETIMEDOUT` (Darwin: 75 s).
+    pub connect_timeout: Duration,
+    /// Nagle's algorithm (RFC 896) on new TCP connections.
+    pub nagle: bool,
+    /// Delayed ACK timeout; `None` acknowledges every segment at once.
+    pub ack_delay: Option<Duration>,
+    /// Congestion control of new TCP connections.
+    pub congestion_control: CongestionControl,
+    /// Ephemeral ports (Linux's default range; RFC 6056 algorithm 1 picks at random in it).
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Listening sockets kept ready per listener and interface, so that SYNs arriving in one
+    /// burst each find one.
+    pub listen_pool: usize,
+    /// How long a connection closed by the application may linger (FIN-WAIT-2, or unacked data)
+    /// before it is aborted — Linux's `tcp_fin_timeout`.
+    pub orphan_timeout: Duration,
+    /// Most packets read from one interface in one round before the stack sends what is queued.
+    pub rx_burst: usize,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            random_seed: rand::random(),
+            tcp_rx_buffer: 1 << 20,
+            tcp_tx_buffer: 1 << 20,
+            udp_rx_buffer: 256 << 10,
+            udp_tx_buffer: 256 << 10,
+            udp_packets: 256,
+            connect_timeout: Duration::from_secs(75),
+            nagle: true,
+            ack_delay: Some(Duration::from_millis(10)),
+            congestion_control: CongestionControl::default(),
+            ephemeral_ports: 32768..=60999,
+            listen_pool: 4,
+            orphan_timeout: Duration::from_secs(60),
+            rx_burst: 64,
+        }
+    }
+}
+
+/// One interface of the stack.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InterfaceConfig {
+    /// Name, for messages and for `sae_srcif` lookups by name (the TUN device's name).
+    pub name: String,
+    /// The kernel's interface index of the device (`if_nametoindex`), which callers pass as
+    /// `sae_srcif`; `None` for a descriptor with no kernel interface (a socketpair).
+    pub kernel_index: Option<u32>,
+    /// Largest IP packet the device carries.
+    pub mtu: usize,
+    /// The stack's own addresses on this interface.
+    pub addresses: Vec<Cidr>,
+}
+
+impl InterfaceConfig {
+    /// An interface with a name and MTU 1500, no addresses yet.
+    pub fn new(name: impl Into<String>) -> InterfaceConfig {
+        InterfaceConfig { name: name.into(), kernel_index: None, mtu: 1500, addresses: Vec::new() }
+    }
+
+    /// Set the kernel's interface index.
+    pub fn kernel_index(mut self, index: Option<u32>) -> Self {
+        self.kernel_index = index;
+        self
+    }
+
+    /// Set the MTU.
+    pub fn mtu(mut self, mtu: usize) -> Self {
+        self.mtu = mtu;
+        self
+    }
+
+    /// Add an address.
+    pub fn address(mut self, cidr: Cidr) -> Self {
+        self.addresses.push(cidr);
+        self
+    }
+}

@@ -1,0 +1,210 @@
+//! Interfaces: one smoltcp `Interface` and one `SocketSet` each, and the adapter that lets
+//! smoltcp read and write packets through the caller's [`PacketIo`].
+//!
+//! A `SocketSet` is never shared between interfaces: smoltcp resets a TCP socket polled by an
+//! interface that does not own its source address, and a UDP socket would leave through
+//! whichever interface polled first.
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use crate::addr::Cidr;
+use crate::config::InterfaceConfig;
+
+/// An interface of a [`Stack`](crate::Stack), by position; stable for the stack's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfaceId(pub usize);
+
+/// Where packets come from and go to: a TUN device, a socketpair, a simulated link.
+///
+/// The stack never touches a descriptor; the caller implements this over whatever carries its
+/// packets. Each call concerns one interface.
+pub trait PacketIo {
+    /// Copy the next packet that arrived on `iface` into `buf` and return its length, or `None`
+    /// when nothing is pending. A packet longer than `buf` may be truncated; the stack drops it.
+    fn recv(&mut self, iface: IfaceId, buf: &mut [u8]) -> Option<usize>;
+    /// Send `packet` out of `iface`. Delivery is best effort, as on a wire.
+    fn send(&mut self, iface: IfaceId, packet: &[u8]);
+}
+
+/// What an interface is and how it is doing, as callers see it.
+#[derive(Debug, Clone)]
+pub struct InterfaceInfo {
+    /// The id within the stack.
+    pub id: IfaceId,
+    /// Name of the device.
+    pub name: String,
+    /// Kernel interface index of the device, if it has one.
+    pub kernel_index: Option<u32>,
+    /// MTU.
+    pub mtu: usize,
+    /// The stack's addresses on it.
+    pub addresses: Vec<Cidr>,
+    /// Whether it is up.
+    pub up: bool,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+}
+
+pub(crate) struct Iface {
+    pub(crate) config: InterfaceConfig,
+    pub(crate) up: bool,
+    pub(crate) iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_packets: u64,
+}
+
+impl std::fmt::Debug for Iface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iface").field("config", &self.config).field("up", &self.up).finish()
+    }
+}
+
+impl Iface {
+    pub(crate) fn new(config: InterfaceConfig, seed: u64, now: Instant) -> Iface {
+        let mut smol_config = Config::new(HardwareAddress::Ip);
+        smol_config.random_seed = seed;
+        let mut probe = Probe { mtu: config.mtu };
+        let mut iface = Interface::new(smol_config, &mut probe, now);
+        iface.update_ip_addrs(|addrs| {
+            for cidr in &config.addresses {
+                // The caller checked the count against the capacity.
+                let _ = addrs.push(cidr.to_smoltcp());
+            }
+        });
+        // Which interface a packet leaves through is decided by the stack's own routing table,
+        // before smoltcp sees it. smoltcp only needs to believe every destination is reachable
+        // from here; on an IP-medium device the gateway address is never used.
+        iface.routes_mut().update(|routes| {
+            let _ = routes.push(smoltcp::iface::Route {
+                cidr: IpCidr::new(IpAddress::v4(0, 0, 0, 0), 0),
+                via_router: IpAddress::v4(0, 0, 0, 1),
+                preferred_until: None,
+                expires_at: None,
+            });
+            let _ = routes.push(smoltcp::iface::Route {
+                cidr: IpCidr::new(IpAddress::v6(0, 0, 0, 0, 0, 0, 0, 0), 0),
+                via_router: IpAddress::v6(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+                preferred_until: None,
+                expires_at: None,
+            });
+        });
+        Iface { config, up: true, iface, sockets: SocketSet::new(Vec::new()), rx_packets: 0, tx_packets: 0 }
+    }
+}
+
+/// A device used only to tell `Interface::new` the medium.
+struct Probe {
+    mtu: usize,
+}
+
+impl phy::Device for Probe {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = NullTx;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, NullTx)> {
+        None
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<NullTx> {
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities(self.mtu)
+    }
+}
+
+pub(crate) struct NullTx;
+
+impl phy::TxToken for NullTx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        f(&mut vec![0; len])
+    }
+}
+
+fn capabilities(mtu: usize) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ip;
+    caps.max_transmission_unit = mtu;
+    caps.checksum = ChecksumCapabilities::default();
+    caps
+}
+
+/// The per-poll view smoltcp gets of one interface's packet path.
+pub(crate) struct Port<'a, P: PacketIo + ?Sized> {
+    pub(crate) io: &'a mut P,
+    pub(crate) id: IfaceId,
+    pub(crate) rx: &'a mut [u8],
+    pub(crate) tx: &'a mut [u8],
+    pub(crate) mtu: usize,
+    /// Packets this poll may still read.
+    pub(crate) budget: usize,
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_packets: u64,
+}
+
+impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
+    type RxToken<'b>
+        = RxToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxToken<'b, P>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, P>)> {
+        if self.budget == 0 {
+            return None;
+        }
+        let n = self.io.recv(self.id, self.rx)?;
+        self.budget -= 1;
+        self.rx_packets += 1;
+        let packet = &self.rx[..n.min(self.rx.len())];
+        let tx = TxToken { io: &mut *self.io, id: self.id, buf: &mut *self.tx, sent: &mut self.tx_packets };
+        Some((RxToken { packet }, tx))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_, P>> {
+        Some(TxToken { io: &mut *self.io, id: self.id, buf: &mut *self.tx, sent: &mut self.tx_packets })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        capabilities(self.mtu)
+    }
+}
+
+pub(crate) struct RxToken<'a> {
+    packet: &'a [u8],
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.packet)
+    }
+}
+
+pub(crate) struct TxToken<'a, P: PacketIo + ?Sized> {
+    io: &'a mut P,
+    id: IfaceId,
+    buf: &'a mut [u8],
+    sent: &'a mut u64,
+}
+
+impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, P> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        // smoltcp never asks for more than the MTU, which sized the buffer.
+        let len = len.min(self.buf.len());
+        let packet = &mut self.buf[..len];
+        let r = f(packet);
+        self.io.send(self.id, packet);
+        *self.sent += 1;
+        r
+    }
+}

@@ -1,0 +1,50 @@
+//! The protocol core of the connectx stack: interfaces, routing, source address selection, TCP
+//! and UDP, on top of an unmodified smoltcp.
+//!
+//! ```text
+//!   connectx-api (descriptors, errno, the runtime thread: the only clock reader)
+//!        │ Stack::socket/connect/send/recv…            Stack::poll(now, &mut io)
+//!        ▼                                                        │
+//!   ┌─ stack ──────────────────────────────────────────────────────▼─────────┐
+//!   │ socket table ─ routing table (longest prefix) ─ source selection (6724) │
+//!   │ per interface: smoltcp Interface + its own SocketSet                    │
+//!   └──────────────────────────────────────────────▲─────────────────────────┘
+//!                                                   │ PacketIo::recv / send
+//!                     tun-driver Device, a socketpair, or the in-memory `sim` link
+//! ```
+//!
+//! What it does not do: no threads, no clock reads, no file descriptors. Time is passed to
+//! [`Stack::poll`]; packets move through the caller's [`PacketIo`]. Every operation returns
+//! its own error enum; `connectx-api` maps each variant to an errno.
+//!
+//! Nothing that arrives from the network panics the stack: packets go to smoltcp's parsers,
+//! which check lengths before reading (`new_checked`), and the stack's own code never indexes
+//! a packet.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod addr;
+pub mod config;
+pub mod error;
+mod iface;
+pub mod route;
+pub mod sim;
+mod socket;
+mod source;
+mod stack;
+mod tcp;
+mod udp;
+
+pub use addr::{Cidr, CidrError};
+pub use config::{CongestionControl, InterfaceConfig, StackConfig};
+pub use error::{
+    AcceptError, BindError, ConnectError, ConnectionError, InterfaceError, ListenError, RecvError,
+    RouteError, SendError, ShutdownError,
+};
+pub use iface::{IfaceId, InterfaceInfo, PacketIo};
+pub use smoltcp::time::{Duration as SmolDuration, Instant};
+pub use socket::{Family, Readiness, Shutdown, SocketId, SocketType};
+pub use source::select_source;
+pub use stack::{PollOutcome, Stack, MAX_ADDRESSES_PER_INTERFACE};
+pub use tcp::{ConnectOptions, ConnectStatus};

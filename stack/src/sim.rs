@@ -1,0 +1,266 @@
+//! Two stacks joined by a simulated link on a virtual clock: latency, loss and MTU, seeded.
+//!
+//! For tests and experiments that need no root and no kernel: [`Pair::step`] polls both stacks
+//! and moves the clock to the next thing that happens (a packet's arrival or a timer), so a
+//! 20 ms link costs no wall-clock time and every run with the same seed is the same run.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use smoltcp::time::Instant;
+
+use crate::addr::Cidr;
+use crate::config::{InterfaceConfig, StackConfig};
+use crate::iface::{IfaceId, PacketIo};
+use crate::stack::Stack;
+
+/// The link between the two stacks.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Probability that a packet is lost, in each direction.
+    pub loss: f64,
+    /// Largest packet the link carries; larger ones are dropped.
+    pub mtu: usize,
+    /// Seed of the loss decisions.
+    pub seed: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig { latency: Duration::from_millis(1), loss: 0.0, mtu: 1500, seed: 1 }
+    }
+}
+
+/// A packet on its way, and when it arrives.
+#[derive(Debug)]
+struct InFlight {
+    at: Instant,
+    packet: Vec<u8>,
+}
+
+/// The wire: a queue per direction.
+pub struct Link {
+    config: LinkConfig,
+    rng: StdRng,
+    /// `queues[0]` carries packets towards side A, `queues[1]` towards side B.
+    queues: [VecDeque<InFlight>; 2],
+    now: Instant,
+    /// Packets dropped by loss or MTU, per direction (towards A, towards B).
+    pub dropped: [u64; 2],
+    /// Packets delivered, per direction (towards A, towards B).
+    pub delivered: [u64; 2],
+    /// A hook that sees (and may drop, by returning false) every packet towards side B.
+    filter_to_b: Option<Filter>,
+    /// The same towards side A.
+    filter_to_a: Option<Filter>,
+}
+
+/// Sees a packet in flight; returns whether to deliver it.
+pub type Filter = Box<dyn FnMut(&[u8]) -> bool + Send>;
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("config", &self.config)
+            .field("now", &self.now)
+            .field("dropped", &self.dropped)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
+struct End<'a> {
+    link: &'a mut Link,
+    /// 0 for side A, 1 for side B.
+    side: usize,
+}
+
+impl PacketIo for End<'_> {
+    fn recv(&mut self, _iface: IfaceId, buf: &mut [u8]) -> Option<usize> {
+        let queue = &mut self.link.queues[self.side];
+        if queue.front().is_some_and(|p| p.at <= self.link.now) {
+            let p = queue.pop_front()?;
+            let n = p.packet.len().min(buf.len());
+            buf[..n].copy_from_slice(&p.packet[..n]);
+            self.link.delivered[self.side] += 1;
+            return Some(n);
+        }
+        None
+    }
+
+    fn send(&mut self, _iface: IfaceId, packet: &[u8]) {
+        let to = 1 - self.side;
+        let link = &mut *self.link;
+        let filter = if to == 1 { &mut link.filter_to_b } else { &mut link.filter_to_a };
+        let keep = filter.as_mut().is_none_or(|f| f(packet));
+        let lost = link.config.loss > 0.0 && link.rng.random_bool(link.config.loss.clamp(0.0, 1.0));
+        if !keep || lost || packet.len() > link.config.mtu {
+            link.dropped[to] += 1;
+            return;
+        }
+        let latency = smoltcp::time::Duration::from_micros(link.config.latency.as_micros() as u64);
+        link.queues[to].push_back(InFlight { at: link.now + latency, packet: packet.to_vec() });
+    }
+}
+
+impl std::fmt::Debug for End<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("End").field("side", &self.side).finish()
+    }
+}
+
+/// Two stacks, A and B, one interface each, on one link.
+#[derive(Debug)]
+pub struct Pair {
+    /// Side A.
+    pub a: Stack,
+    /// Side B.
+    pub b: Stack,
+    /// The link.
+    pub link: Link,
+    /// The seed everything was made from (print it when a test fails).
+    pub seed: u64,
+}
+
+
+impl Pair {
+    /// A pair with one interface each: A has `a_addrs`, B has `b_addrs`; each side's interface
+    /// carries both default routes. The seed is taken from `CONNECTX_SIM_SEED` when set.
+    pub fn new(link: LinkConfig, a_addrs: &[&str], b_addrs: &[&str]) -> Pair {
+        Pair::with_configs(link, StackConfig::default(), StackConfig::default(), a_addrs, b_addrs)
+    }
+
+    /// Like [`Pair::new`] with stack configurations (their seeds are replaced by ones derived
+    /// from the link's seed, so the whole run replays).
+    pub fn with_configs(
+        mut link: LinkConfig,
+        mut a_config: StackConfig,
+        mut b_config: StackConfig,
+        a_addrs: &[&str],
+        b_addrs: &[&str],
+    ) -> Pair {
+        if let Some(seed) = std::env::var("CONNECTX_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+            link.seed = seed;
+        }
+        let seed = link.seed;
+        a_config.random_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa;
+        b_config.random_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xb;
+        let make = |config: StackConfig, name: &str, addrs: &[&str], mtu: usize| {
+            let mut stack = Stack::new(config);
+            let mut ic = InterfaceConfig::new(name).mtu(mtu);
+            for a in addrs {
+                ic = ic.address(a.parse::<Cidr>().expect("a valid CIDR in a test"));
+            }
+            let id = stack.add_interface(ic).expect("a valid interface in a test");
+            stack.add_route(Cidr::default_v4(), id).expect("interface exists");
+            stack.add_route(Cidr::default_v6(), id).expect("interface exists");
+            stack
+        };
+        let mtu = link.mtu;
+        Pair {
+            a: make(a_config, "simA", a_addrs, mtu),
+            b: make(b_config, "simB", b_addrs, mtu),
+            link: Link {
+                rng: StdRng::seed_from_u64(seed),
+                config: link,
+                queues: [VecDeque::new(), VecDeque::new()],
+                now: Instant::ZERO,
+                dropped: [0; 2],
+                delivered: [0; 2],
+                filter_to_a: None,
+                filter_to_b: None,
+            },
+            seed,
+        }
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Instant {
+        self.link.now
+    }
+
+    /// Set a filter on packets towards B (`true` delivers): a middlebox.
+    pub fn filter_to_b(&mut self, f: impl FnMut(&[u8]) -> bool + Send + 'static) {
+        self.link.filter_to_b = Some(Box::new(f));
+    }
+
+    /// Set a filter on packets towards A.
+    pub fn filter_to_a(&mut self, f: impl FnMut(&[u8]) -> bool + Send + 'static) {
+        self.link.filter_to_a = Some(Box::new(f));
+    }
+
+    /// Change the link's loss probability.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.link.config.loss = loss;
+    }
+
+    /// Poll both stacks at the current time, then advance the clock to the next event. Returns
+    /// false when nothing is left to happen (no packet in flight, no timer).
+    pub fn step(&mut self) -> bool {
+        let now = self.link.now;
+        loop {
+            let a = self.a.poll(now, &mut End { link: &mut self.link, side: 0 });
+            let b = self.b.poll(now, &mut End { link: &mut self.link, side: 1 });
+            let due = self.link.queues.iter().any(|q| q.front().is_some_and(|p| p.at <= now));
+            if !(a.more_pending || b.more_pending || due) {
+                break;
+            }
+        }
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        for q in &self.link.queues {
+            if let Some(p) = q.front() {
+                consider(p.at);
+            }
+        }
+        for stack in [&mut self.a, &mut self.b] {
+            if let Some(d) = stack.poll_delay(now) {
+                consider(now + smoltcp::time::Duration::from_micros(d.as_micros() as u64));
+            }
+        }
+        match next {
+            Some(t) => {
+                // Always move forward, so a zero delay cannot livelock.
+                self.link.now = if t > now { t } else { now + smoltcp::time::Duration::from_micros(1) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Step until `done` holds, at most `max_steps` times. Panics (printing the seed) on
+    /// livelock or when the pair goes idle first.
+    #[track_caller]
+    pub fn drive_until(&mut self, max_steps: usize, mut done: impl FnMut(&mut Pair) -> bool) {
+        for _ in 0..max_steps {
+            if done(self) {
+                return;
+            }
+            if !self.step() {
+                // Idle: nothing more will happen. One last look, after the final poll.
+                if done(self) {
+                    return;
+                }
+                panic!("simulation went idle before the condition held (seed {})", self.seed);
+            }
+        }
+        panic!("condition not reached in {max_steps} steps (seed {}, at {})", self.seed, self.link.now);
+    }
+
+    /// Advance the clock by `d`, polling as events come.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.link.now + smoltcp::time::Duration::from_micros(d.as_micros() as u64);
+        while self.link.now < end {
+            if !self.step() {
+                self.link.now = end;
+            }
+        }
+        if self.link.now > end {
+            // Events past the end stay queued; the clock stays where the last step put it.
+        }
+    }
+}

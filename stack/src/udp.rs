@@ -1,0 +1,244 @@
+//! UDP: bind, send to, receive from, and association (`connect` on a datagram socket).
+//!
+//! A socket bound to the unspecified address has one smoltcp socket on every interface with an
+//! address of its family, so it hears datagrams from all of them; a send goes out of the one
+//! interface the route (or the bound source) picks.
+
+use std::net::SocketAddr;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::udp;
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
+
+use crate::addr::{from_smoltcp, to_smoltcp};
+use crate::error::{BindError, ConnectError, RecvError, SendError};
+use crate::iface::IfaceId;
+use crate::socket::{Entry, Family, Readiness, SocketId};
+use crate::stack::{Holder, Proto, Stack};
+use crate::tcp::ConnectOptions;
+
+#[derive(Debug)]
+pub(crate) struct UdpSocket {
+    pub(crate) family: Family,
+    pub(crate) local: Option<SocketAddr>,
+    sockets: Vec<(IfaceId, SocketHandle)>,
+    /// The associated peer: the default destination, and the only source heard.
+    pub(crate) peer: Option<SocketAddr>,
+    /// Interface forced by `connectx`'s `sae_srcif`.
+    via: Option<IfaceId>,
+}
+
+impl UdpSocket {
+    pub(crate) fn new(family: Family) -> UdpSocket {
+        UdpSocket { family, local: None, sockets: Vec::new(), peer: None, via: None }
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local.unwrap_or(SocketAddr::new(self.family.unspecified(), 0))
+    }
+}
+
+/// Payload bytes one datagram carries on an interface of this MTU (no fragmentation).
+pub(crate) fn datagram_limit(mtu: usize, family: Family) -> usize {
+    let ip_header = if family == Family::V4 { 20 } else { 40 };
+    mtu.saturating_sub(ip_header + 8)
+}
+
+impl Stack {
+    fn udp_entry(&mut self, id: SocketId) -> Option<&mut UdpSocket> {
+        match self.table.get_mut(id)? {
+            Entry::Udp(s) => Some(s),
+            Entry::Tcp(_) => None,
+        }
+    }
+
+    /// Create the smoltcp sockets of a datagram socket just bound to `local`.
+    pub(crate) fn udp_attach(&mut self, id: SocketId, local: SocketAddr) -> Result<(), BindError> {
+        let family = match self.table.get(id) {
+            Some(Entry::Udp(s)) => s.family,
+            _ => return Err(BindError::NoSuchSocket),
+        };
+        let ifaces = self.interfaces_for(&local.ip(), family);
+        let endpoint = IpListenEndpoint {
+            addr: if local.ip().is_unspecified() { None } else { Some(to_smoltcp(local.ip())) },
+            port: local.port(),
+        };
+        let mut made = Vec::with_capacity(ifaces.len());
+        for iface in ifaces {
+            let rx = udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; self.config.udp_packets],
+                vec![0u8; self.config.udp_rx_buffer],
+            );
+            let tx = udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; self.config.udp_packets],
+                vec![0u8; self.config.udp_tx_buffer],
+            );
+            let mut sock = udp::Socket::new(rx, tx);
+            // Port and address were checked; smoltcp refuses only port 0.
+            let _ = sock.bind(endpoint);
+            made.push((iface, self.ifaces[iface.0].sockets.add(sock)));
+        }
+        let s = self.udp_entry(id).ok_or(BindError::NoSuchSocket)?;
+        s.local = Some(local);
+        s.sockets = made;
+        Ok(())
+    }
+
+    /// Bind an unbound datagram socket to an ephemeral port on every address.
+    fn udp_autobind(&mut self, id: SocketId) -> Result<(), BindError> {
+        match self.table.get(id) {
+            Some(Entry::Udp(s)) if s.local.is_none() => {
+                let any = SocketAddr::new(s.family.unspecified(), 0);
+                self.bind(id, any)
+            }
+            Some(Entry::Udp(_)) => Ok(()),
+            _ => Err(BindError::NoSuchSocket),
+        }
+    }
+
+    /// Associate a datagram socket with `peer` (`connect` on UDP): sends without a destination
+    /// go there and only its datagrams are received. Associating again replaces the peer.
+    pub(crate) fn udp_connect(
+        &mut self,
+        id: SocketId,
+        peer: SocketAddr,
+        opts: ConnectOptions,
+    ) -> Result<(), ConnectError> {
+        let (family, local) = match self.table.get(id) {
+            Some(Entry::Udp(s)) => (s.family, s.local),
+            _ => return Err(ConnectError::NoSuchSocket),
+        };
+        if !family.admits(&peer.ip()) || opts.source.is_some_and(|s| !family.admits(&s.ip())) {
+            return Err(ConnectError::FamilyMismatch);
+        }
+        if peer.port() == 0 {
+            return Err(ConnectError::InvalidPort);
+        }
+        let want_src = opts.source.map(|a| a.ip()).or(local.map(|a| a.ip()));
+        // Check the path now, so that an unreachable peer fails the association at once.
+        self.path(peer.ip(), opts.interface, want_src)?;
+        match (local, opts.source) {
+            (None, Some(src)) => self.bind(id, src)?,
+            (None, None) => self.udp_autobind(id)?,
+            (Some(_), _) => {}
+        }
+        let s = self.udp_entry(id).ok_or(ConnectError::NoSuchSocket)?;
+        s.peer = Some(peer);
+        s.via = opts.interface;
+        Ok(())
+    }
+
+    /// Dissolve a datagram socket's association. Returns whether it had one.
+    pub fn disconnect_datagram(&mut self, id: SocketId) -> bool {
+        match self.udp_entry(id) {
+            Some(s) => {
+                s.via = None;
+                s.peer.take().is_some()
+            }
+            None => false,
+        }
+    }
+
+    /// The largest datagram a socket can send to `dest` (or to its peer).
+    pub fn datagram_limit(&self, id: SocketId, dest: Option<SocketAddr>) -> Option<usize> {
+        let Some(Entry::Udp(s)) = self.table.get(id) else { return None };
+        let dest = dest.or(s.peer)?;
+        let (iface, _) = self.path(dest.ip(), s.via, s.local.map(|l| l.ip())).ok()?;
+        Some(datagram_limit(self.ifaces[iface.0].config.mtu, s.family))
+    }
+
+    /// Send one datagram to `dest`, or to the associated peer when `dest` is `None`.
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] with no destination at all;
+    /// [`SendError::FamilyMismatch`]; [`SendError::Route`]; [`SendError::MessageTooLong`] above
+    /// the path's datagram limit; [`SendError::WouldBlock`] with the send buffer full;
+    /// [`SendError::Bind`] when no ephemeral port is left.
+    pub fn send_to(&mut self, id: SocketId, data: &[u8], dest: Option<SocketAddr>) -> Result<usize, SendError> {
+        let (family, local, peer, via) = match self.table.get(id) {
+            Some(Entry::Udp(s)) => (s.family, s.local, s.peer, s.via),
+            Some(Entry::Tcp(_)) => return self.send(id, data),
+            None => return Err(SendError::NoSuchSocket),
+        };
+        let dest = dest.or(peer).ok_or(SendError::NotConnected)?;
+        if !family.admits(&dest.ip()) {
+            return Err(SendError::FamilyMismatch);
+        }
+        if dest.port() == 0 {
+            return Err(SendError::Route(crate::error::RouteError::InvalidDestination(dest.ip())));
+        }
+        let (iface, src) = self.path(dest.ip(), via, local.map(|l| l.ip()))?;
+        let limit = datagram_limit(self.ifaces[iface.0].config.mtu, family);
+        if data.len() > limit {
+            return Err(SendError::MessageTooLong { size: data.len(), limit });
+        }
+        self.udp_autobind(id)?;
+        let Some(Entry::Udp(s)) = self.table.get(id) else { return Err(SendError::NoSuchSocket) };
+        let Some(&(_, handle)) = s.sockets.iter().find(|(i, _)| *i == iface) else {
+            // Bound to an address of another interface than the path's: cannot leave here.
+            return Err(SendError::Route(crate::error::RouteError::AddressNotAvailable(src)));
+        };
+        let sock = self.ifaces[iface.0].sockets.get_mut::<udp::Socket<'_>>(handle);
+        let mut meta = udp::UdpMetadata::from(IpEndpoint::new(to_smoltcp(dest.ip()), dest.port()));
+        meta.local_address = Some(to_smoltcp(src));
+        match sock.send_slice(data, meta) {
+            Ok(()) => Ok(data.len()),
+            Err(udp::SendError::BufferFull) => Err(SendError::WouldBlock),
+            Err(udp::SendError::Unaddressable) => {
+                Err(SendError::Route(crate::error::RouteError::InvalidDestination(dest.ip())))
+            }
+        }
+    }
+
+    /// Receive one datagram: its length (the part that fit in `buf`; the rest is discarded,
+    /// as with `recvfrom(2)`) and its source. With an association, datagrams from other sources
+    /// are dropped unread.
+    ///
+    /// # Errors
+    /// [`RecvError::NoSuchSocket`]; [`RecvError::WouldBlock`] when nothing is queued.
+    pub fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> Result<(usize, SocketAddr), RecvError> {
+        let (sockets, peer) = match self.table.get(id) {
+            Some(Entry::Udp(s)) => (s.sockets.clone(), s.peer),
+            Some(Entry::Tcp(_)) => {
+                let n = self.recv(id, buf)?;
+                let from = self.peer_addr(id).ok_or(RecvError::NotConnected)?;
+                return Ok((n, from));
+            }
+            None => return Err(RecvError::NoSuchSocket),
+        };
+        for (iface, handle) in sockets {
+            let sock = self.ifaces[iface.0].sockets.get_mut::<udp::Socket<'_>>(handle);
+            while let Ok((data, meta)) = sock.recv() {
+                let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
+                if peer.is_some_and(|p| p != from) {
+                    continue;
+                }
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                return Ok((n, from));
+            }
+        }
+        Err(RecvError::WouldBlock)
+    }
+
+    pub(crate) fn udp_readiness(&self, s: &UdpSocket) -> Readiness {
+        let readable = s.sockets.iter().any(|&(iface, handle)| {
+            let sock = self.ifaces[iface.0].sockets.get::<udp::Socket<'_>>(handle);
+            sock.can_recv()
+        });
+        let writable = s.sockets.is_empty()
+            || s.sockets.iter().all(|&(iface, handle)| {
+                self.ifaces[iface.0].sockets.get::<udp::Socket<'_>>(handle).can_send()
+            });
+        Readiness { readable, writable, error: false, hangup: false }
+    }
+
+    pub(crate) fn udp_release(&mut self, id: SocketId, s: UdpSocket) {
+        for (iface, handle) in s.sockets {
+            self.ifaces[iface.0].sockets.remove(handle);
+        }
+        if let Some(local) = s.local {
+            self.release_port(Proto::Udp, local.port(), Holder::Socket(id));
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! In-memory tests: two stacks over a simulated link on a virtual clock (no root).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stack::sim::{LinkConfig, Pair};
+use stack::{
+    ConnectError, ConnectOptions, ConnectStatus, ConnectionError, Family, RecvError, RouteError,
+    SendError, Shutdown, SocketType,
+};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn pair(latency_ms: u64, loss: f64, seed: u64) -> Pair {
+    let link = LinkConfig { latency: Duration::from_millis(latency_ms), loss, mtu: 1500, seed };
+    Pair::new(link, &["192.0.2.2/24", "2001:db8::2/64"], &["192.0.2.1/24", "2001:db8::1/64"])
+}
+
+/// Connect A to a listener on B, move `payload` both ways, close both; return what each read.
+fn echo_once(p: &mut Pair, family: Family, server: &str, payload: &[u8]) -> Vec<u8> {
+    let l = p.b.socket(family, SocketType::Stream);
+    p.b.bind(l, addr(server)).unwrap();
+    p.b.listen(l, 8).unwrap();
+    let c = p.a.socket(family, SocketType::Stream);
+    p.a.connect(c, addr(server), ConnectOptions::default()).unwrap();
+    assert_eq!(p.a.connect_status(c), Some(ConnectStatus::InProgress));
+    p.drive_until(10_000, |p| p.a.connect_status(c) == Some(ConnectStatus::Connected));
+    let mut accepted = None;
+    p.drive_until(10_000, |p| {
+        accepted = p.b.accept(l).ok();
+        accepted.is_some()
+    });
+    let (s, peer) = accepted.unwrap();
+    assert_eq!(peer, p.a.local_addr(c).unwrap(), "the server sees the client's address");
+
+    let mut sent = 0;
+    let mut echoed = Vec::new();
+    let mut back = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut client_eof = false;
+    let (mut server_eof, mut server_closed) = (false, false);
+    let mut steps = 0;
+    while !client_eof {
+        steps += 1;
+        assert!(steps < 1_000_000, "no progress (seed {})", p.seed);
+        if sent < payload.len() {
+            match p.a.send(c, &payload[sent..]) {
+                Ok(n) => sent += n,
+                Err(SendError::WouldBlock) => {}
+                Err(e) => panic!("send: {e}"),
+            }
+            if sent == payload.len() {
+                p.a.shutdown(c, Shutdown::Write).unwrap();
+            }
+        }
+        // The server echoes what it reads and closes after the client's FIN.
+        while !server_eof {
+            match p.b.recv(s, &mut buf) {
+                Ok(0) => server_eof = true,
+                Ok(n) => echoed.extend_from_slice(&buf[..n]),
+                Err(RecvError::WouldBlock) => break,
+                Err(e) => panic!("server recv: {e}"),
+            }
+        }
+        while !echoed.is_empty() {
+            match p.b.send(s, &echoed) {
+                Ok(n) => {
+                    echoed.drain(..n);
+                }
+                Err(SendError::WouldBlock) => break,
+                Err(e) => panic!("server send: {e}"),
+            }
+        }
+        if server_eof && echoed.is_empty() && !server_closed {
+            p.b.close(s);
+            server_closed = true;
+        }
+        loop {
+            match p.a.recv(c, &mut buf) {
+                Ok(0) => {
+                    client_eof = true;
+                    break;
+                }
+                Ok(n) => back.extend_from_slice(&buf[..n]),
+                Err(RecvError::WouldBlock) => break,
+                Err(e) => panic!("client recv: {e} (seed {})", p.seed),
+            }
+        }
+        if !client_eof {
+            p.step();
+        }
+    }
+    p.a.close(c);
+    p.b.close(l);
+    back
+}
+
+#[test]
+fn tcp_echo_ipv4_and_ipv6() {
+    let mut p = pair(5, 0.0, 1);
+    assert_eq!(echo_once(&mut p, Family::V4, "192.0.2.1:7", b"hello\n"), b"hello\n");
+    assert_eq!(echo_once(&mut p, Family::V6, "[2001:db8::1]:7", b"hello six\n"), b"hello six\n");
+}
+
+#[test]
+fn tcp_bulk_over_lossy_link_arrives_intact() {
+    let mut p = pair(2, 0.02, 7);
+    let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let back = echo_once(&mut p, Family::V4, "192.0.2.1:9000", &payload);
+    assert!(back == payload, "echo differs (len {} vs {}) seed {}", back.len(), payload.len(), p.seed);
+    assert!(p.link.dropped.iter().sum::<u64>() > 0, "the link did lose packets");
+}
+
+#[test]
+fn connect_to_closed_port_is_refused() {
+    let mut p = pair(1, 0.0, 2);
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr("192.0.2.1:81"), ConnectOptions::default()).unwrap();
+    p.drive_until(1000, |p| p.a.connect_status(c) != Some(ConnectStatus::InProgress));
+    assert_eq!(p.a.connect_status(c), Some(ConnectStatus::Failed(ConnectionError::Refused)));
+    assert!(p.a.readiness(c).writable && p.a.readiness(c).error);
+    assert_eq!(p.a.take_error(c), Some(ConnectionError::Refused));
+    assert_eq!(p.a.take_error(c), None, "reported once");
+}
+
+#[test]
+fn connect_without_answer_times_out() {
+    let mut p = pair(1, 0.0, 3);
+    p.filter_to_b(|_| false);
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr("192.0.2.1:80"), ConnectOptions::default()).unwrap();
+    p.drive_until(100_000, |p| p.a.connect_status(c) != Some(ConnectStatus::InProgress));
+    assert_eq!(p.a.connect_status(c), Some(ConnectStatus::Failed(ConnectionError::TimedOut)));
+    let t = p.now().total_millis();
+    assert!((75_000..80_000).contains(&t), "gave up after the connect timeout, at {t} ms");
+}
+
+#[test]
+fn reset_of_established_connection_is_reported() {
+    let mut p = pair(1, 0.0, 4);
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr("192.0.2.1:7")).unwrap();
+    p.b.listen(l, 1).unwrap();
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()).unwrap();
+    let mut s = None;
+    p.drive_until(1000, |p| {
+        s = s.or(p.b.accept(l).ok());
+        s.is_some()
+    });
+    let (s, _) = s.unwrap();
+    p.a.send(c, b"unread").unwrap();
+    p.drive_until(1000, |p| p.b.readiness(s).readable);
+    // Closing with unread data resets the connection.
+    p.b.close(s);
+    p.drive_until(1000, |p| p.a.readiness(c).error);
+    let mut buf = [0u8; 8];
+    assert_eq!(p.a.recv(c, &mut buf), Err(RecvError::Connection(ConnectionError::Reset)));
+    assert_eq!(p.a.recv(c, &mut buf), Ok(0), "then end of stream");
+}
+
+#[test]
+fn bad_destinations_fail_at_once() {
+    let mut p = pair(1, 0.0, 5);
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    assert_eq!(p.a.connect(c, addr("192.0.2.1:0"), ConnectOptions::default()), Err(ConnectError::InvalidPort));
+    assert_eq!(
+        p.a.connect(c, addr("[2001:db8::1]:80"), ConnectOptions::default()),
+        Err(ConnectError::FamilyMismatch)
+    );
+    assert!(matches!(
+        p.a.connect(c, addr("0.0.0.0:80"), ConnectOptions::default()),
+        Err(ConnectError::Route(RouteError::InvalidDestination(_)))
+    ));
+    // The stack keeps serving: a good connect on the same socket still works.
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr("192.0.2.1:7")).unwrap();
+    p.b.listen(l, 1).unwrap();
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()).unwrap();
+    p.drive_until(1000, |p| p.a.connect_status(c) == Some(ConnectStatus::Connected));
+    assert_eq!(p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()), Err(ConnectError::AlreadyConnected));
+}
+
+#[test]
+fn udp_both_ways_and_association_filter() {
+    let mut p = pair(1, 0.0, 6);
+    for (family, server, client_src) in [
+        (Family::V4, "192.0.2.1:5353", "192.0.2.2"),
+        (Family::V6, "[2001:db8::1]:5353", "2001:db8::2"),
+    ] {
+        let srv = p.b.socket(family, SocketType::Datagram);
+        p.b.bind(srv, addr(server)).unwrap();
+        let cli = p.a.socket(family, SocketType::Datagram);
+        p.a.send_to(cli, b"ping", Some(addr(server))).unwrap();
+        let mut buf = [0u8; 64];
+        let mut got = None;
+        p.drive_until(1000, |p| {
+            got = p.b.recv_from(srv, &mut buf).ok();
+            got.is_some()
+        });
+        let (n, from) = got.unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(from.ip().to_string(), client_src);
+        p.b.send_to(srv, b"pong", Some(from)).unwrap();
+        let mut got = None;
+        p.drive_until(1000, |p| {
+            got = p.a.recv_from(cli, &mut buf).ok();
+            got.is_some()
+        });
+        assert_eq!(&buf[..got.unwrap().0], b"pong");
+        assert_eq!(got.unwrap().1, addr(server));
+        p.a.close(cli);
+        p.b.close(srv);
+    }
+}
+
+#[test]
+fn udp_oversized_datagram_is_refused() {
+    let mut p = pair(1, 0.0, 8);
+    let cli = p.a.socket(Family::V4, SocketType::Datagram);
+    let big = vec![0u8; 1473];
+    assert_eq!(
+        p.a.send_to(cli, &big, Some(addr("192.0.2.1:9"))),
+        Err(SendError::MessageTooLong { size: 1473, limit: 1472 })
+    );
+    assert_eq!(p.a.send_to(cli, &big[..1472], Some(addr("192.0.2.1:9"))), Ok(1472));
+}
