@@ -1,0 +1,397 @@
+//! All of the crate's `unsafe` code: small, safe wrappers around the libc calls it needs.
+//!
+//! Each wrapper owns the safety argument for its call (valid pointers, correct lengths, who
+//! owns a descriptor), so that every other module is plain safe Rust. Failures are bare
+//! [`io::Error`]s; callers add context.
+
+use std::ffi::CString;
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use libc::{c_int, c_short, c_uint, c_ulong, c_void, socklen_t};
+
+/// Turns C's "returns -1 and sets `errno`" convention into an [`io::Result`].
+fn cvt<T: Copy + PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    if ret == T::from(-1) {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Calls `libc::$name(args…)` and turns a -1 result into `io::Error::last_os_error()`.
+///
+/// Calling a foreign function is unsafe, so every use sits in its own `unsafe` block whose
+/// `// SAFETY:` comment justifies that particular call.
+macro_rules! syscall {
+    ($name:ident ( $($arg:expr),* $(,)? )) => {
+        cvt(libc::$name($($arg),*))
+    };
+}
+
+/// Runs `f` again for as long as it fails with `EINTR`.
+pub(crate) fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Wraps a descriptor that a system call has just returned.
+fn owned(fd: c_int) -> OwnedFd {
+    // SAFETY: every caller passes a descriptor freshly returned by a successful open(2),
+    // socket(2), socketpair(2) or eventfd(2): it is open and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors
+
+/// Opens `/dev/net/tun` read-write, non-blocking and close-on-exec.
+pub(crate) fn open_tun() -> io::Result<OwnedFd> {
+    let path = c"/dev/net/tun";
+    let flags = libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: `path` is a NUL-terminated string that lives through the call.
+    let fd = unsafe { syscall!(open(path.as_ptr(), flags)) }?;
+    Ok(owned(fd))
+}
+
+/// Takes ownership of descriptor `fd`, after checking that it is open.
+///
+/// `EBADF` if it is not. The caller must be handing over sole ownership of `fd` (the
+/// documented contract of `Device::adopt_fd`).
+pub(crate) fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor flags; any integer is acceptable and an
+    // unopened one merely fails with EBADF.
+    unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
+    // SAFETY: `fd` is open (checked just above) and, per the contract above, owned by nobody
+    // else from now on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets `O_NONBLOCK` on the open file description.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: F_GETFL on an open descriptor only reads its status flags.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFL)) }?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: F_SETFL on an open descriptor with its own flags plus O_NONBLOCK.
+        unsafe { syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)) }?;
+    }
+    Ok(())
+}
+
+/// Sets `FD_CLOEXEC` on the descriptor.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: F_GETFD on an open descriptor only reads its descriptor flags.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: F_SETFD on an open descriptor with its own flags plus FD_CLOEXEC.
+        unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC)) }?;
+    }
+    Ok(())
+}
+
+/// `read(2)` into `buf`: the number of bytes the kernel reports.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = unsafe {
+        syscall!(read(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast::<c_void>(),
+            buf.len()
+        ))
+    }?;
+    Ok(n.unsigned_abs())
+}
+
+/// `write(2)` of `buf`: the number of bytes written.
+pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let n = unsafe {
+        syscall!(write(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast::<c_void>(),
+            buf.len()
+        ))
+    }?;
+    Ok(n.unsigned_abs())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+/// `socket(2)`, always close-on-exec.
+pub(crate) fn socket(domain: c_int, ty: c_int, protocol: c_int) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers.
+    let fd = unsafe { syscall!(socket(domain, ty | libc::SOCK_CLOEXEC, protocol)) }?;
+    Ok(owned(fd))
+}
+
+/// A connected `AF_UNIX` `SOCK_SEQPACKET` pair, non-blocking and close-on-exec.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [c_int; 2] = [-1, -1];
+    let ty = libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` has room for the two descriptors socketpair(2) writes.
+    unsafe { syscall!(socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr())) }?;
+    Ok((owned(fds[0]), owned(fds[1])))
+}
+
+/// `recv(2)` into `buf`: the number of bytes the kernel reports (with `MSG_TRUNC`, the
+/// length of the whole message, which may exceed `buf.len()`).
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], flags: c_int) -> io::Result<usize> {
+    let ptr = buf.as_mut_ptr().cast::<c_void>();
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = unsafe { syscall!(recv(fd.as_raw_fd(), ptr, buf.len(), flags)) }?;
+    Ok(n.unsigned_abs())
+}
+
+/// `send(2)` of `buf` with `MSG_NOSIGNAL` added (a closed peer gives `EPIPE`, not `SIGPIPE`).
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: c_int) -> io::Result<usize> {
+    let ptr = buf.as_ptr().cast::<c_void>();
+    let flags = flags | libc::MSG_NOSIGNAL;
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let n = unsafe { syscall!(send(fd.as_raw_fd(), ptr, buf.len(), flags)) }?;
+    Ok(n.unsigned_abs())
+}
+
+/// Receives one netlink message into `buf`: its length and the sender's port id (0 for the
+/// kernel).
+pub(crate) fn recv_netlink(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+    // SAFETY: sockaddr_nl is plain integers; all zeros is a valid value.
+    let mut addr: libc::sockaddr_nl = unsafe { mem::zeroed() };
+    let mut addr_len = socklen_of::<libc::sockaddr_nl>();
+    let ptr = buf.as_mut_ptr().cast::<c_void>();
+    let addr_ptr = (&raw mut addr).cast::<libc::sockaddr>();
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and `addr`/`addr_len` describe
+    // a writable sockaddr_nl; all live through the call.
+    let n = unsafe {
+        syscall!(recvfrom(
+            fd.as_raw_fd(),
+            ptr,
+            buf.len(),
+            0,
+            addr_ptr,
+            &raw mut addr_len
+        ))
+    }?;
+    Ok((n.unsigned_abs(), addr.nl_pid))
+}
+
+/// The socket type (`SO_TYPE`), e.g. `SOCK_DGRAM`; `ENOTSOCK` if `fd` is no socket.
+pub(crate) fn socket_type(fd: BorrowedFd<'_>) -> io::Result<c_int> {
+    let mut ty: c_int = 0;
+    let mut len = socklen_of::<c_int>();
+    let ty_ptr = (&raw mut ty).cast::<c_void>();
+    // SAFETY: `ty`/`len` describe a writable c_int, which is what SO_TYPE stores.
+    unsafe {
+        syscall!(getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            ty_ptr,
+            &raw mut len
+        ))
+    }?;
+    Ok(ty)
+}
+
+/// Sets an integer socket option.
+pub(crate) fn set_socket_option(
+    fd: BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    value: c_int,
+) -> io::Result<()> {
+    let ptr = (&raw const value).cast::<c_void>();
+    let len = socklen_of::<c_int>();
+    // SAFETY: `ptr`/`len` describe a readable c_int, the type of the integer options used.
+    unsafe { syscall!(setsockopt(fd.as_raw_fd(), level, name, ptr, len)) }?;
+    Ok(())
+}
+
+/// Sets `SO_RCVTIMEO`, so that a blocking receive gives up with `EAGAIN` after `timeout`.
+pub(crate) fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    let ptr = (&raw const tv).cast::<c_void>();
+    let len = socklen_of::<libc::timeval>();
+    // SAFETY: `ptr`/`len` describe a readable timeval, the type SO_RCVTIMEO takes.
+    unsafe {
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            ptr,
+            len
+        ))
+    }?;
+    Ok(())
+}
+
+fn socklen_of<T>() -> socklen_t {
+    socklen_t::try_from(mem::size_of::<T>()).expect("socket option sizes fit in socklen_t")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interfaces
+
+/// A `struct ifreq`: an interface name and one value of the request union.
+pub(crate) struct IfReq(libc::ifreq);
+
+/// The `ioctl(2)`s taking a `struct ifreq`. Keeping them in a closed list keeps the safety
+/// argument local: each of them reads or writes at most one `struct ifreq`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IfReqIoctl {
+    /// `TUNSETIFF` (on a `/dev/net/tun` descriptor): attach it to / create an interface.
+    TunSetIff,
+    /// `TUNGETIFF` (on a TUN descriptor): the name and flags of its interface.
+    TunGetIff,
+    /// `SIOCGIFFLAGS`: read the interface flags.
+    GetFlags,
+    /// `SIOCSIFFLAGS`: write the interface flags.
+    SetFlags,
+    /// `SIOCGIFMTU`: read the MTU.
+    GetMtu,
+    /// `SIOCSIFMTU`: write the MTU.
+    SetMtu,
+    /// `SIOCSIFTXQLEN`: write the transmit queue length.
+    SetTxQueueLen,
+}
+
+impl IfReq {
+    /// An all-zero request for interface `name`.
+    ///
+    /// # Panics
+    /// If `name` does not fit `IFNAMSIZ` with its terminating NUL (callers validate names).
+    pub(crate) fn new(name: &str) -> IfReq {
+        // SAFETY: ifreq holds only byte arrays, integers, sockaddrs and a raw pointer, for
+        // all of which all-zero bytes are a valid value.
+        let mut req: libc::ifreq = unsafe { mem::zeroed() };
+        assert!(
+            name.len() < libc::IFNAMSIZ,
+            "interface name {name:?} is too long"
+        );
+        for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+            *dst = src as libc::c_char;
+        }
+        IfReq(req)
+    }
+
+    /// The interface name, up to the first NUL.
+    pub(crate) fn name(&self) -> String {
+        let bytes: Vec<u8> = self
+            .0
+            .ifr_name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The `ifr_flags` member of the union.
+    pub(crate) fn flags(&self) -> c_short {
+        // SAFETY: the union is fully initialized (zeroed at creation, then only written by us
+        // or the kernel), and any bit pattern is a valid c_short.
+        unsafe { self.0.ifr_ifru.ifru_flags }
+    }
+
+    pub(crate) fn set_flags(&mut self, flags: c_short) {
+        self.0.ifr_ifru.ifru_flags = flags;
+    }
+
+    /// The integer member of the union (`ifr_mtu`, `ifr_qlen`, …, all at the same offset).
+    pub(crate) fn int(&self) -> c_int {
+        // SAFETY: as in `flags`: initialized, and any bit pattern is a valid c_int.
+        unsafe { self.0.ifr_ifru.ifru_mtu }
+    }
+
+    pub(crate) fn set_int(&mut self, value: c_int) {
+        self.0.ifr_ifru.ifru_mtu = value;
+    }
+
+    /// Performs `request` on descriptor `fd` with this request as argument.
+    pub(crate) fn ioctl(&mut self, fd: BorrowedFd<'_>, request: IfReqIoctl) -> io::Result<()> {
+        let request: c_ulong = match request {
+            IfReqIoctl::TunSetIff => libc::TUNSETIFF as c_ulong,
+            IfReqIoctl::TunGetIff => libc::TUNGETIFF as c_ulong,
+            IfReqIoctl::GetFlags => libc::SIOCGIFFLAGS,
+            IfReqIoctl::SetFlags => libc::SIOCSIFFLAGS,
+            IfReqIoctl::GetMtu => libc::SIOCGIFMTU,
+            IfReqIoctl::SetMtu => libc::SIOCSIFMTU,
+            IfReqIoctl::SetTxQueueLen => libc::SIOCSIFTXQLEN,
+        };
+        let arg = (&raw mut self.0).cast::<c_void>();
+        // SAFETY: each of these requests reads and/or writes one `struct ifreq` through the
+        // pointer, which points to a live, exclusively borrowed ifreq.
+        unsafe { syscall!(ioctl(fd.as_raw_fd(), request as _, arg)) }?;
+        Ok(())
+    }
+}
+
+/// `TUNSETOFFLOAD`: which offloads (`TUN_F_*`) the TUN device may use; 0 for none.
+pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, offloads: c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long), not a pointer.
+    unsafe {
+        syscall!(ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD as _,
+            c_ulong::from(offloads)
+        ))
+    }?;
+    Ok(())
+}
+
+/// `if_nametoindex(3)`: the index of interface `name` in the current network namespace;
+/// `ENODEV` if there is none.
+pub(crate) fn if_nametoindex(name: &str) -> io::Result<u32> {
+    let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+    // SAFETY: `name` is a NUL-terminated string that lives through the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// A non-blocking, close-on-exec `eventfd(2)` with counter 0.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd(2) takes no pointers.
+    let fd = unsafe { syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)) }?;
+    Ok(owned(fd))
+}
+
+/// `poll(2)`: the number of entries of `fds` with events. `timeout_ms` < 0 waits forever.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> io::Result<usize> {
+    let nfds = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `fds` is a valid, writable array of `nfds` pollfd structures.
+    let n = unsafe { syscall!(poll(fds.as_mut_ptr(), nfds, timeout_ms)) }?;
+    Ok(n.unsigned_abs() as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// `unshare(2)` for the calling thread.
+pub(crate) fn unshare(flags: c_int) -> io::Result<()> {
+    // SAFETY: unshare(2) takes no pointers; it only changes the calling thread's namespaces.
+    unsafe { syscall!(unshare(flags)) }?;
+    Ok(())
+}
+
+/// The effective user id.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
