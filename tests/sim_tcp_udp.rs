@@ -14,8 +14,17 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn pair(latency_ms: u64, loss: f64, seed: u64) -> Pair {
-    let link = LinkConfig { latency: Duration::from_millis(latency_ms), loss, mtu: 1500, seed };
-    Pair::new(link, &["192.0.2.2/24", "2001:db8::2/64"], &["192.0.2.1/24", "2001:db8::1/64"])
+    let link = LinkConfig {
+        latency: Duration::from_millis(latency_ms),
+        loss,
+        mtu: 1500,
+        seed,
+    };
+    Pair::new(
+        link,
+        &["192.0.2.2/24", "2001:db8::2/64"],
+        &["192.0.2.1/24", "2001:db8::1/64"],
+    )
 }
 
 /// Connect A to a listener on B, move `payload` both ways, close both; return what each read.
@@ -24,16 +33,23 @@ fn echo_once(p: &mut Pair, family: Family, server: &str, payload: &[u8]) -> Vec<
     p.b.bind(l, addr(server)).unwrap();
     p.b.listen(l, 8).unwrap();
     let c = p.a.socket(family, SocketType::Stream);
-    p.a.connect(c, addr(server), ConnectOptions::default()).unwrap();
+    p.a.connect(c, addr(server), ConnectOptions::default())
+        .unwrap();
     assert_eq!(p.a.connect_status(c), Some(ConnectStatus::InProgress));
-    p.drive_until(10_000, |p| p.a.connect_status(c) == Some(ConnectStatus::Connected));
+    p.drive_until(10_000, |p| {
+        p.a.connect_status(c) == Some(ConnectStatus::Connected)
+    });
     let mut accepted = None;
     p.drive_until(10_000, |p| {
         accepted = p.b.accept(l).ok();
         accepted.is_some()
     });
     let (s, peer) = accepted.unwrap();
-    assert_eq!(peer, p.a.local_addr(c).unwrap(), "the server sees the client's address");
+    assert_eq!(
+        peer,
+        p.a.local_addr(c).unwrap(),
+        "the server sees the client's address"
+    );
 
     let mut sent = 0;
     let mut echoed = Vec::new();
@@ -100,26 +116,49 @@ fn echo_once(p: &mut Pair, family: Family, server: &str, payload: &[u8]) -> Vec<
 #[test]
 fn tcp_echo_ipv4_and_ipv6() {
     let mut p = pair(5, 0.0, 1);
-    assert_eq!(echo_once(&mut p, Family::V4, "192.0.2.1:7", b"hello\n"), b"hello\n");
-    assert_eq!(echo_once(&mut p, Family::V6, "[2001:db8::1]:7", b"hello six\n"), b"hello six\n");
+    assert_eq!(
+        echo_once(&mut p, Family::V4, "192.0.2.1:7", b"hello\n"),
+        b"hello\n"
+    );
+    assert_eq!(
+        echo_once(&mut p, Family::V6, "[2001:db8::1]:7", b"hello six\n"),
+        b"hello six\n"
+    );
 }
 
 #[test]
 fn tcp_bulk_over_lossy_link_arrives_intact() {
     let mut p = pair(2, 0.02, 7);
-    let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let payload: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let back = echo_once(&mut p, Family::V4, "192.0.2.1:9000", &payload);
-    assert!(back == payload, "echo differs (len {} vs {}) seed {}", back.len(), payload.len(), p.seed);
-    assert!(p.link.dropped.iter().sum::<u64>() > 0, "the link did lose packets");
+    assert!(
+        back == payload,
+        "echo differs (len {} vs {}) seed {}",
+        back.len(),
+        payload.len(),
+        p.seed
+    );
+    assert!(
+        p.link.dropped.iter().sum::<u64>() > 0,
+        "the link did lose packets"
+    );
 }
 
 #[test]
 fn connect_to_closed_port_is_refused() {
     let mut p = pair(1, 0.0, 2);
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:81"), ConnectOptions::default()).unwrap();
-    p.drive_until(1000, |p| p.a.connect_status(c) != Some(ConnectStatus::InProgress));
-    assert_eq!(p.a.connect_status(c), Some(ConnectStatus::Failed(ConnectionError::Refused)));
+    p.a.connect(c, addr("192.0.2.1:81"), ConnectOptions::default())
+        .unwrap();
+    p.drive_until(1000, |p| {
+        p.a.connect_status(c) != Some(ConnectStatus::InProgress)
+    });
+    assert_eq!(
+        p.a.connect_status(c),
+        Some(ConnectStatus::Failed(ConnectionError::Refused))
+    );
     assert!(p.a.readiness(c).writable && p.a.readiness(c).error);
     assert_eq!(p.a.take_error(c), Some(ConnectionError::Refused));
     assert_eq!(p.a.take_error(c), None, "reported once");
@@ -130,11 +169,20 @@ fn connect_without_answer_times_out() {
     let mut p = pair(1, 0.0, 3);
     p.filter_to_b(|_| false);
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:80"), ConnectOptions::default()).unwrap();
-    p.drive_until(100_000, |p| p.a.connect_status(c) != Some(ConnectStatus::InProgress));
-    assert_eq!(p.a.connect_status(c), Some(ConnectStatus::Failed(ConnectionError::TimedOut)));
+    p.a.connect(c, addr("192.0.2.1:80"), ConnectOptions::default())
+        .unwrap();
+    p.drive_until(100_000, |p| {
+        p.a.connect_status(c) != Some(ConnectStatus::InProgress)
+    });
+    assert_eq!(
+        p.a.connect_status(c),
+        Some(ConnectStatus::Failed(ConnectionError::TimedOut))
+    );
     let t = p.now().total_millis();
-    assert!((75_000..80_000).contains(&t), "gave up after the connect timeout, at {t} ms");
+    assert!(
+        (75_000..80_000).contains(&t),
+        "gave up after the connect timeout, at {t} ms"
+    );
 }
 
 #[test]
@@ -144,7 +192,8 @@ fn reset_of_established_connection_is_reported() {
     p.b.bind(l, addr("192.0.2.1:7")).unwrap();
     p.b.listen(l, 1).unwrap();
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()).unwrap();
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default())
+        .unwrap();
     let mut s = None;
     p.drive_until(1000, |p| {
         s = s.or(p.b.accept(l).ok());
@@ -157,7 +206,10 @@ fn reset_of_established_connection_is_reported() {
     p.b.close(s);
     p.drive_until(1000, |p| p.a.readiness(c).error);
     let mut buf = [0u8; 8];
-    assert_eq!(p.a.recv(c, &mut buf), Err(RecvError::Connection(ConnectionError::Reset)));
+    assert_eq!(
+        p.a.recv(c, &mut buf),
+        Err(RecvError::Connection(ConnectionError::Reset))
+    );
     assert_eq!(p.a.recv(c, &mut buf), Ok(0), "then end of stream");
 }
 
@@ -165,7 +217,10 @@ fn reset_of_established_connection_is_reported() {
 fn bad_destinations_fail_at_once() {
     let mut p = pair(1, 0.0, 5);
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    assert_eq!(p.a.connect(c, addr("192.0.2.1:0"), ConnectOptions::default()), Err(ConnectError::InvalidPort));
+    assert_eq!(
+        p.a.connect(c, addr("192.0.2.1:0"), ConnectOptions::default()),
+        Err(ConnectError::InvalidPort)
+    );
     assert_eq!(
         p.a.connect(c, addr("[2001:db8::1]:80"), ConnectOptions::default()),
         Err(ConnectError::FamilyMismatch)
@@ -178,9 +233,15 @@ fn bad_destinations_fail_at_once() {
     let l = p.b.socket(Family::V4, SocketType::Stream);
     p.b.bind(l, addr("192.0.2.1:7")).unwrap();
     p.b.listen(l, 1).unwrap();
-    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()).unwrap();
-    p.drive_until(1000, |p| p.a.connect_status(c) == Some(ConnectStatus::Connected));
-    assert_eq!(p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()), Err(ConnectError::AlreadyConnected));
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default())
+        .unwrap();
+    p.drive_until(1000, |p| {
+        p.a.connect_status(c) == Some(ConnectStatus::Connected)
+    });
+    assert_eq!(
+        p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()),
+        Err(ConnectError::AlreadyConnected)
+    );
 }
 
 #[test]
@@ -223,7 +284,13 @@ fn udp_oversized_datagram_is_refused() {
     let big = vec![0u8; 1473];
     assert_eq!(
         p.a.send_to(cli, &big, Some(addr("192.0.2.1:9"))),
-        Err(SendError::MessageTooLong { size: 1473, limit: 1472 })
+        Err(SendError::MessageTooLong {
+            size: 1473,
+            limit: 1472
+        })
     );
-    assert_eq!(p.a.send_to(cli, &big[..1472], Some(addr("192.0.2.1:9"))), Ok(1472));
+    assert_eq!(
+        p.a.send_to(cli, &big[..1472], Some(addr("192.0.2.1:9"))),
+        Ok(1472)
+    );
 }

@@ -21,7 +21,9 @@ pub struct Cidr {
 #[non_exhaustive]
 pub enum CidrError {
     /// No `/len` part: an interface address needs its prefix length.
-    #[error("`{0}` has no prefix length: write it as ADDRESS/LEN, e.g. 192.0.2.2/24 or 2001:db8::2/64")]
+    #[error(
+        "`{0}` has no prefix length: write it as ADDRESS/LEN, e.g. 192.0.2.2/24 or 2001:db8::2/64"
+    )]
     MissingPrefix(String),
     /// The part before `/` is not an IPv4 or IPv6 address.
     #[error("`{0}` is not an IPv4 or IPv6 address")]
@@ -46,19 +48,29 @@ impl Cidr {
     pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Cidr, CidrError> {
         let max = max_prefix(&addr);
         if prefix_len > max {
-            return Err(CidrError::BadPrefix { addr, len: prefix_len.to_string(), max });
+            return Err(CidrError::BadPrefix {
+                addr,
+                len: prefix_len.to_string(),
+                max,
+            });
         }
         Ok(Cidr { addr, prefix_len })
     }
 
     /// The default route of a family: `0.0.0.0/0` or `::/0`.
     pub fn default_v4() -> Cidr {
-        Cidr { addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix_len: 0 }
+        Cidr {
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            prefix_len: 0,
+        }
     }
 
     /// `::/0`.
     pub fn default_v6() -> Cidr {
-        Cidr { addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix_len: 0 }
+        Cidr {
+            addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            prefix_len: 0,
+        }
     }
 
     /// The address, host bits included.
@@ -75,9 +87,14 @@ impl Cidr {
     pub fn network(&self) -> Cidr {
         let addr = match self.addr {
             IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask32(self.prefix_len))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask128(self.prefix_len))),
+            IpAddr::V6(a) => {
+                IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask128(self.prefix_len)))
+            }
         };
-        Cidr { addr, prefix_len: self.prefix_len }
+        Cidr {
+            addr,
+            prefix_len: self.prefix_len,
+        }
     }
 
     /// Whether `ip` lies in this prefix (same family, same leading `prefix_len` bits).
@@ -115,10 +132,18 @@ impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(s: &str) -> Result<Cidr, CidrError> {
-        let (addr, len) = s.split_once('/').ok_or_else(|| CidrError::MissingPrefix(s.to_owned()))?;
-        let addr: IpAddr = addr.parse().map_err(|_| CidrError::BadAddress(addr.to_owned()))?;
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| CidrError::MissingPrefix(s.to_owned()))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| CidrError::BadAddress(addr.to_owned()))?;
         let max = max_prefix(&addr);
-        let bad = || CidrError::BadPrefix { addr, len: len.to_owned(), max };
+        let bad = || CidrError::BadPrefix {
+            addr,
+            len: len.to_owned(),
+            max,
+        };
         let prefix_len: u8 = len.parse().map_err(|_| bad())?;
         Cidr::new(addr, prefix_len).map_err(|_| bad())
     }
@@ -189,11 +214,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_text_with_a_reason() {
-        assert!(matches!("192.0.2.2".parse::<Cidr>(), Err(CidrError::MissingPrefix(_))));
-        assert!(matches!("192.0.2.2/33".parse::<Cidr>(), Err(CidrError::BadPrefix { .. })));
-        assert!(matches!("2001:db8::1/129".parse::<Cidr>(), Err(CidrError::BadPrefix { .. })));
-        assert!(matches!("cx0/24".parse::<Cidr>(), Err(CidrError::BadAddress(_))));
-        assert!(matches!("192.0.2.2/x".parse::<Cidr>(), Err(CidrError::BadPrefix { .. })));
+        assert!(matches!(
+            "192.0.2.2".parse::<Cidr>(),
+            Err(CidrError::MissingPrefix(_))
+        ));
+        assert!(matches!(
+            "192.0.2.2/33".parse::<Cidr>(),
+            Err(CidrError::BadPrefix { .. })
+        ));
+        assert!(matches!(
+            "2001:db8::1/129".parse::<Cidr>(),
+            Err(CidrError::BadPrefix { .. })
+        ));
+        assert!(matches!(
+            "cx0/24".parse::<Cidr>(),
+            Err(CidrError::BadAddress(_))
+        ));
+        assert!(matches!(
+            "192.0.2.2/x".parse::<Cidr>(),
+            Err(CidrError::BadPrefix { .. })
+        ));
     }
 
     #[test]

@@ -96,7 +96,12 @@ pub struct InterfaceConfig {
 impl InterfaceConfig {
     /// An interface with a name and MTU 1500, no addresses yet.
     pub fn new(name: impl Into<String>) -> InterfaceConfig {
-        InterfaceConfig { name: name.into(), kernel_index: None, mtu: 1500, addresses: Vec::new() }
+        InterfaceConfig {
+            name: name.into(),
+            kernel_index: None,
+            mtu: 1500,
+            addresses: Vec::new(),
+        }
     }
 
     /// Set the kernel's interface index.

@@ -1,11 +1,14 @@
 //! One error enum per operation. Each variant says when it happens; `connectx-api` maps every
 //! variant to an errno in one exhaustive table.
+//!
+//! The enums are deliberately not `#[non_exhaustive]`: the errno table matches them without a
+//! wildcard arm, so that a new variant does not compile until someone decides its errno. The
+//! crates of this workspace are versioned together.
 
 use std::net::IpAddr;
 
 /// Setting up an interface failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum InterfaceError {
     /// More addresses than one interface holds.
     #[error("interface {name}: at most {max} addresses")]
@@ -17,7 +20,9 @@ pub enum InterfaceError {
     },
     /// An MTU too small for IPv6 (1280) or IPv4 (576) with addresses of that family, or above
     /// 65535.
-    #[error("interface {name}: MTU {mtu} is out of range (576..=65535, and at least 1280 for IPv6)")]
+    #[error(
+        "interface {name}: MTU {mtu} is out of range (576..=65535, and at least 1280 for IPv6)"
+    )]
     BadMtu {
         /// The interface.
         name: String,
@@ -31,7 +36,6 @@ pub enum InterfaceError {
 
 /// Choosing a path (interface and source address) to a destination failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum RouteError {
     /// The destination is unspecified, multicast or broadcast, or its port is 0.
     #[error("{0} is not a unicast destination")]
@@ -56,7 +60,6 @@ pub enum RouteError {
 
 /// `bind` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum BindError {
     /// The socket id is not open.
     #[error("no such socket")]
@@ -80,7 +83,6 @@ pub enum BindError {
 
 /// `listen` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum ListenError {
     /// The socket id is not open.
     #[error("no such socket")]
@@ -98,7 +100,6 @@ pub enum ListenError {
 
 /// `accept` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum AcceptError {
     /// The socket id is not open.
     #[error("no such socket")]
@@ -114,7 +115,6 @@ pub enum AcceptError {
 /// Why an established or attempted connection ended, reported asynchronously (`SO_ERROR`, or
 /// by the next call on the socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum ConnectionError {
     /// The peer answered the SYN with a RST: nothing listens on that port.
     #[error("connection refused")]
@@ -136,7 +136,6 @@ pub enum ConnectionError {
 /// `connect` failed at once (an attempt that starts and fails later reports a
 /// [`ConnectionError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum ConnectError {
     /// The socket id is not open.
     #[error("no such socket")]
@@ -169,7 +168,6 @@ pub enum ConnectError {
 
 /// `send` or `send_to` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum SendError {
     /// The socket id is not open.
     #[error("no such socket")]
@@ -178,6 +176,9 @@ pub enum SendError {
     /// destination.
     #[error("socket is not connected")]
     NotConnected,
+    /// A datagram socket with neither a destination nor an associated peer.
+    #[error("no destination address")]
+    NoDestination,
     /// The send buffer is full.
     #[error("send buffer full")]
     WouldBlock,
@@ -211,7 +212,6 @@ pub enum SendError {
 
 /// `recv` or `recv_from` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum RecvError {
     /// The socket id is not open.
     #[error("no such socket")]
@@ -232,7 +232,6 @@ pub enum RecvError {
 
 /// `shutdown` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum ShutdownError {
     /// The socket id is not open.
     #[error("no such socket")]

@@ -61,7 +61,10 @@ pub(crate) struct Iface {
 
 impl std::fmt::Debug for Iface {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Iface").field("config", &self.config).field("up", &self.up).finish()
+        f.debug_struct("Iface")
+            .field("config", &self.config)
+            .field("up", &self.up)
+            .finish()
     }
 }
 
@@ -94,7 +97,14 @@ impl Iface {
                 expires_at: None,
             });
         });
-        Iface { config, up: true, iface, sockets: SocketSet::new(Vec::new()), rx_packets: 0, tx_packets: 0 }
+        Iface {
+            config,
+            up: true,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            rx_packets: 0,
+            tx_packets: 0,
+        }
     }
 }
 
@@ -167,12 +177,22 @@ impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
         self.budget -= 1;
         self.rx_packets += 1;
         let packet = &self.rx[..n.min(self.rx.len())];
-        let tx = TxToken { io: &mut *self.io, id: self.id, buf: &mut *self.tx, sent: &mut self.tx_packets };
+        let tx = TxToken {
+            io: &mut *self.io,
+            id: self.id,
+            buf: &mut *self.tx,
+            sent: &mut self.tx_packets,
+        };
         Some((RxToken { packet }, tx))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<TxToken<'_, P>> {
-        Some(TxToken { io: &mut *self.io, id: self.id, buf: &mut *self.tx, sent: &mut self.tx_packets })
+        Some(TxToken {
+            io: &mut *self.io,
+            id: self.id,
+            buf: &mut *self.tx,
+            sent: &mut self.tx_packets,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -27,7 +27,10 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// Add a route. A prefix is stored as its network (`192.0.2.7/24` becomes `192.0.2.0/24`).
     pub fn add(&mut self, dest: Cidr, iface: IfaceId) {
-        let route = Route { dest: dest.network(), iface };
+        let route = Route {
+            dest: dest.network(),
+            iface,
+        };
         if !self.routes.contains(&route) {
             self.routes.push(route);
         }
@@ -47,7 +50,11 @@ impl RoutingTable {
     /// then first added.
     pub fn lookup(&self, dest: &IpAddr, usable: impl Fn(IfaceId) -> bool) -> Option<Route> {
         let mut best: Option<Route> = None;
-        for route in self.routes.iter().filter(|r| r.dest.contains(dest) && usable(r.iface)) {
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| r.dest.contains(dest) && usable(r.iface))
+        {
             if best.is_none_or(|b| route.dest.prefix_len() > b.dest.prefix_len()) {
                 best = Some(*route);
             }
@@ -72,13 +79,33 @@ mod tests {
         t.add(cidr("198.51.100.128/25"), IfaceId(2));
         t.add(cidr("198.51.100.128/25"), IfaceId(3));
         let all = |_| true;
-        assert_eq!(t.lookup(&"203.0.113.1".parse().unwrap(), all).unwrap().iface, IfaceId(0));
-        assert_eq!(t.lookup(&"198.51.100.1".parse().unwrap(), all).unwrap().iface, IfaceId(1));
-        assert_eq!(t.lookup(&"198.51.100.200".parse().unwrap(), all).unwrap().iface, IfaceId(2));
+        assert_eq!(
+            t.lookup(&"203.0.113.1".parse().unwrap(), all)
+                .unwrap()
+                .iface,
+            IfaceId(0)
+        );
+        assert_eq!(
+            t.lookup(&"198.51.100.1".parse().unwrap(), all)
+                .unwrap()
+                .iface,
+            IfaceId(1)
+        );
+        assert_eq!(
+            t.lookup(&"198.51.100.200".parse().unwrap(), all)
+                .unwrap()
+                .iface,
+            IfaceId(2)
+        );
         assert!(t.lookup(&"2001:db8::1".parse().unwrap(), all).is_none());
         // An unusable interface (down) is skipped: the next best route is taken.
         let not2 = |i| i != IfaceId(2) && i != IfaceId(3);
-        assert_eq!(t.lookup(&"198.51.100.200".parse().unwrap(), not2).unwrap().iface, IfaceId(1));
+        assert_eq!(
+            t.lookup(&"198.51.100.200".parse().unwrap(), not2)
+                .unwrap()
+                .iface,
+            IfaceId(1)
+        );
     }
 
     #[test]

@@ -31,7 +31,12 @@ pub struct LinkConfig {
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        LinkConfig { latency: Duration::from_millis(1), loss: 0.0, mtu: 1500, seed: 1 }
+        LinkConfig {
+            latency: Duration::from_millis(1),
+            loss: 0.0,
+            mtu: 1500,
+            seed: 1,
+        }
     }
 }
 
@@ -95,7 +100,11 @@ impl PacketIo for End<'_> {
     fn send(&mut self, _iface: IfaceId, packet: &[u8]) {
         let to = 1 - self.side;
         let link = &mut *self.link;
-        let filter = if to == 1 { &mut link.filter_to_b } else { &mut link.filter_to_a };
+        let filter = if to == 1 {
+            &mut link.filter_to_b
+        } else {
+            &mut link.filter_to_a
+        };
         let keep = filter.as_mut().is_none_or(|f| f(packet));
         let lost = link.config.loss > 0.0 && link.rng.random_bool(link.config.loss.clamp(0.0, 1.0));
         if !keep || lost || packet.len() > link.config.mtu {
@@ -103,7 +112,10 @@ impl PacketIo for End<'_> {
             return;
         }
         let latency = smoltcp::time::Duration::from_micros(link.config.latency.as_micros() as u64);
-        link.queues[to].push_back(InFlight { at: link.now + latency, packet: packet.to_vec() });
+        link.queues[to].push_back(InFlight {
+            at: link.now + latency,
+            packet: packet.to_vec(),
+        });
     }
 }
 
@@ -126,12 +138,17 @@ pub struct Pair {
     pub seed: u64,
 }
 
-
 impl Pair {
     /// A pair with one interface each: A has `a_addrs`, B has `b_addrs`; each side's interface
     /// carries both default routes. The seed is taken from `CONNECTX_SIM_SEED` when set.
     pub fn new(link: LinkConfig, a_addrs: &[&str], b_addrs: &[&str]) -> Pair {
-        Pair::with_configs(link, StackConfig::default(), StackConfig::default(), a_addrs, b_addrs)
+        Pair::with_configs(
+            link,
+            StackConfig::default(),
+            StackConfig::default(),
+            a_addrs,
+            b_addrs,
+        )
     }
 
     /// Like [`Pair::new`] with stack configurations (their seeds are replaced by ones derived
@@ -143,7 +160,10 @@ impl Pair {
         a_addrs: &[&str],
         b_addrs: &[&str],
     ) -> Pair {
-        if let Some(seed) = std::env::var("CONNECTX_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        if let Some(seed) = std::env::var("CONNECTX_SIM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
             link.seed = seed;
         }
         let seed = link.seed;
@@ -155,9 +175,15 @@ impl Pair {
             for a in addrs {
                 ic = ic.address(a.parse::<Cidr>().expect("a valid CIDR in a test"));
             }
-            let id = stack.add_interface(ic).expect("a valid interface in a test");
-            stack.add_route(Cidr::default_v4(), id).expect("interface exists");
-            stack.add_route(Cidr::default_v6(), id).expect("interface exists");
+            let id = stack
+                .add_interface(ic)
+                .expect("a valid interface in a test");
+            stack
+                .add_route(Cidr::default_v4(), id)
+                .expect("interface exists");
+            stack
+                .add_route(Cidr::default_v6(), id)
+                .expect("interface exists");
             stack
         };
         let mtu = link.mtu;
@@ -203,9 +229,25 @@ impl Pair {
     pub fn step(&mut self) -> bool {
         let now = self.link.now;
         loop {
-            let a = self.a.poll(now, &mut End { link: &mut self.link, side: 0 });
-            let b = self.b.poll(now, &mut End { link: &mut self.link, side: 1 });
-            let due = self.link.queues.iter().any(|q| q.front().is_some_and(|p| p.at <= now));
+            let a = self.a.poll(
+                now,
+                &mut End {
+                    link: &mut self.link,
+                    side: 0,
+                },
+            );
+            let b = self.b.poll(
+                now,
+                &mut End {
+                    link: &mut self.link,
+                    side: 1,
+                },
+            );
+            let due = self
+                .link
+                .queues
+                .iter()
+                .any(|q| q.front().is_some_and(|p| p.at <= now));
             if !(a.more_pending || b.more_pending || due) {
                 break;
             }
@@ -225,7 +267,11 @@ impl Pair {
         match next {
             Some(t) => {
                 // Always move forward, so a zero delay cannot livelock.
-                self.link.now = if t > now { t } else { now + smoltcp::time::Duration::from_micros(1) };
+                self.link.now = if t > now {
+                    t
+                } else {
+                    now + smoltcp::time::Duration::from_micros(1)
+                };
                 true
             }
             None => false,
@@ -245,10 +291,16 @@ impl Pair {
                 if done(self) {
                     return;
                 }
-                panic!("simulation went idle before the condition held (seed {})", self.seed);
+                panic!(
+                    "simulation went idle before the condition held (seed {})",
+                    self.seed
+                );
             }
         }
-        panic!("condition not reached in {max_steps} steps (seed {}, at {})", self.seed, self.link.now);
+        panic!(
+            "condition not reached in {max_steps} steps (seed {}, at {})",
+            self.seed, self.link.now
+        );
     }
 
     /// Advance the clock by `d`, polling as events come.

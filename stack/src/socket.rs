@@ -100,11 +100,20 @@ impl Table {
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
             slot.entry = Some(entry);
-            return SocketId { index, generation: slot.generation };
+            return SocketId {
+                index,
+                generation: slot.generation,
+            };
         }
         let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 sockets");
-        self.slots.push(Slot { generation: 0, entry: Some(entry) });
-        SocketId { index, generation: 0 }
+        self.slots.push(Slot {
+            generation: 0,
+            entry: Some(entry),
+        });
+        SocketId {
+            index,
+            generation: 0,
+        }
     }
 
     pub(crate) fn get(&self, id: SocketId) -> Option<&Entry> {
@@ -122,7 +131,10 @@ impl Table {
     }
 
     pub(crate) fn remove(&mut self, id: SocketId) -> Option<Entry> {
-        let slot = self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)?;
+        let slot = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)?;
         let entry = slot.entry.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);
@@ -139,7 +151,10 @@ impl Table {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.entry.is_some())
-            .map(|(i, s)| SocketId { index: i as u32, generation: s.generation })
+            .map(|(i, s)| SocketId {
+                index: i as u32,
+                generation: s.generation,
+            })
             .collect()
     }
 }
@@ -175,7 +190,10 @@ impl Stack {
         match self.table.get(id) {
             Some(Entry::Tcp(s)) => self.tcp_readiness(s),
             Some(Entry::Udp(s)) => self.udp_readiness(s),
-            None => Readiness { hangup: true, ..Readiness::default() },
+            None => Readiness {
+                hangup: true,
+                ..Readiness::default()
+            },
         }
     }
 

@@ -89,10 +89,18 @@ fn compare(a: &IpAddr, b: &IpAddr, dest: &IpAddr) -> Ordering {
     // Rule 2: prefer appropriate scope.
     let (sa, sb, sd) = (scope(a), scope(b), scope(dest));
     if sa < sb {
-        return if sa < sd { Ordering::Greater } else { Ordering::Less };
+        return if sa < sd {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
     }
     if sb < sa {
-        return if sb < sd { Ordering::Less } else { Ordering::Greater };
+        return if sb < sd {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     // Rule 6: prefer matching label.
     if let (IpAddr::V6(a6), IpAddr::V6(b6), IpAddr::V6(d6)) = (a, b, dest) {

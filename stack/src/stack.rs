@@ -116,7 +116,10 @@ impl Stack {
         let needs_v6 = config.addresses.iter().any(|c| !c.is_ipv4());
         let min = if needs_v6 { 1280 } else { 576 };
         if config.mtu < min || config.mtu > 65535 {
-            return Err(InterfaceError::BadMtu { name: config.name, mtu: config.mtu });
+            return Err(InterfaceError::BadMtu {
+                name: config.name,
+                mtu: config.mtu,
+            });
         }
         let id = IfaceId(self.ifaces.len());
         for cidr in &config.addresses {
@@ -155,7 +158,10 @@ impl Stack {
     /// # Errors
     /// [`InterfaceError::NoSuchInterface`] for an id this stack did not give.
     pub fn set_interface_up(&mut self, iface: IfaceId, up: bool) -> Result<(), InterfaceError> {
-        let i = self.ifaces.get_mut(iface.0).ok_or(InterfaceError::NoSuchInterface)?;
+        let i = self
+            .ifaces
+            .get_mut(iface.0)
+            .ok_or(InterfaceError::NoSuchInterface)?;
         i.up = up;
         Ok(())
     }
@@ -180,12 +186,18 @@ impl Stack {
 
     /// The interface whose kernel index is `index`.
     pub fn interface_by_kernel_index(&self, index: u32) -> Option<IfaceId> {
-        self.ifaces.iter().position(|i| i.config.kernel_index == Some(index)).map(IfaceId)
+        self.ifaces
+            .iter()
+            .position(|i| i.config.kernel_index == Some(index))
+            .map(IfaceId)
     }
 
     /// The interface named `name`.
     pub fn interface_by_name(&self, name: &str) -> Option<IfaceId> {
-        self.ifaces.iter().position(|i| i.config.name == name).map(IfaceId)
+        self.ifaces
+            .iter()
+            .position(|i| i.config.name == name)
+            .map(IfaceId)
     }
 
     /// Move packets and run timers: read what arrived on each interface (up to a burst), let
@@ -236,7 +248,11 @@ impl Stack {
             }
         }
         for deadline in self.deadlines() {
-            take(if deadline > now { deadline - now } else { smoltcp::time::Duration::ZERO });
+            take(if deadline > now {
+                deadline - now
+            } else {
+                smoltcp::time::Duration::ZERO
+            });
         }
         delay.map(|d| Duration::from_micros(d.total_micros()))
     }
@@ -278,7 +294,9 @@ impl Stack {
                 (id, src)
             }
             (None, Some(src)) => {
-                let id = self.interface_owning(&src).ok_or(RouteError::AddressNotAvailable(src))?;
+                let id = self
+                    .interface_owning(&src)
+                    .ok_or(RouteError::AddressNotAvailable(src))?;
                 (id, src)
             }
             (None, None) => {
@@ -303,7 +321,10 @@ impl Stack {
 
     /// The interface that owns address `ip`.
     pub(crate) fn interface_owning(&self, ip: &IpAddr) -> Option<IfaceId> {
-        self.ifaces.iter().position(|i| i.config.addresses.iter().any(|c| c.addr() == *ip)).map(IfaceId)
+        self.ifaces
+            .iter()
+            .position(|i| i.config.addresses.iter().any(|c| c.addr() == *ip))
+            .map(IfaceId)
     }
 
     /// Whether a datagram or connection from `ip` can use this stack: unspecified, or owned.
@@ -320,7 +341,13 @@ impl Stack {
     pub(crate) fn interfaces_for(&self, ip: &IpAddr, family: Family) -> Vec<IfaceId> {
         if ip.is_unspecified() {
             (0..self.ifaces.len())
-                .filter(|&n| self.ifaces[n].config.addresses.iter().any(|c| family.admits(&c.addr())))
+                .filter(|&n| {
+                    self.ifaces[n]
+                        .config
+                        .addresses
+                        .iter()
+                        .any(|c| family.admits(&c.addr()))
+                })
                 .map(IfaceId)
                 .collect()
         } else {
@@ -343,7 +370,10 @@ impl Stack {
             if self.port_taken(proto, &addr, port) {
                 return Err(BindError::AddressInUse);
             }
-            self.bindings.entry((proto, port)).or_default().push(Binding { addr, holder });
+            self.bindings
+                .entry((proto, port))
+                .or_default()
+                .push(Binding { addr, holder });
             return Ok(port);
         }
         // RFC 6056 algorithm 1: a random start, then the next free port.
@@ -355,7 +385,10 @@ impl Stack {
             // `lo + offset` stays within the u16 range by construction.
             let candidate = (lo + (start + step) % count) as u16;
             if !self.port_taken(proto, &addr, candidate) {
-                self.bindings.entry((proto, candidate)).or_default().push(Binding { addr, holder });
+                self.bindings
+                    .entry((proto, candidate))
+                    .or_default()
+                    .push(Binding { addr, holder });
                 return Ok(candidate);
             }
         }

@@ -86,11 +86,19 @@ pub(crate) struct Conn {
     shut_write: bool,
     /// This socket registered its own port binding (an active open on an ephemeral port).
     owns_port: bool,
+    /// Data queued before the handshake finished (`connectx` iov data, a write on a
+    /// `CONNECT_RESUME_ON_READ_WRITE` socket); it enters the connection once established.
+    early: Vec<u8>,
 }
 
 impl TcpSocket {
     pub(crate) fn new(family: Family) -> TcpSocket {
-        TcpSocket { family, local: None, state: TcpState::Fresh, error: None }
+        TcpSocket {
+            family,
+            local: None,
+            state: TcpState::Fresh,
+            error: None,
+        }
     }
 
     pub(crate) fn take_error(&mut self) -> Option<ConnectionError> {
@@ -100,7 +108,9 @@ impl TcpSocket {
     pub(crate) fn local_addr(&self) -> SocketAddr {
         match &self.state {
             TcpState::Connection(c) => c.local,
-            _ => self.local.unwrap_or(SocketAddr::new(self.family.unspecified(), 0)),
+            _ => self
+                .local
+                .unwrap_or(SocketAddr::new(self.family.unspecified(), 0)),
         }
     }
 
@@ -133,7 +143,11 @@ impl Stack {
         let tx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(self.config.nagle);
-        s.set_ack_delay(self.config.ack_delay.map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)));
+        s.set_ack_delay(
+            self.config
+                .ack_delay
+                .map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
+        );
         s.set_congestion_control(match self.config.congestion_control {
             CongestionControl::None => tcp::CongestionControl::None,
             CongestionControl::Reno => tcp::CongestionControl::Reno,
@@ -157,7 +171,11 @@ impl Stack {
     /// [`BindError::AddressInUse`], [`BindError::NoPortsLeft`].
     pub fn bind(&mut self, id: SocketId, addr: SocketAddr) -> Result<(), BindError> {
         let (family, bound, proto) = match self.table.get(id) {
-            Some(Entry::Tcp(s)) => (s.family, s.local.is_some() || !matches!(s.state, TcpState::Fresh), Proto::Tcp),
+            Some(Entry::Tcp(s)) => (
+                s.family,
+                s.local.is_some() || !matches!(s.state, TcpState::Fresh),
+                Proto::Tcp,
+            ),
             Some(Entry::Udp(s)) => (s.family, s.local.is_some(), Proto::Udp),
             None => return Err(BindError::NoSuchSocket),
         };
@@ -222,9 +240,11 @@ impl Stack {
     /// when none is ready.
     pub fn accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr), AcceptError> {
         let (family, (iface, handle)) = match self.table.get_mut(id) {
-            Some(Entry::Tcp(TcpSocket { family, state: TcpState::Listening(l), .. })) => {
-                (*family, l.ready.pop_front().ok_or(AcceptError::WouldBlock)?)
-            }
+            Some(Entry::Tcp(TcpSocket {
+                family,
+                state: TcpState::Listening(l),
+                ..
+            })) => (*family, l.ready.pop_front().ok_or(AcceptError::WouldBlock)?),
             Some(_) => return Err(AcceptError::NotListening),
             None => return Err(AcceptError::NoSuchSocket),
         };
@@ -248,6 +268,7 @@ impl Stack {
             shut_read: false,
             shut_write: false,
             owns_port: false,
+            early: Vec::new(),
         };
         let remote = conn.remote;
         let local = conn.local;
@@ -315,15 +336,26 @@ impl Stack {
         // The source port: the bound one, the one asked for, or an ephemeral one.
         let (port, owns_port) = match (bound, opts.source) {
             (Some(b), _) => (b.port(), false),
-            (None, Some(src_addr)) => {
-                (self.bind_port(Proto::Tcp, src, src_addr.port(), Holder::Socket(id))?, true)
-            }
-            (None, None) => (self.bind_port(Proto::Tcp, src, 0, Holder::Socket(id))?, true),
+            (None, Some(src_addr)) => (
+                self.bind_port(Proto::Tcp, src, src_addr.port(), Holder::Socket(id))?,
+                true,
+            ),
+            (None, None) => (
+                self.bind_port(Proto::Tcp, src, 0, Holder::Socket(id))?,
+                true,
+            ),
         };
         let local = SocketAddr::new(src, port);
         let mut sock = self.new_tcp_socket();
         let cx = self.ifaces[iface.0].iface.context();
-        if sock.connect(cx, endpoint(remote), IpListenEndpoint::from(endpoint(local))).is_err() {
+        if sock
+            .connect(
+                cx,
+                endpoint(remote),
+                IpListenEndpoint::from(endpoint(local)),
+            )
+            .is_err()
+        {
             // Only unspecified addresses or port 0 make smoltcp refuse, and both were checked.
             if owns_port {
                 self.release_port(Proto::Tcp, port, Holder::Socket(id));
@@ -331,7 +363,8 @@ impl Stack {
             return Err(ConnectError::InvalidPort);
         }
         let handle = self.ifaces[iface.0].sockets.add(sock);
-        let deadline = self.now + smoltcp::time::Duration::from_micros(self.config.connect_timeout.as_micros() as u64);
+        let deadline = self.now
+            + smoltcp::time::Duration::from_micros(self.config.connect_timeout.as_micros() as u64);
         let s = self.tcp_entry(id).expect("checked above");
         if owns_port {
             s.local = Some(local);
@@ -348,6 +381,7 @@ impl Stack {
             shut_read: false,
             shut_write: false,
             owns_port,
+            early: Vec::new(),
         });
         Ok(())
     }
@@ -355,7 +389,11 @@ impl Stack {
     /// The progress of a connection attempt; `None` for a socket that never tried.
     pub fn connect_status(&self, id: SocketId) -> Option<ConnectStatus> {
         match self.table.get(id)? {
-            Entry::Tcp(TcpSocket { state: TcpState::Connection(c), error, .. }) => Some(if c.established {
+            Entry::Tcp(TcpSocket {
+                state: TcpState::Connection(c),
+                error,
+                ..
+            }) => Some(if c.established {
                 ConnectStatus::Connected
             } else if c.ended {
                 ConnectStatus::Failed(error.unwrap_or(ConnectionError::Refused))
@@ -364,6 +402,28 @@ impl Stack {
             }),
             Entry::Udp(u) => u.peer.map(|_| ConnectStatus::Connected),
             _ => None,
+        }
+    }
+
+    /// Queue bytes on a connection whose handshake is under way; they are sent as soon as it is
+    /// established. Returns how many were taken (up to the send buffer's size in all).
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] when no handshake is under way
+    /// (use [`Stack::send`] on an established connection).
+    pub fn queue_early(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
+        let cap = self.config.tcp_tx_buffer;
+        match self.tcp_entry(id) {
+            Some(TcpSocket {
+                state: TcpState::Connection(c),
+                ..
+            }) if !c.established && !c.ended => {
+                let n = data.len().min(cap.saturating_sub(c.early.len()));
+                c.early.extend_from_slice(&data[..n]);
+                Ok(n)
+            }
+            Some(_) => Err(SendError::NotConnected),
+            None => Err(SendError::NoSuchSocket),
         }
     }
 
@@ -382,7 +442,11 @@ impl Stack {
                         return Err(SendError::Connection(e));
                     }
                     if c.shut_write || c.ended {
-                        return Err(if c.established { SendError::Shutdown } else { SendError::NotConnected });
+                        return Err(if c.established {
+                            SendError::Shutdown
+                        } else {
+                            SendError::NotConnected
+                        });
                     }
                     if !c.established {
                         return Err(SendError::WouldBlock);
@@ -395,7 +459,9 @@ impl Stack {
             Some(Entry::Udp(_)) => return self.send_to(id, data, None),
             None => return Err(SendError::NoSuchSocket),
         };
-        let sock = self.ifaces[iface.0].sockets.get_mut::<tcp::Socket<'_>>(handle);
+        let sock = self.ifaces[iface.0]
+            .sockets
+            .get_mut::<tcp::Socket<'_>>(handle);
         if !sock.may_send() {
             return Err(SendError::Shutdown);
         }
@@ -439,7 +505,9 @@ impl Stack {
             Some(Entry::Udp(_)) => return self.recv_from(id, buf).map(|(n, _)| n),
             None => return Err(RecvError::NoSuchSocket),
         };
-        let sock = self.ifaces[iface.0].sockets.get_mut::<tcp::Socket<'_>>(handle);
+        let sock = self.ifaces[iface.0]
+            .sockets
+            .get_mut::<tcp::Socket<'_>>(handle);
         match sock.recv_slice(buf) {
             Ok(0) if !buf.is_empty() => Err(RecvError::WouldBlock),
             Ok(n) => Ok(n),
@@ -455,7 +523,10 @@ impl Stack {
     /// connection (or a datagram socket without an association).
     pub fn shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<(), ShutdownError> {
         let (iface, handle, write) = match self.table.get_mut(id) {
-            Some(Entry::Tcp(TcpSocket { state: TcpState::Connection(c), .. })) => {
+            Some(Entry::Tcp(TcpSocket {
+                state: TcpState::Connection(c),
+                ..
+            })) => {
                 if matches!(how, Shutdown::Read | Shutdown::Both) {
                     c.shut_read = true;
                 }
@@ -470,7 +541,10 @@ impl Stack {
             None => return Err(ShutdownError::NoSuchSocket),
         };
         if write {
-            self.ifaces[iface.0].sockets.get_mut::<tcp::Socket<'_>>(handle).close();
+            self.ifaces[iface.0]
+                .sockets
+                .get_mut::<tcp::Socket<'_>>(handle)
+                .close();
         }
         Ok(())
     }
@@ -478,8 +552,13 @@ impl Stack {
     /// Bytes received and not yet read, and bytes queued and not yet acknowledged.
     pub fn queued(&self, id: SocketId) -> Option<(usize, usize)> {
         match self.table.get(id)? {
-            Entry::Tcp(TcpSocket { state: TcpState::Connection(c), .. }) => {
-                let s = self.ifaces[c.iface.0].sockets.get::<tcp::Socket<'_>>(c.handle);
+            Entry::Tcp(TcpSocket {
+                state: TcpState::Connection(c),
+                ..
+            }) => {
+                let s = self.ifaces[c.iface.0]
+                    .sockets
+                    .get::<tcp::Socket<'_>>(c.handle);
                 Some((s.recv_queue(), s.send_queue()))
             }
             _ => None,
@@ -489,10 +568,19 @@ impl Stack {
     pub(crate) fn tcp_readiness(&self, s: &TcpSocket) -> Readiness {
         let error = s.error.is_some();
         match &s.state {
-            TcpState::Fresh => Readiness { hangup: true, error, ..Readiness::default() },
-            TcpState::Listening(l) => Readiness { readable: !l.ready.is_empty(), ..Readiness::default() },
+            TcpState::Fresh => Readiness {
+                hangup: true,
+                error,
+                ..Readiness::default()
+            },
+            TcpState::Listening(l) => Readiness {
+                readable: !l.ready.is_empty(),
+                ..Readiness::default()
+            },
             TcpState::Connection(c) => {
-                let sock = self.ifaces[c.iface.0].sockets.get::<tcp::Socket<'_>>(c.handle);
+                let sock = self.ifaces[c.iface.0]
+                    .sockets
+                    .get::<tcp::Socket<'_>>(c.handle);
                 let eof = c.established && (!sock.may_recv() || c.ended || c.shut_read);
                 Readiness {
                     readable: error || sock.can_recv() || eof || (c.ended && !c.established),
@@ -533,14 +621,22 @@ impl Stack {
                     sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
                     // Keep it until the RST has gone out.
                     let deadline = self.now;
-                    self.orphans.push(Orphan { iface, handle, deadline, token: u64::MAX, port: None });
+                    self.orphans.push(Orphan {
+                        iface,
+                        handle,
+                        deadline,
+                        token: u64::MAX,
+                        port: None,
+                    });
                 }
                 if let Some(local) = s.local {
                     self.release_port(Proto::Tcp, local.port(), Holder::Socket(id));
                 }
             }
             TcpState::Connection(c) => {
-                let sock = self.ifaces[c.iface.0].sockets.get_mut::<tcp::Socket<'_>>(c.handle);
+                let sock = self.ifaces[c.iface.0]
+                    .sockets
+                    .get_mut::<tcp::Socket<'_>>(c.handle);
                 if sock.recv_queue() > 0 {
                     // RFC 2525 §2.17, as Linux: closing with unread data resets the connection.
                     sock.abort();
@@ -557,8 +653,16 @@ impl Stack {
                     None => u64::MAX,
                 };
                 let deadline = self.now
-                    + smoltcp::time::Duration::from_micros(self.config.orphan_timeout.as_micros() as u64);
-                self.orphans.push(Orphan { iface: c.iface, handle: c.handle, deadline, token, port });
+                    + smoltcp::time::Duration::from_micros(
+                        self.config.orphan_timeout.as_micros() as u64
+                    );
+                self.orphans.push(Orphan {
+                    iface: c.iface,
+                    handle: c.handle,
+                    deadline,
+                    token,
+                    port,
+                });
             }
         }
     }
@@ -568,7 +672,9 @@ impl Stack {
         let now = self.now;
         let mut finished = Vec::new();
         for (n, o) in self.orphans.iter().enumerate() {
-            let sock = self.ifaces[o.iface.0].sockets.get_mut::<tcp::Socket<'_>>(o.handle);
+            let sock = self.ifaces[o.iface.0]
+                .sockets
+                .get_mut::<tcp::Socket<'_>>(o.handle);
             if sock.state() == tcp::State::Closed {
                 finished.push(n);
             } else if now >= o.deadline && sock.state() != tcp::State::TimeWait {
@@ -589,7 +695,9 @@ impl Stack {
     /// Look at one TCP socket after a poll. Returns whether it changed in a way waiters care about.
     pub(crate) fn settle_tcp(&mut self, id: SocketId) -> bool {
         let now = self.now;
-        let Some(Entry::Tcp(s)) = self.table.get_mut(id) else { return false };
+        let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
+            return false;
+        };
         match &mut s.state {
             TcpState::Fresh => false,
             TcpState::Listening(_) => self.refill_listener(id),
@@ -597,7 +705,9 @@ impl Stack {
                 if c.ended {
                     return false;
                 }
-                let sock = self.ifaces[c.iface.0].sockets.get_mut::<tcp::Socket<'_>>(c.handle);
+                let sock = self.ifaces[c.iface.0]
+                    .sockets
+                    .get_mut::<tcp::Socket<'_>>(c.handle);
                 let state = sock.state();
                 let before = c.last_state;
                 c.last_state = state;
@@ -624,6 +734,12 @@ impl Stack {
                         _ => {
                             c.established = true;
                             c.deadline = None;
+                            if !c.early.is_empty() {
+                                // Both are bounded by the send buffer's size, so it all fits.
+                                let early = std::mem::take(&mut c.early);
+                                let n = sock.send_slice(&early).unwrap_or(0);
+                                c.early.extend_from_slice(&early[n..]);
+                            }
                             // Its local endpoint is now fixed.
                             if let Some(ep) = sock.local_endpoint() {
                                 c.local = socket_addr(ep);
@@ -649,9 +765,12 @@ impl Stack {
     /// Move established connections to the accept queue and keep listening sockets ready.
     fn refill_listener(&mut self, id: SocketId) -> bool {
         let (family, local) = match self.table.get(id) {
-            Some(Entry::Tcp(TcpSocket { family, local: Some(local), state: TcpState::Listening(_), .. })) => {
-                (*family, *local)
-            }
+            Some(Entry::Tcp(TcpSocket {
+                family,
+                local: Some(local),
+                state: TcpState::Listening(_),
+                ..
+            })) => (*family, *local),
             _ => return false,
         };
         let ifaces = self.interfaces_for(&local.ip(), family);
@@ -664,7 +783,11 @@ impl Stack {
         let mut changed = false;
         let mut to_abort = Vec::new();
         {
-            let Some(Entry::Tcp(TcpSocket { state: TcpState::Listening(l), .. })) = self.table.get_mut(id) else {
+            let Some(Entry::Tcp(TcpSocket {
+                state: TcpState::Listening(l),
+                ..
+            })) = self.table.get_mut(id)
+            else {
                 return false;
             };
             let mut keep = Vec::with_capacity(l.pool.len());
@@ -679,8 +802,9 @@ impl Stack {
                     tcp::State::SynReceived => keep.push((iface, handle)),
                     tcp::State::Closed | tcp::State::TimeWait => to_abort.push((iface, handle)),
                     _ => {
-                        let wrong_family =
-                            sock.remote_endpoint().is_some_and(|ep| !family_admits_peer(family, &from_smoltcp(ep.addr)));
+                        let wrong_family = sock
+                            .remote_endpoint()
+                            .is_some_and(|ep| !family_admits_peer(family, &from_smoltcp(ep.addr)));
                         if wrong_family {
                             to_abort.push((iface, handle));
                         } else {
@@ -698,12 +822,24 @@ impl Stack {
             }
         }
         for (iface, handle) in to_abort {
-            let sock = self.ifaces[iface.0].sockets.get_mut::<tcp::Socket<'_>>(handle);
+            let sock = self.ifaces[iface.0]
+                .sockets
+                .get_mut::<tcp::Socket<'_>>(handle);
             sock.abort();
-            self.orphans.push(Orphan { iface, handle, deadline: self.now, token: u64::MAX, port: None });
+            self.orphans.push(Orphan {
+                iface,
+                handle,
+                deadline: self.now,
+                token: u64::MAX,
+                port: None,
+            });
         }
         let listen_ep = IpListenEndpoint {
-            addr: if local.ip().is_unspecified() { None } else { Some(to_smoltcp(local.ip())) },
+            addr: if local.ip().is_unspecified() {
+                None
+            } else {
+                Some(to_smoltcp(local.ip()))
+            },
             port: local.port(),
         };
         let mut added = Vec::new();
@@ -715,7 +851,11 @@ impl Stack {
                 }
             }
         }
-        if let Some(Entry::Tcp(TcpSocket { state: TcpState::Listening(l), .. })) = self.table.get_mut(id) {
+        if let Some(Entry::Tcp(TcpSocket {
+            state: TcpState::Listening(l),
+            ..
+        })) = self.table.get_mut(id)
+        {
             l.pool.extend(added);
         }
         changed
@@ -727,4 +867,3 @@ impl Stack {
 fn family_admits_peer(family: Family, peer: &IpAddr) -> bool {
     family == Family::V6 || peer.is_ipv4()
 }
-

@@ -30,11 +30,18 @@ pub(crate) struct UdpSocket {
 
 impl UdpSocket {
     pub(crate) fn new(family: Family) -> UdpSocket {
-        UdpSocket { family, local: None, sockets: Vec::new(), peer: None, via: None }
+        UdpSocket {
+            family,
+            local: None,
+            sockets: Vec::new(),
+            peer: None,
+            via: None,
+        }
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local.unwrap_or(SocketAddr::new(self.family.unspecified(), 0))
+        self.local
+            .unwrap_or(SocketAddr::new(self.family.unspecified(), 0))
     }
 }
 
@@ -60,7 +67,11 @@ impl Stack {
         };
         let ifaces = self.interfaces_for(&local.ip(), family);
         let endpoint = IpListenEndpoint {
-            addr: if local.ip().is_unspecified() { None } else { Some(to_smoltcp(local.ip())) },
+            addr: if local.ip().is_unspecified() {
+                None
+            } else {
+                Some(to_smoltcp(local.ip()))
+            },
             port: local.port(),
         };
         let mut made = Vec::with_capacity(ifaces.len());
@@ -139,9 +150,33 @@ impl Stack {
         }
     }
 
+    /// The largest datagram a socket could send to `dest` through the path `opts` would choose,
+    /// without changing the socket.
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::FamilyMismatch`]; [`SendError::Route`].
+    pub fn datagram_limit_via(
+        &self,
+        id: SocketId,
+        dest: SocketAddr,
+        opts: ConnectOptions,
+    ) -> Result<usize, SendError> {
+        let Some(Entry::Udp(s)) = self.table.get(id) else {
+            return Err(SendError::NoSuchSocket);
+        };
+        if !s.family.admits(&dest.ip()) {
+            return Err(SendError::FamilyMismatch);
+        }
+        let src = opts.source.map(|a| a.ip()).or(s.local.map(|l| l.ip()));
+        let (iface, _) = self.path(dest.ip(), opts.interface, src)?;
+        Ok(datagram_limit(self.ifaces[iface.0].config.mtu, s.family))
+    }
+
     /// The largest datagram a socket can send to `dest` (or to its peer).
     pub fn datagram_limit(&self, id: SocketId, dest: Option<SocketAddr>) -> Option<usize> {
-        let Some(Entry::Udp(s)) = self.table.get(id) else { return None };
+        let Some(Entry::Udp(s)) = self.table.get(id) else {
+            return None;
+        };
         let dest = dest.or(s.peer)?;
         let (iface, _) = self.path(dest.ip(), s.via, s.local.map(|l| l.ip())).ok()?;
         Some(datagram_limit(self.ifaces[iface.0].config.mtu, s.family))
@@ -150,43 +185,59 @@ impl Stack {
     /// Send one datagram to `dest`, or to the associated peer when `dest` is `None`.
     ///
     /// # Errors
-    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] with no destination at all;
+    /// [`SendError::NoSuchSocket`]; [`SendError::NoDestination`] with no destination at all;
     /// [`SendError::FamilyMismatch`]; [`SendError::Route`]; [`SendError::MessageTooLong`] above
     /// the path's datagram limit; [`SendError::WouldBlock`] with the send buffer full;
     /// [`SendError::Bind`] when no ephemeral port is left.
-    pub fn send_to(&mut self, id: SocketId, data: &[u8], dest: Option<SocketAddr>) -> Result<usize, SendError> {
+    pub fn send_to(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<usize, SendError> {
         let (family, local, peer, via) = match self.table.get(id) {
             Some(Entry::Udp(s)) => (s.family, s.local, s.peer, s.via),
             Some(Entry::Tcp(_)) => return self.send(id, data),
             None => return Err(SendError::NoSuchSocket),
         };
-        let dest = dest.or(peer).ok_or(SendError::NotConnected)?;
+        let dest = dest.or(peer).ok_or(SendError::NoDestination)?;
         if !family.admits(&dest.ip()) {
             return Err(SendError::FamilyMismatch);
         }
         if dest.port() == 0 {
-            return Err(SendError::Route(crate::error::RouteError::InvalidDestination(dest.ip())));
+            return Err(SendError::Route(
+                crate::error::RouteError::InvalidDestination(dest.ip()),
+            ));
         }
         let (iface, src) = self.path(dest.ip(), via, local.map(|l| l.ip()))?;
         let limit = datagram_limit(self.ifaces[iface.0].config.mtu, family);
         if data.len() > limit {
-            return Err(SendError::MessageTooLong { size: data.len(), limit });
+            return Err(SendError::MessageTooLong {
+                size: data.len(),
+                limit,
+            });
         }
         self.udp_autobind(id)?;
-        let Some(Entry::Udp(s)) = self.table.get(id) else { return Err(SendError::NoSuchSocket) };
+        let Some(Entry::Udp(s)) = self.table.get(id) else {
+            return Err(SendError::NoSuchSocket);
+        };
         let Some(&(_, handle)) = s.sockets.iter().find(|(i, _)| *i == iface) else {
             // Bound to an address of another interface than the path's: cannot leave here.
-            return Err(SendError::Route(crate::error::RouteError::AddressNotAvailable(src)));
+            return Err(SendError::Route(
+                crate::error::RouteError::AddressNotAvailable(src),
+            ));
         };
-        let sock = self.ifaces[iface.0].sockets.get_mut::<udp::Socket<'_>>(handle);
+        let sock = self.ifaces[iface.0]
+            .sockets
+            .get_mut::<udp::Socket<'_>>(handle);
         let mut meta = udp::UdpMetadata::from(IpEndpoint::new(to_smoltcp(dest.ip()), dest.port()));
         meta.local_address = Some(to_smoltcp(src));
         match sock.send_slice(data, meta) {
             Ok(()) => Ok(data.len()),
             Err(udp::SendError::BufferFull) => Err(SendError::WouldBlock),
-            Err(udp::SendError::Unaddressable) => {
-                Err(SendError::Route(crate::error::RouteError::InvalidDestination(dest.ip())))
-            }
+            Err(udp::SendError::Unaddressable) => Err(SendError::Route(
+                crate::error::RouteError::InvalidDestination(dest.ip()),
+            )),
         }
     }
 
@@ -196,7 +247,11 @@ impl Stack {
     ///
     /// # Errors
     /// [`RecvError::NoSuchSocket`]; [`RecvError::WouldBlock`] when nothing is queued.
-    pub fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> Result<(usize, SocketAddr), RecvError> {
+    pub fn recv_from(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), RecvError> {
         let (sockets, peer) = match self.table.get(id) {
             Some(Entry::Udp(s)) => (s.sockets.clone(), s.peer),
             Some(Entry::Tcp(_)) => {
@@ -207,7 +262,9 @@ impl Stack {
             None => return Err(RecvError::NoSuchSocket),
         };
         for (iface, handle) in sockets {
-            let sock = self.ifaces[iface.0].sockets.get_mut::<udp::Socket<'_>>(handle);
+            let sock = self.ifaces[iface.0]
+                .sockets
+                .get_mut::<udp::Socket<'_>>(handle);
             while let Ok((data, meta)) = sock.recv() {
                 let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
                 if peer.is_some_and(|p| p != from) {
@@ -228,9 +285,17 @@ impl Stack {
         });
         let writable = s.sockets.is_empty()
             || s.sockets.iter().all(|&(iface, handle)| {
-                self.ifaces[iface.0].sockets.get::<udp::Socket<'_>>(handle).can_send()
+                self.ifaces[iface.0]
+                    .sockets
+                    .get::<udp::Socket<'_>>(handle)
+                    .can_send()
             });
-        Readiness { readable, writable, error: false, hangup: false }
+        Readiness {
+            readable,
+            writable,
+            error: false,
+            hangup: false,
+        }
     }
 
     pub(crate) fn udp_release(&mut self, id: SocketId, s: UdpSocket) {

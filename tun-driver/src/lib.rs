@@ -41,3 +41,10 @@ pub use device::{Device, DeviceKind};
 pub use error::Error;
 pub use netns::{is_root, require_root};
 pub use wait::{wait_readable, Waker};
+
+/// Whether `fd` is an open descriptor of this process. `connectx-api` uses it to tell a
+/// descriptor number that is open but not one of its sockets (`ENOTSOCK`) from one that is not
+/// open at all (`EBADF`).
+pub fn is_open_fd(fd: std::os::fd::RawFd) -> bool {
+    sys::is_open(fd)
+}

@@ -74,6 +74,13 @@ pub(crate) fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// Sets `O_NONBLOCK` on the open file description.
+/// Whether `fd` is an open descriptor of this process (without taking it over).
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor flags; any integer is acceptable and an
+    // unopened number fails with EBADF.
+    fd >= 0 && unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }.is_ok()
+}
+
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fd = fd.as_raw_fd();
     // SAFETY: F_GETFL on an open descriptor only reads its status flags.

@@ -1,0 +1,798 @@
+//! The socket calls: `socket`, `bind`, `listen`, `accept`, `connectx`, `disconnectx`, `send`,
+//! `recv`, `shutdown`, `close`, `poll`, `getsockopt(SO_ERROR)`.
+//!
+//! Each returns `io::Result`; an error is always `io::Error::from_raw_os_error(errno)`, so
+//! `err.raw_os_error()` gives what a C caller would find in `errno`.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use stack::{
+    ConnectOptions, ConnectStatus, Family, Readiness, RecvError, SendError, Shutdown, SocketId,
+    SocketType,
+};
+
+use crate::errno::Errno;
+use crate::fd::{Deferred, Descriptor, Fd};
+use crate::net::{Net, State};
+
+/// `AF_INET` or `AF_INET6`.
+pub type Domain = Family;
+
+/// `SAE_ASSOCID_ANY`: the only association id `connectx` takes (one association per socket).
+pub const SAE_ASSOCID_ANY: u32 = 0;
+/// `SAE_ASSOCID_ALL`: all associations (accepted by `disconnectx`).
+pub const SAE_ASSOCID_ALL: u32 = u32::MAX;
+/// `SAE_CONNID_ANY`.
+pub const SAE_CONNID_ANY: u32 = 0;
+/// `SAE_CONNID_ALL`.
+pub const SAE_CONNID_ALL: u32 = u32::MAX;
+/// The connection id `connectx` reports: a socket has one connection.
+pub const CONNID: u32 = 1;
+
+/// `CONNECT_RESUME_ON_READ_WRITE`: return at once; the connection starts at the first write or
+/// read.
+pub const CONNECT_RESUME_ON_READ_WRITE: u32 = 0x1;
+/// `CONNECT_DATA_IDEMPOTENT`: the caller's data may be replayed (so it may ride in a SYN).
+pub const CONNECT_DATA_IDEMPOTENT: u32 = 0x2;
+/// `CONNECT_DATA_AUTHENTICATED`: the data authenticates itself (SYN data without a cookie).
+pub const CONNECT_DATA_AUTHENTICATED: u32 = 0x4;
+const KNOWN_FLAGS: u32 =
+    CONNECT_RESUME_ON_READ_WRITE | CONNECT_DATA_IDEMPOTENT | CONNECT_DATA_AUTHENTICATED;
+
+/// `POLLIN`.
+pub const POLLIN: i16 = libc::POLLIN;
+/// `POLLOUT`.
+pub const POLLOUT: i16 = libc::POLLOUT;
+/// `POLLERR`.
+pub const POLLERR: i16 = libc::POLLERR;
+/// `POLLHUP`.
+pub const POLLHUP: i16 = libc::POLLHUP;
+/// `POLLNVAL`.
+pub const POLLNVAL: i16 = libc::POLLNVAL;
+
+/// `struct sa_endpoints`: where a connection goes, and optionally where it comes from.
+///
+/// Darwin passes addresses as `struct sockaddr *` with a length; here they are `SocketAddr`s, so
+/// a bad address length or an unknown family (`EINVAL` on Darwin) cannot be expressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaEndpoints {
+    /// `sae_srcif`: the kernel interface index of the device to leave through (0: any).
+    pub srcif: u32,
+    /// `sae_srcaddr`: the source address (port 0: ephemeral).
+    pub srcaddr: Option<SocketAddr>,
+    /// `sae_dstaddr`: the destination.
+    pub dstaddr: Option<SocketAddr>,
+}
+
+impl SaEndpoints {
+    /// Just a destination.
+    pub fn to(dst: SocketAddr) -> SaEndpoints {
+        SaEndpoints {
+            dstaddr: Some(dst),
+            ..SaEndpoints::default()
+        }
+    }
+}
+
+/// One entry of [`Net::poll`], as `struct pollfd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollFd {
+    /// The descriptor.
+    pub fd: Fd,
+    /// `POLLIN`, `POLLOUT`.
+    pub events: i16,
+    /// What is ready: `POLLIN`, `POLLOUT`, `POLLERR`, `POLLHUP`, `POLLNVAL`.
+    pub revents: i16,
+}
+
+impl PollFd {
+    /// Watch `fd` for `events`.
+    pub fn new(fd: Fd, events: i16) -> PollFd {
+        PollFd {
+            fd,
+            events,
+            revents: 0,
+        }
+    }
+}
+
+fn err(e: impl Into<Errno>) -> io::Error {
+    e.into().into()
+}
+
+/// What a blocking wait found.
+enum Wait<T> {
+    Done(T),
+    Again,
+}
+
+impl Net {
+    /// Look up a descriptor: `EBADF` when not open, `ENOTSOCK` when the number is an open
+    /// descriptor of the process that is not one of this stack's sockets.
+    fn desc<'a>(state: &'a mut State, fd: Fd) -> io::Result<&'a mut Descriptor> {
+        match state.fds.get_mut(fd) {
+            Some(d) => Ok(d),
+            None if tun_driver::is_open_fd(fd) => Err(err(Errno::ENOTSOCK)),
+            None => Err(err(Errno::EBADF)),
+        }
+    }
+
+    fn running(&self) -> io::Result<MutexGuard<'_, State>> {
+        let state = self.shared().lock();
+        if state.running {
+            Ok(state)
+        } else {
+            Err(err(Errno::ENETDOWN))
+        }
+    }
+
+    /// Run `attempt` until it is done, waiting for the runtime between tries. Non-blocking
+    /// descriptors get `EAGAIN` (or what `would_block` says) at once; a timeout ends the wait
+    /// with the same error; a stopped stack with `EINTR`.
+    fn blocking<T>(
+        &self,
+        fd: Fd,
+        timeout: impl Fn(&Descriptor) -> Option<Duration>,
+        would_block: Errno,
+        mut attempt: impl FnMut(&mut State) -> io::Result<Wait<T>>,
+    ) -> io::Result<T> {
+        let shared = self.shared();
+        let mut state = self.running()?;
+        let d = Self::desc(&mut state, fd)?;
+        let nonblocking = d.nonblocking;
+        let deadline = timeout(d).map(|t| Instant::now() + t);
+        loop {
+            match attempt(&mut state)? {
+                Wait::Done(v) => {
+                    drop(state);
+                    shared.waker.wake();
+                    return Ok(v);
+                }
+                Wait::Again if nonblocking => {
+                    drop(state);
+                    shared.waker.wake();
+                    return Err(err(would_block));
+                }
+                Wait::Again => {}
+            }
+            shared.waker.wake();
+            state = match deadline {
+                None => shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(err(would_block));
+                    }
+                    shared
+                        .changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+            if !state.running {
+                return Err(err(Errno::EINTR));
+            }
+            // The descriptor may have been closed by another thread meanwhile.
+            Self::desc(&mut state, fd)?;
+        }
+    }
+
+    /// `socket(domain, type, 0)`.
+    ///
+    /// # Errors
+    /// `ENOBUFS` past the descriptor limit; `ENETDOWN` after [`Net::stop`].
+    pub fn socket(&self, domain: Domain, ty: SocketType) -> io::Result<Fd> {
+        let mut state = self.running()?;
+        let id = state.stack.socket(domain, ty);
+        match state.fds.insert(Descriptor::new(id)) {
+            Some(fd) => Ok(fd),
+            None => {
+                state.stack.close(id);
+                Err(err(Errno::ENOBUFS))
+            }
+        }
+    }
+
+    /// `bind(fd, addr)`; port 0 picks an ephemeral port.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EINVAL` (already bound); `EAFNOSUPPORT`; `EADDRNOTAVAIL` (not an
+    /// address of this stack); `EADDRINUSE`.
+    pub fn bind(&self, fd: Fd, addr: SocketAddr) -> io::Result<()> {
+        let mut state = self.running()?;
+        let id = Self::desc(&mut state, fd)?.socket;
+        state.stack.bind(id, addr).map_err(err)
+    }
+
+    /// `listen(fd, backlog)`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EOPNOTSUPP` on a datagram socket; `EINVAL` when connected.
+    pub fn listen(&self, fd: Fd, backlog: usize) -> io::Result<()> {
+        let mut state = self.running()?;
+        let id = Self::desc(&mut state, fd)?.socket;
+        state.stack.listen(id, backlog).map_err(err)?;
+        drop(state);
+        self.shared().waker.wake();
+        Ok(())
+    }
+
+    /// `accept(fd)`: the new descriptor (blocking, like its parent's default) and the peer.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EINVAL` when not listening; `EAGAIN` (non-blocking, none ready);
+    /// `ENOBUFS` past the descriptor limit; `EINTR` when the stack stops.
+    pub fn accept(&self, fd: Fd) -> io::Result<(Fd, SocketAddr)> {
+        self.blocking(
+            fd,
+            |d| d.recv_timeout,
+            Errno::EAGAIN,
+            |state| {
+                let id = state
+                    .fds
+                    .get(fd)
+                    .map(|d| d.socket)
+                    .ok_or_else(|| err(Errno::EBADF))?;
+                match state.stack.accept(id) {
+                    Ok((new, peer)) => match state.fds.insert(Descriptor::new(new)) {
+                        Some(nfd) => Ok(Wait::Done((nfd, peer))),
+                        None => {
+                            state.stack.close(new);
+                            Err(err(Errno::ENOBUFS))
+                        }
+                    },
+                    Err(stack::AcceptError::WouldBlock) => Ok(Wait::Again),
+                    Err(e) => Err(err(e)),
+                }
+            },
+        )
+    }
+
+    fn connect_options(state: &State, ep: &SaEndpoints) -> io::Result<ConnectOptions> {
+        let interface = match ep.srcif {
+            0 => None,
+            index => Some(
+                state
+                    .stack
+                    .interface_by_kernel_index(index)
+                    .ok_or_else(|| err(Errno::ENXIO))?,
+            ),
+        };
+        Ok(ConnectOptions {
+            interface,
+            source: ep.srcaddr,
+        })
+    }
+
+    /// `connectx(fd, endpoints, associd, flags, iov, iovcnt, len, connid)`: connect a stream
+    /// socket, or associate a datagram socket with a peer, optionally sending data.
+    ///
+    /// - Stream socket: the iov data is queued and sent as soon as the connection is made;
+    ///   `len` receives how many bytes were queued. A blocking socket returns once the
+    ///   connection is made (or failed); a non-blocking one returns `EINPROGRESS`, becomes
+    ///   writable when the attempt is over, and [`Net::so_error`] tells the outcome.
+    /// - With `CONNECT_RESUME_ON_READ_WRITE`, it returns 0 at once; the first write or read
+    ///   starts the connection (the write's data goes first), and further writes wait until
+    ///   the connection is made.
+    /// - Datagram socket: sends without an address go to the peer, only its datagrams are
+    ///   received, the iov data goes at once as one datagram; `len` receives its size.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EINVAL` (associd not `SAE_ASSOCID_ANY`, unknown flags, no
+    /// destination, iov without `len`); `EAFNOSUPPORT`; `EADDRNOTAVAIL` (port 0, a source not on
+    /// this stack or not on `srcif`); `ENXIO` (no interface with index `srcif`);
+    /// `ENETUNREACH`; `ENETDOWN`; `EALREADY`; `EISCONN`; `EOPNOTSUPP` (listening);
+    /// `EADDRINUSE`; `EMSGSIZE` (datagram too large; the socket is left as it was);
+    /// `EINPROGRESS` (non-blocking); `ECONNREFUSED`, `ETIMEDOUT`, `EHOSTUNREACH` (blocking);
+    /// `EINTR` (the stack stopped while waiting).
+    #[allow(clippy::too_many_arguments)]
+    pub fn connectx(
+        &self,
+        fd: Fd,
+        endpoints: &SaEndpoints,
+        associd: u32,
+        flags: u32,
+        iov: &[IoSlice<'_>],
+        len: Option<&mut usize>,
+        connid: Option<&mut u32>,
+    ) -> io::Result<()> {
+        if associd != SAE_ASSOCID_ANY || flags & !KNOWN_FLAGS != 0 {
+            return Err(err(Errno::EINVAL));
+        }
+        let data_len: usize = iov.iter().map(|s| s.len()).sum();
+        if data_len > 0 && len.is_none() {
+            return Err(err(Errno::EINVAL));
+        }
+        let remote = endpoints.dstaddr.ok_or_else(|| err(Errno::EINVAL))?;
+        let mut state = self.running()?;
+        let d = Self::desc(&mut state, fd)?;
+        let id = d.socket;
+        let opts = Self::connect_options(&state, endpoints)?;
+        match state.stack.socket_type(id) {
+            Some(SocketType::Datagram) => {
+                drop(state);
+                return self.associate(fd, id, remote, opts, iov, data_len, len, connid);
+            }
+            Some(SocketType::Stream) => {}
+            None => return Err(err(Errno::EBADF)),
+        }
+        if let Some(connid) = connid {
+            *connid = CONNID;
+        }
+        if flags & CONNECT_RESUME_ON_READ_WRITE != 0 && data_len == 0 {
+            // Check now what can be checked, so that a bad destination fails here.
+            if state.stack.connect_status(id).is_some()
+                || Self::desc(&mut state, fd)?.deferred.is_some()
+            {
+                return Err(err(Errno::EISCONN));
+            }
+            if let Some(len) = len {
+                *len = 0;
+            }
+            Self::desc(&mut state, fd)?.deferred = Some(Deferred { remote, opts });
+            return Ok(());
+        }
+        state.stack.connect(id, remote, opts).map_err(err)?;
+        let mut queued = 0;
+        for slice in iov {
+            queued += state.stack.queue_early(id, slice).map_err(err)?;
+        }
+        if let Some(len) = len {
+            *len = queued;
+        }
+        drop(state);
+        self.shared().waker.wake();
+        self.wait_connected(fd, id)
+    }
+
+    /// Wait for a connection attempt's outcome (or report `EINPROGRESS` when non-blocking).
+    fn wait_connected(&self, fd: Fd, id: SocketId) -> io::Result<()> {
+        self.blocking(
+            fd,
+            |d| d.send_timeout,
+            Errno::EINPROGRESS,
+            |state| match state.stack.connect_status(id) {
+                Some(ConnectStatus::InProgress) => Ok(Wait::Again),
+                Some(ConnectStatus::Connected) | None => Ok(Wait::Done(())),
+                Some(ConnectStatus::Failed(_)) => {
+                    let e = state
+                        .stack
+                        .take_error(id)
+                        .map(Errno::from)
+                        .unwrap_or(Errno::ECONNREFUSED);
+                    Err(err(e))
+                }
+            },
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn associate(
+        &self,
+        fd: Fd,
+        id: SocketId,
+        remote: SocketAddr,
+        opts: ConnectOptions,
+        iov: &[IoSlice<'_>],
+        data_len: usize,
+        len: Option<&mut usize>,
+        connid: Option<&mut u32>,
+    ) -> io::Result<()> {
+        let mut state = self.running()?;
+        Self::desc(&mut state, fd)?;
+        if data_len > 0 {
+            // Refuse an oversized datagram before touching the socket.
+            let limit = state
+                .stack
+                .datagram_limit_via(id, remote, opts)
+                .map_err(err)?;
+            if data_len > limit {
+                return Err(err(Errno::EMSGSIZE));
+            }
+        }
+        state.stack.connect(id, remote, opts).map_err(err)?;
+        if data_len > 0 {
+            let data: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
+            state.stack.send_to(id, &data, None).map_err(err)?;
+        }
+        if let Some(len) = len {
+            *len = data_len;
+        }
+        if let Some(connid) = connid {
+            *connid = CONNID;
+        }
+        drop(state);
+        self.shared().waker.wake();
+        Ok(())
+    }
+
+    /// `connect(fd, addr)`: `connectx` with a destination only.
+    ///
+    /// # Errors
+    /// As [`Net::connectx`].
+    pub fn connect(&self, fd: Fd, addr: SocketAddr) -> io::Result<()> {
+        self.connectx(
+            fd,
+            &SaEndpoints::to(addr),
+            SAE_ASSOCID_ANY,
+            0,
+            &[],
+            None,
+            None,
+        )
+    }
+
+    /// `disconnectx(fd, associd, connid)`: end a stream socket's connection (FIN, or RST with
+    /// unread data, as close does; the descriptor stays open and may connect again), or dissolve
+    /// a datagram socket's association.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EINVAL` for an associd other than `SAE_ASSOCID_ANY`/`ALL` or a
+    /// connid other than `SAE_CONNID_ANY`/`ALL`/the one `connectx` gave; `ENOTCONN` when not
+    /// connected.
+    pub fn disconnectx(&self, fd: Fd, associd: u32, connid: u32) -> io::Result<()> {
+        if !matches!(associd, SAE_ASSOCID_ANY | SAE_ASSOCID_ALL)
+            || !matches!(connid, SAE_CONNID_ANY | SAE_CONNID_ALL | CONNID)
+        {
+            return Err(err(Errno::EINVAL));
+        }
+        let mut state = self.running()?;
+        let d = Self::desc(&mut state, fd)?;
+        let id = d.socket;
+        let was_deferred = d.deferred.take().is_some();
+        match state.stack.socket_type(id) {
+            Some(SocketType::Datagram) => {
+                if !state.stack.disconnect_datagram(id) {
+                    return Err(err(Errno::ENOTCONN));
+                }
+            }
+            Some(SocketType::Stream) => {
+                if state.stack.connect_status(id).is_none() {
+                    return if was_deferred {
+                        Ok(())
+                    } else {
+                        Err(err(Errno::ENOTCONN))
+                    };
+                }
+                let family = state.stack.socket_family(id).unwrap_or(Family::V4);
+                state.stack.close(id);
+                let fresh = state.stack.socket(family, SocketType::Stream);
+                Self::desc(&mut state, fd)?.socket = fresh;
+            }
+            None => return Err(err(Errno::EBADF)),
+        }
+        drop(state);
+        self.shared().waker.wake();
+        Ok(())
+    }
+
+    /// Start a connection `connectx` deferred, if any. Returns whether one started.
+    fn resume(state: &mut State, fd: Fd) -> io::Result<bool> {
+        let d = Self::desc(state, fd)?;
+        let Some(deferred) = d.deferred.take() else {
+            return Ok(false);
+        };
+        let id = d.socket;
+        state
+            .stack
+            .connect(id, deferred.remote, deferred.opts)
+            .map_err(err)?;
+        Ok(true)
+    }
+
+    /// `send(fd, buf, 0)` / `write(fd, buf)`: queue bytes on a connection, or send one datagram
+    /// to the associated peer. Blocks while the buffer is full (or the handshake is under way)
+    /// unless non-blocking.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EAGAIN` (non-blocking); `ENOTCONN`; `EPIPE` after shutdown;
+    /// `ECONNRESET`, `ECONNREFUSED`, `ETIMEDOUT` for a failed connection; `EDESTADDRREQ` (a
+    /// datagram socket without a peer); `EMSGSIZE`.
+    pub fn send(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
+        let mut first = true;
+        self.blocking(
+            fd,
+            |d| d.send_timeout,
+            Errno::EAGAIN,
+            |state| {
+                let id = Self::desc(state, fd)?.socket;
+                if first && Self::resume(state, fd)? {
+                    first = false;
+                    // CONNECT_RESUME_ON_READ_WRITE: the first write's data goes first on the
+                    // connection, and the write returns what it took.
+                    return state
+                        .stack
+                        .queue_early(id, buf)
+                        .map(Wait::Done)
+                        .map_err(err);
+                }
+                first = false;
+                match state.stack.send(id, buf) {
+                    Ok(n) => Ok(Wait::Done(n)),
+                    Err(SendError::WouldBlock) => Ok(Wait::Again),
+                    Err(e) => Err(err(e)),
+                }
+            },
+        )
+    }
+
+    /// `write(fd, buf)`: as [`Net::send`].
+    ///
+    /// # Errors
+    /// As [`Net::send`].
+    pub fn write(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
+        self.send(fd, buf)
+    }
+
+    /// `writev(fd, iov)`: the slices in order, as one write (one datagram on a datagram socket).
+    ///
+    /// # Errors
+    /// As [`Net::send`].
+    pub fn writev(&self, fd: Fd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        match iov {
+            [] => self.send(fd, &[]),
+            [one] => self.send(fd, one),
+            _ => self.send(
+                fd,
+                &iov.iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect::<Vec<u8>>(),
+            ),
+        }
+    }
+
+    /// `sendto(fd, buf, 0, addr)`: one datagram to `addr` (binding an ephemeral port first if
+    /// needed). On a stream socket the address is ignored, as Linux does for a connected socket.
+    ///
+    /// # Errors
+    /// As [`Net::send`], and `ENETUNREACH`, `EADDRNOTAVAIL`, `EAFNOSUPPORT` for the address.
+    pub fn send_to(&self, fd: Fd, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
+        self.blocking(
+            fd,
+            |d| d.send_timeout,
+            Errno::EAGAIN,
+            |state| {
+                let id = Self::desc(state, fd)?.socket;
+                match state.stack.send_to(id, buf, Some(addr)) {
+                    Ok(n) => Ok(Wait::Done(n)),
+                    Err(SendError::WouldBlock) => Ok(Wait::Again),
+                    Err(e) => Err(err(e)),
+                }
+            },
+        )
+    }
+
+    /// `recv(fd, buf, 0)` / `read(fd, buf)`: `Ok(0)` is the end of the stream. A failed or reset
+    /// connection reports its error once, then `Ok(0)`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `EAGAIN` (non-blocking, or `SO_RCVTIMEO` passed); `ENOTCONN`;
+    /// `ECONNRESET`, `ECONNREFUSED`, `ETIMEDOUT`; `EINTR` when the stack stops.
+    pub fn recv(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_from(fd, buf).map(|(n, _)| n)
+    }
+
+    /// `read(fd, buf)`: as [`Net::recv`].
+    ///
+    /// # Errors
+    /// As [`Net::recv`].
+    pub fn read(&self, fd: Fd, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(fd, buf)
+    }
+
+    /// `recvfrom(fd, buf, 0)`: bytes and their source (the peer, for a stream socket).
+    ///
+    /// # Errors
+    /// As [`Net::recv`].
+    pub fn recv_from(&self, fd: Fd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.blocking(
+            fd,
+            |d| d.recv_timeout,
+            Errno::EAGAIN,
+            |state| {
+                Self::resume(state, fd)?;
+                let id = Self::desc(state, fd)?.socket;
+                match state.stack.socket_type(id) {
+                    Some(SocketType::Datagram) => match state.stack.recv_from(id, buf) {
+                        Ok(v) => Ok(Wait::Done(v)),
+                        Err(RecvError::WouldBlock) => Ok(Wait::Again),
+                        Err(e) => Err(err(e)),
+                    },
+                    _ => match state.stack.recv(id, buf) {
+                        Ok(n) => {
+                            let peer = state
+                                .stack
+                                .peer_addr(id)
+                                .ok_or_else(|| err(Errno::ENOTCONN))?;
+                            Ok(Wait::Done((n, peer)))
+                        }
+                        Err(RecvError::WouldBlock) => Ok(Wait::Again),
+                        Err(e) => Err(err(e)),
+                    },
+                }
+            },
+        )
+    }
+
+    /// `shutdown(fd, how)`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `ENOTCONN`.
+    pub fn shutdown(&self, fd: Fd, how: Shutdown) -> io::Result<()> {
+        let mut state = self.running()?;
+        let id = Self::desc(&mut state, fd)?.socket;
+        state.stack.shutdown(id, how).map_err(err)?;
+        drop(state);
+        self.shared().waker.wake();
+        Ok(())
+    }
+
+    /// `close(fd)`. The connection finishes closing in the background (FIN after the queued
+    /// data; RST when received data was left unread).
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn close(&self, fd: Fd) -> io::Result<()> {
+        let mut state = self.shared().lock();
+        if state.fds.get(fd).is_none() {
+            return Err(err(if tun_driver::is_open_fd(fd) {
+                Errno::ENOTSOCK
+            } else {
+                Errno::EBADF
+            }));
+        }
+        if let Some(d) = state.fds.remove(fd) {
+            state.stack.close(d.socket);
+        }
+        drop(state);
+        self.shared().waker.wake();
+        self.shared().changed.notify_all();
+        Ok(())
+    }
+
+    /// `fcntl(fd, F_SETFL, O_NONBLOCK)`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn set_nonblocking(&self, fd: Fd, nonblocking: bool) -> io::Result<()> {
+        let mut state = self.shared().lock();
+        Self::desc(&mut state, fd)?.nonblocking = nonblocking;
+        Ok(())
+    }
+
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO`: how long blocking calls wait (`None`: forever). A
+    /// blocking `connectx` that runs out of `SO_SNDTIMEO` returns `EINPROGRESS` and the attempt
+    /// goes on, as on Linux.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn set_timeouts(
+        &self,
+        fd: Fd,
+        recv: Option<Duration>,
+        send: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut state = self.shared().lock();
+        let d = Self::desc(&mut state, fd)?;
+        d.recv_timeout = recv;
+        d.send_timeout = send;
+        Ok(())
+    }
+
+    /// `getsockopt(fd, SOL_SOCKET, SO_ERROR)`: the pending error, cleared by reading it.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn so_error(&self, fd: Fd) -> io::Result<Option<Errno>> {
+        let mut state = self.shared().lock();
+        let id = Self::desc(&mut state, fd)?.socket;
+        Ok(state.stack.take_error(id).map(Errno::from))
+    }
+
+    /// `getsockname(fd)`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn local_addr(&self, fd: Fd) -> io::Result<SocketAddr> {
+        let mut state = self.shared().lock();
+        let id = Self::desc(&mut state, fd)?.socket;
+        state.stack.local_addr(id).ok_or_else(|| err(Errno::EBADF))
+    }
+
+    /// `getpeername(fd)`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `ENOTCONN`.
+    pub fn peer_addr(&self, fd: Fd) -> io::Result<SocketAddr> {
+        let mut state = self.shared().lock();
+        let id = Self::desc(&mut state, fd)?.socket;
+        state
+            .stack
+            .peer_addr(id)
+            .ok_or_else(|| err(Errno::ENOTCONN))
+    }
+
+    fn revents(state: &mut State, p: &PollFd) -> i16 {
+        let Some(d) = state.fds.get(p.fd) else {
+            return POLLNVAL;
+        };
+        let r: Readiness = state.stack.readiness(d.socket);
+        let deferred = d.deferred.is_some();
+        let mut ev = 0;
+        if r.readable {
+            ev |= POLLIN;
+        }
+        // A deferred connection (CONNECT_RESUME_ON_READ_WRITE) is writable: the first write
+        // starts it.
+        if r.writable || deferred {
+            ev |= POLLOUT;
+        }
+        ev &= p.events;
+        if r.error {
+            ev |= POLLERR;
+        }
+        if r.hangup && !deferred && state.stack.connect_status(d.socket).is_some() {
+            ev |= POLLHUP;
+        }
+        ev
+    }
+
+    /// `poll(fds, timeout)`: wait until one descriptor is ready; fills `revents`, returns how
+    /// many are ready. `None` waits forever; `Some(ZERO)` only looks.
+    ///
+    /// # Errors
+    /// `EINTR` when the stack stops while waiting.
+    pub fn poll(&self, fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<usize> {
+        let shared = self.shared();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = shared.lock();
+        loop {
+            let mut ready = 0;
+            for p in fds.iter_mut() {
+                p.revents = Self::revents(&mut state, p);
+                ready += usize::from(p.revents != 0);
+            }
+            if ready > 0 {
+                return Ok(ready);
+            }
+            if !state.running {
+                return Err(err(Errno::EINTR));
+            }
+            state = match deadline {
+                None => shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(0);
+                    }
+                    shared
+                        .changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// The kernel interface index of a device of this stack, by name (what `sae_srcif` takes).
+    pub fn if_nametoindex(&self, name: &str) -> Option<u32> {
+        let state = self.shared().lock();
+        let id = state.stack.interface_by_name(name)?;
+        state
+            .stack
+            .interfaces()
+            .get(id.0)
+            .and_then(|i| i.kernel_index)
+    }
+}

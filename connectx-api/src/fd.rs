@@ -1,0 +1,121 @@
+//! The descriptor table: small integers standing for sockets, as in C.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stack::{ConnectOptions, SocketId};
+
+/// A socket descriptor of a [`Net`](crate::Net): a small integer, as `socket(2)` returns.
+pub type Fd = i32;
+
+/// Descriptors start here, so 0, 1 and 2 never name a socket (as in a C program).
+const FIRST_FD: Fd = 3;
+
+/// A connection `connectx` deferred with `CONNECT_RESUME_ON_READ_WRITE`: it starts at the first
+/// write or read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deferred {
+    pub(crate) remote: SocketAddr,
+    pub(crate) opts: ConnectOptions,
+}
+
+#[derive(Debug)]
+pub(crate) struct Descriptor {
+    pub(crate) socket: SocketId,
+    pub(crate) nonblocking: bool,
+    pub(crate) recv_timeout: Option<Duration>,
+    pub(crate) send_timeout: Option<Duration>,
+    pub(crate) deferred: Option<Deferred>,
+}
+
+impl Descriptor {
+    pub(crate) fn new(socket: SocketId) -> Descriptor {
+        Descriptor {
+            socket,
+            nonblocking: false,
+            recv_timeout: None,
+            send_timeout: None,
+            deferred: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FdTable {
+    slots: Vec<Option<Descriptor>>,
+    open: usize,
+    /// Most descriptors open at once; past it `socket` fails with `ENOBUFS`.
+    pub(crate) limit: usize,
+}
+
+impl Default for FdTable {
+    fn default() -> Self {
+        FdTable {
+            slots: Vec::new(),
+            open: 0,
+            limit: 1 << 16,
+        }
+    }
+}
+
+impl FdTable {
+    /// The lowest free descriptor, as POSIX allocates them; `None` at the limit.
+    pub(crate) fn insert(&mut self, d: Descriptor) -> Option<Fd> {
+        if self.open >= self.limit {
+            return None;
+        }
+        self.open += 1;
+        let index = match self.slots.iter().position(Option::is_none) {
+            Some(i) => {
+                self.slots[i] = Some(d);
+                i
+            }
+            None => {
+                self.slots.push(Some(d));
+                self.slots.len() - 1
+            }
+        };
+        Some(FIRST_FD + index as Fd)
+    }
+
+    fn index(fd: Fd) -> Option<usize> {
+        usize::try_from(fd.checked_sub(FIRST_FD)?).ok()
+    }
+
+    pub(crate) fn get(&self, fd: Fd) -> Option<&Descriptor> {
+        self.slots.get(Self::index(fd)?)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, fd: Fd) -> Option<&mut Descriptor> {
+        self.slots.get_mut(Self::index(fd)?)?.as_mut()
+    }
+
+    pub(crate) fn remove(&mut self, fd: Fd) -> Option<Descriptor> {
+        let d = self.slots.get_mut(Self::index(fd)?)?.take()?;
+        self.open -= 1;
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_free_descriptor_first() {
+        let mut stack = stack::Stack::new(stack::StackConfig::default());
+        let mut t = FdTable::default();
+        let s = stack.socket(stack::Family::V4, stack::SocketType::Stream);
+        let a = t.insert(Descriptor::new(s)).unwrap();
+        let b = t.insert(Descriptor::new(s)).unwrap();
+        assert_eq!((a, b), (3, 4));
+        t.remove(a);
+        assert_eq!(t.insert(Descriptor::new(s)), Some(3));
+        assert!(t.get(-1).is_none() && t.get(0).is_none() && t.get(99).is_none());
+        t.limit = 2;
+        assert_eq!(t.insert(Descriptor::new(s)), None);
+    }
+}

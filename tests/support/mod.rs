@@ -1,0 +1,96 @@
+//! Helpers for the tests that run against the Linux kernel: each runs on a thread of its own,
+//! in a network namespace of its own, with its own TUN device, and leaves nothing behind.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+
+use connectx_api::Net;
+
+/// Run `f` on a new thread inside a new network namespace (loopback up). Returns `None` when
+/// the test is skipped for lack of root (it prints one line saying so; with
+/// `CONNECTX_REQUIRE_ROOT_TESTS` set, a missing root fails instead).
+pub fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if !tun_driver::require_root(name) {
+        return None;
+    }
+    let handle = std::thread::spawn(move || {
+        tun_driver::netns::unshare_net().expect("a private network namespace");
+        f()
+    });
+    match handle.join() {
+        Ok(v) => Some(v),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The usual single-device setup: the stack at 192.0.2.2 and 2001:db8::2 on `cx0`, the kernel
+/// at 192.0.2.1 and 2001:db8::1.
+pub fn net() -> Net {
+    Net::builder()
+        .tun("cx0")
+        .address("192.0.2.2/24")
+        .address("2001:db8::2/64")
+        .peer("192.0.2.1/24")
+        .peer("2001:db8::1/64")
+        .start()
+        .expect("the stack starts")
+}
+
+/// A kernel TCP echo server on `addr` (bound in the calling thread's namespace), serving
+/// `count` connections: echoes every byte, closes after the peer's FIN.
+pub fn kernel_echo(addr: &str, count: usize) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind(addr).expect("kernel listener");
+    let local = listener.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for _ in 0..count {
+            let (mut s, _) = listener.accept().expect("kernel accept");
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (local, h)
+}
+
+/// A kernel TCP client that sends `data`, half-closes, and returns what it read back.
+pub fn kernel_client(to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(to).expect("kernel connect");
+    s.write_all(data).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    back
+}
+
+/// FNV-1a, 64 bits: enough to tell two 10 MB streams apart in a message.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
