@@ -1,1 +1,567 @@
-fn main() {}
+//! `tun_client`: connect through the userspace stack with `connectx(2)`, and show what happened.
+//!
+//! With no arguments (as root) it is a self-contained demo: a private network namespace, a TUN
+//! device in it, a kernel echo server behind it, and connections made with `connectx` — nothing
+//! outside this process is touched, and everything disappears with it.
+//!
+//! Run `tun_client --help` for the flags.
+
+use std::fmt::Write as _;
+use std::io::{IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use connectx_api::{
+    Errno, Family, Net, PollFd, SaEndpoints, Shutdown, SocketType, POLLOUT, SAE_ASSOCID_ANY,
+};
+
+const HELP: &str = "\
+tun_client — connect through a userspace TCP/IP stack with Darwin's connectx(2)
+
+USAGE:
+    sudo tun_client                      the demo: a private namespace, a TUN device, a kernel
+                                         echo server, and connectx over TCP and UDP
+    tun_client [DEVICE OPTIONS]... --connect ADDR:PORT [OPTIONS]
+
+DEVICES (repeatable; --local, --peer and --route apply to the device named before them):
+    --tun NAME          create TUN device NAME (or attach to a persistent one)
+    --tun-fd N          adopt open descriptor N: a TUN device, or a SOCK_SEQPACKET/SOCK_DGRAM
+                        socket carrying one raw IP packet per message
+    --local CIDR        the stack's address on the device, e.g. 192.0.2.2/24 (repeatable)
+    --peer CIDR         the kernel's address on a TUN device this program creates (repeatable)
+    --route CIDR        a route through the device; `default` for both default routes
+                        (repeatable; without any --route the first device carries the defaults)
+    --mtu N             MTU of the device named before it (or of every device, if given first)
+
+CONNECTION:
+    --connect ADDR:PORT destination; IPv6 as [ADDR]:PORT
+    --send TEXT         what to send (default \"hello\\n\")
+    --udp               one datagram and one reply instead of a TCP exchange
+    --count N           connections in sequence, in this one process (default 1)
+    --timeout-ms N      give up on a connection after N ms (default 5000)
+    --json              one JSON object per connection on stdout
+
+Each TCP connection sends the text, shuts down its sending side and reads until the peer closes.
+Errors are one line on stderr; the exit code is 1 if any connection failed, 2 for bad usage.
+";
+
+struct DeviceArgs {
+    tun: Option<String>,
+    fd: Option<i32>,
+    local: Vec<String>,
+    peer: Vec<String>,
+    route: Vec<String>,
+    mtu: Option<u32>,
+}
+
+struct Args {
+    devices: Vec<DeviceArgs>,
+    mtu_all: Option<u32>,
+    connect: Option<SocketAddr>,
+    send: String,
+    udp: bool,
+    count: usize,
+    timeout: Duration,
+    json: bool,
+}
+
+fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
+    let mut a = Args {
+        devices: Vec::new(),
+        mtu_all: None,
+        connect: None,
+        send: "hello\n".into(),
+        udp: false,
+        count: 1,
+        timeout: Duration::from_millis(5000),
+        json: false,
+    };
+    let mut it = argv.into_iter();
+    fn value(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
+        it.next()
+            .ok_or_else(|| format!("{flag} needs a value (see --help)"))
+    }
+    fn number<T: std::str::FromStr>(v: &str, flag: &str) -> Result<T, String> {
+        v.parse()
+            .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+    }
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--tun" => {
+                let name = value(&mut it, "--tun")?;
+                a.devices.push(DeviceArgs {
+                    tun: Some(name),
+                    fd: None,
+                    local: vec![],
+                    peer: vec![],
+                    route: vec![],
+                    mtu: None,
+                });
+            }
+            "--tun-fd" => {
+                let v = value(&mut it, "--tun-fd")?;
+                let fd = number::<i32>(&v, "--tun-fd")?;
+                if fd < 0 {
+                    return Err(format!("--tun-fd: `{v}` is not a descriptor number"));
+                }
+                a.devices.push(DeviceArgs {
+                    tun: None,
+                    fd: Some(fd),
+                    local: vec![],
+                    peer: vec![],
+                    route: vec![],
+                    mtu: None,
+                });
+            }
+            "--local" | "--peer" | "--route" => {
+                let v = value(&mut it, &flag)?;
+                let dev = a
+                    .devices
+                    .last_mut()
+                    .ok_or_else(|| format!("{flag} must follow --tun or --tun-fd"))?;
+                match flag.as_str() {
+                    "--local" => dev.local.push(v),
+                    "--peer" => dev.peer.push(v),
+                    _ => dev.route.push(v),
+                }
+            }
+            "--mtu" => {
+                let v = value(&mut it, "--mtu")?;
+                let mtu = number::<u32>(&v, "--mtu")?;
+                match a.devices.last_mut() {
+                    Some(dev) => dev.mtu = Some(mtu),
+                    None => a.mtu_all = Some(mtu),
+                }
+            }
+            "--connect" => {
+                let v = value(&mut it, "--connect")?;
+                let addr: SocketAddr = v.parse().map_err(|_| {
+                    format!("--connect: `{v}` is not ADDR:PORT (IPv6 as [ADDR]:PORT, e.g. [2001:db8::1]:7)")
+                })?;
+                if addr.port() == 0 {
+                    return Err(format!("--connect: port 0 in `{v}` is not a destination"));
+                }
+                a.connect = Some(addr);
+            }
+            "--send" => a.send = value(&mut it, "--send")?,
+            "--udp" => a.udp = true,
+            "--json" => a.json = true,
+            "--count" => {
+                let v = value(&mut it, "--count")?;
+                a.count = number(&v, "--count")?;
+            }
+            "--timeout-ms" => {
+                let v = value(&mut it, "--timeout-ms")?;
+                a.timeout = Duration::from_millis(number(&v, "--timeout-ms")?);
+            }
+            other => return Err(format!("unknown argument `{other}` (see --help)")),
+        }
+    }
+    if a.devices.is_empty() {
+        return Err(
+            "no device: give --tun NAME or --tun-fd N (or no arguments at all for the demo)".into(),
+        );
+    }
+    if a.connect.is_none() {
+        return Err(
+            "--connect ADDR:PORT is required (or run with no arguments for the demo)".into(),
+        );
+    }
+    Ok(Some(a))
+}
+
+/// What one connection did.
+#[derive(Default)]
+struct Report {
+    ok: bool,
+    errno: Option<Errno>,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    connect_us: Option<u128>,
+    ttfb_us: Option<u128>,
+    sent: usize,
+    received: Vec<u8>,
+}
+
+fn json_string(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>, quote: bool) -> String {
+    match v {
+        Some(v) if quote => format!("\"{v}\""),
+        Some(v) => v.to_string(),
+        None => "null".into(),
+    }
+}
+
+impl Report {
+    fn json(&self, conn: usize) -> String {
+        format!(
+            "{{\"conn\":{conn},\"ok\":{},\"errno\":{},\"local\":{},\"remote\":{},\"connect_us\":{},\"ttfb_us\":{},\"sent\":{},\"received\":{}}}",
+            self.ok,
+            opt(&self.errno.map(|e| e.name()), true),
+            opt(&self.local, true),
+            opt(&self.remote, true),
+            opt(&self.connect_us, false),
+            opt(&self.ttfb_us, false),
+            self.sent,
+            json_string(&self.received),
+        )
+    }
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::of(e).unwrap_or(Errno::EINVAL)
+}
+
+/// One TCP exchange: connectx with the text as iov data, half-close, read to the end.
+fn tcp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration) -> Report {
+    let mut r = Report {
+        remote: Some(to),
+        ..Report::default()
+    };
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let result = (|| -> std::io::Result<()> {
+        let family = if to.is_ipv4() { Family::V4 } else { Family::V6 };
+        let fd = net.socket(family, SocketType::Stream)?;
+        let _close = Closer(net, fd);
+        net.set_nonblocking(fd, true)?;
+        let mut queued = 0;
+        match net.connectx(
+            fd,
+            &SaEndpoints::to(to),
+            SAE_ASSOCID_ANY,
+            0,
+            &[IoSlice::new(text)],
+            Some(&mut queued),
+            None,
+        ) {
+            Ok(()) => {}
+            Err(e) if Errno::of(&e) == Some(Errno::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let mut p = [PollFd::new(fd, POLLOUT)];
+        if net.poll(
+            &mut p,
+            Some(deadline.saturating_duration_since(Instant::now())),
+        )? == 0
+        {
+            return Err(Errno::ETIMEDOUT.into());
+        }
+        if let Some(e) = net.so_error(fd)? {
+            return Err(e.into());
+        }
+        r.connect_us = Some(start.elapsed().as_micros());
+        r.local = net.local_addr(fd).ok();
+        r.sent = queued;
+        net.set_nonblocking(fd, false)?;
+        let mut off = queued;
+        while off < text.len() {
+            off += net.send(fd, &text[off..])?;
+        }
+        r.sent = off;
+        net.shutdown(fd, Shutdown::Write)?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Errno::ETIMEDOUT.into());
+            }
+            net.set_timeouts(fd, Some(left), None)?;
+            match net.recv(fd, &mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    r.ttfb_us.get_or_insert(start.elapsed().as_micros());
+                    r.received.extend_from_slice(&buf[..n]);
+                }
+                Err(e) if Errno::of(&e) == Some(Errno::EAGAIN) => {
+                    return Err(Errno::ETIMEDOUT.into())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })();
+    match result {
+        Ok(()) => r.ok = true,
+        Err(e) => r.errno = Some(errno_of(&e)),
+    }
+    r
+}
+
+/// One UDP exchange: associate with connectx (the text as the first datagram), wait for one reply.
+fn udp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration) -> Report {
+    let mut r = Report {
+        remote: Some(to),
+        ..Report::default()
+    };
+    let start = Instant::now();
+    let result = (|| -> std::io::Result<()> {
+        let family = if to.is_ipv4() { Family::V4 } else { Family::V6 };
+        let fd = net.socket(family, SocketType::Datagram)?;
+        let _close = Closer(net, fd);
+        let mut len = 0;
+        net.connectx(
+            fd,
+            &SaEndpoints::to(to),
+            SAE_ASSOCID_ANY,
+            0,
+            &[IoSlice::new(text)],
+            Some(&mut len),
+            None,
+        )?;
+        r.connect_us = Some(start.elapsed().as_micros());
+        r.sent = len;
+        r.local = net.local_addr(fd).ok();
+        net.set_timeouts(fd, Some(timeout), None)?;
+        let mut buf = [0u8; 65536];
+        match net.recv(fd, &mut buf) {
+            Ok(n) => {
+                r.ttfb_us = Some(start.elapsed().as_micros());
+                r.received.extend_from_slice(&buf[..n]);
+                Ok(())
+            }
+            Err(e) if Errno::of(&e) == Some(Errno::EAGAIN) => Err(Errno::ETIMEDOUT.into()),
+            Err(e) => Err(e),
+        }
+    })();
+    match result {
+        Ok(()) => r.ok = true,
+        Err(e) => r.errno = Some(errno_of(&e)),
+    }
+    r
+}
+
+/// Closes a descriptor on every way out of a block.
+struct Closer<'a>(&'a Net, i32);
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.close(self.1);
+    }
+}
+
+fn start_net(args: &Args) -> Result<Net, String> {
+    let mut b = Net::builder();
+    for d in &args.devices {
+        b = match (&d.tun, d.fd) {
+            (Some(name), _) => b.tun(name),
+            (None, Some(fd)) => b.tun_fd(fd),
+            (None, None) => unreachable!("a device has a name or a descriptor"),
+        };
+        if let Some(mtu) = d.mtu.or(args.mtu_all) {
+            b = b.mtu(mtu);
+        }
+        for l in &d.local {
+            b = b.address(l);
+        }
+        for p in &d.peer {
+            b = b.peer(p);
+        }
+        for r in &d.route {
+            b = b.route(r);
+        }
+    }
+    b.start().map_err(|e| e.to_string())
+}
+
+fn run(args: Args) -> ExitCode {
+    let net = match start_net(&args) {
+        Ok(net) => net,
+        Err(e) => {
+            eprintln!("tun_client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let to = args.connect.expect("checked by parse_args");
+    let mut failed = false;
+    for conn in 0..args.count {
+        let r = if args.udp {
+            udp_exchange(&net, to, args.send.as_bytes(), args.timeout)
+        } else {
+            tcp_exchange(&net, to, args.send.as_bytes(), args.timeout)
+        };
+        failed |= !r.ok;
+        if args.json {
+            println!("{}", r.json(conn));
+        } else if r.ok {
+            println!(
+                "conn {conn}: {} -> {}: sent {} bytes, received {} bytes, connect {} µs, first byte {} µs",
+                opt(&r.local, false),
+                to,
+                r.sent,
+                r.received.len(),
+                opt(&r.connect_us, false),
+                opt(&r.ttfb_us, false)
+            );
+        }
+        if !r.ok {
+            let e = r.errno.unwrap_or(Errno::EINVAL);
+            eprintln!("tun_client: connection {conn} to {to}: {e}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+// ----- the demo -----
+
+fn demo() -> ExitCode {
+    if !tun_driver::is_root() {
+        eprintln!(
+            "tun_client: the demo creates a network namespace and a TUN device, which needs root: \
+             run `sudo cargo run --example tun_client` (or see --help to use an existing device)"
+        );
+        return ExitCode::FAILURE;
+    }
+    match demo_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tun_client: demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_inner() -> Result<(), String> {
+    // Everything from here on lives in a namespace of this process's own: when the process
+    // ends, on any path, the kernel removes the namespace and the TUN device with it.
+    tun_driver::netns::unshare_net().map_err(|e| e.to_string())?;
+    println!(
+        "1. A private network namespace (only this process sees it), with a TUN device `cx0`:"
+    );
+    println!("     the kernel's side   192.0.2.1/24  2001:db8::1/64   (echo servers on TCP and UDP port 7)");
+    println!(
+        "     the userspace stack 192.0.2.2/24  2001:db8::2/64   (smoltcp, driven by connectx-api)"
+    );
+    let net = Net::builder()
+        .tun("cx0")
+        .address("192.0.2.2/24")
+        .address("2001:db8::2/64")
+        .peer("192.0.2.1/24")
+        .peer("2001:db8::1/64")
+        .start()
+        .map_err(|e| e.to_string())?;
+    let index = net.if_nametoindex("cx0").unwrap_or(0);
+    println!("     cx0 has kernel interface index {index} (what connectx's sae_srcif takes)\n");
+
+    spawn_kernel_echo_servers()?;
+
+    let text = b"hello from connectx\n";
+    for (n, to) in [(2, "192.0.2.1:7"), (3, "[2001:db8::1]:7")] {
+        let to: SocketAddr = to.parse().expect("a valid address");
+        println!("{n}. TCP: connectx(fd, dst {to}, iov {:?}), then shutdown(SHUT_WR) and read to the end", String::from_utf8_lossy(text));
+        let r = tcp_exchange(&net, to, text, Duration::from_secs(5));
+        explain(&r, text, "handshake (SYN, SYN-ACK, ACK)")?;
+    }
+    let to: SocketAddr = "192.0.2.1:7".parse().expect("a valid address");
+    println!("4. UDP: connectx on a datagram socket associates it with {to}; the iov goes as one datagram");
+    let r = udp_exchange(&net, to, text, Duration::from_secs(5));
+    explain(&r, text, "association (no packet needed)")?;
+
+    let info = net.interfaces();
+    if let Some(i) = info.first() {
+        println!(
+            "The stack moved {} packets in and {} out on {}.",
+            i.rx_packets, i.tx_packets, i.name
+        );
+    }
+    println!(
+        "Done. The namespace and cx0 disappear with this process; nothing on the host was changed."
+    );
+    Ok(())
+}
+
+fn explain(r: &Report, text: &[u8], what: &str) -> Result<(), String> {
+    if !r.ok {
+        return Err(format!(
+            "the connection failed: {}",
+            r.errno.unwrap_or(Errno::EINVAL)
+        ));
+    }
+    println!(
+        "     from {} — {what}: {} µs",
+        opt(&r.local, false),
+        opt(&r.connect_us, false)
+    );
+    println!(
+        "     sent {} bytes; {} bytes came back after {} µs: {}",
+        r.sent,
+        r.received.len(),
+        opt(&r.ttfb_us, false),
+        json_string(&r.received)
+    );
+    if r.received != text {
+        return Err("the echo differs from what was sent".into());
+    }
+    println!();
+    Ok(())
+}
+
+/// Kernel echo servers (TCP and UDP, IPv4 and IPv6) on port 7, on threads of this namespace.
+fn spawn_kernel_echo_servers() -> Result<(), String> {
+    for addr in ["192.0.2.1:7", "[2001:db8::1]:7"] {
+        let l = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("kernel TCP echo on {addr}: {e}"))?;
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    let u =
+        std::net::UdpSocket::bind("192.0.2.1:7").map_err(|e| format!("kernel UDP echo: {e}"))?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(&buf[..n], from);
+        }
+    });
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.is_empty() {
+        return demo();
+    }
+    match parse_args(argv) {
+        Ok(Some(args)) => run(args),
+        Ok(None) => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tun_client: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

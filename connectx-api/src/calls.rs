@@ -112,7 +112,7 @@ enum Wait<T> {
 impl Net {
     /// Look up a descriptor: `EBADF` when not open, `ENOTSOCK` when the number is an open
     /// descriptor of the process that is not one of this stack's sockets.
-    fn desc<'a>(state: &'a mut State, fd: Fd) -> io::Result<&'a mut Descriptor> {
+    fn desc(state: &mut State, fd: Fd) -> io::Result<&mut Descriptor> {
         match state.fds.get_mut(fd) {
             Some(d) => Ok(d),
             None if tun_driver::is_open_fd(fd) => Err(err(Errno::ENOTSOCK)),

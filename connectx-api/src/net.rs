@@ -455,8 +455,8 @@ fn run(shared: &Shared, devices: Vec<Device>) {
         // A failing poll(2) (EINTR is retried inside) leaves `ready` clear; the loop then runs on
         // its timers alone, which is the best that can be done.
         let _ = wait_readable(&fds, &mut ready, timeout);
-        for i in 0..n {
-            io.readable[i] |= ready[i];
+        for (readable, ready) in io.readable.iter_mut().zip(&ready) {
+            *readable |= *ready;
         }
         if ready[n] {
             shared.waker.drain();

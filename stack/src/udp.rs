@@ -26,6 +26,9 @@ pub(crate) struct UdpSocket {
     pub(crate) peer: Option<SocketAddr>,
     /// Interface forced by `connectx`'s `sae_srcif`.
     via: Option<IfaceId>,
+    /// The source address the association's path uses (what `getsockname` reports for a
+    /// socket bound to the unspecified address, as on Linux).
+    assoc_src: Option<std::net::IpAddr>,
 }
 
 impl UdpSocket {
@@ -36,12 +39,18 @@ impl UdpSocket {
             sockets: Vec::new(),
             peer: None,
             via: None,
+            assoc_src: None,
         }
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local
-            .unwrap_or(SocketAddr::new(self.family.unspecified(), 0))
+        let local = self
+            .local
+            .unwrap_or(SocketAddr::new(self.family.unspecified(), 0));
+        match self.assoc_src {
+            Some(src) if local.ip().is_unspecified() => SocketAddr::new(src, local.port()),
+            _ => local,
+        }
     }
 }
 
@@ -127,7 +136,7 @@ impl Stack {
         }
         let want_src = opts.source.map(|a| a.ip()).or(local.map(|a| a.ip()));
         // Check the path now, so that an unreachable peer fails the association at once.
-        self.path(peer.ip(), opts.interface, want_src)?;
+        let (_, src) = self.path(peer.ip(), opts.interface, want_src)?;
         match (local, opts.source) {
             (None, Some(src)) => self.bind(id, src)?,
             (None, None) => self.udp_autobind(id)?,
@@ -136,6 +145,7 @@ impl Stack {
         let s = self.udp_entry(id).ok_or(ConnectError::NoSuchSocket)?;
         s.peer = Some(peer);
         s.via = opts.interface;
+        s.assoc_src = Some(src);
         Ok(())
     }
 
@@ -144,6 +154,7 @@ impl Stack {
         match self.udp_entry(id) {
             Some(s) => {
                 s.via = None;
+                s.assoc_src = None;
                 s.peer.take().is_some()
             }
             None => false,
