@@ -48,3 +48,12 @@ pub use wait::{wait_readable, Waker};
 pub fn is_open_fd(fd: std::os::fd::RawFd) -> bool {
     sys::is_open(fd)
 }
+
+/// Let child processes started from now on inherit `fd` (clear `FD_CLOEXEC`): how a parent
+/// hands a packet descriptor to a `tun_client --tun-fd N` it starts.
+///
+/// # Errors
+/// The `fcntl(2)` error, e.g. `EBADF`.
+pub fn make_inheritable(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    sys::clear_cloexec(fd)
+}

@@ -104,6 +104,16 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Clears `FD_CLOEXEC`, so that a child process started afterwards inherits the descriptor.
+pub(crate) fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: F_GETFD on an open descriptor only reads its descriptor flags.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }?;
+    // SAFETY: F_SETFD on an open descriptor with its own flags less FD_CLOEXEC.
+    unsafe { syscall!(fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC)) }?;
+    Ok(())
+}
+
 /// `read(2)` into `buf`: the number of bytes the kernel reports.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
