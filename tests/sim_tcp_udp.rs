@@ -294,3 +294,49 @@ fn udp_oversized_datagram_is_refused() {
         Ok(1472)
     );
 }
+
+#[test]
+fn down_interface_and_missing_route() {
+    let mut p = pair(1, 0.0, 9);
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    let iface = p.a.interfaces()[0].id;
+    p.a.set_interface_up(iface, false).unwrap();
+    assert!(matches!(
+        p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()),
+        Err(ConnectError::Route(RouteError::NetworkDown(_)))
+    ));
+    p.a.set_interface_up(iface, true).unwrap();
+    // A stack with only a connected route has no way to 203.0.113.0/24.
+    let mut lone = stack::Stack::new(stack::StackConfig::default());
+    lone.add_interface(stack::InterfaceConfig::new("x").address("192.0.2.2/24".parse().unwrap()))
+        .unwrap();
+    let s = lone.socket(Family::V4, SocketType::Stream);
+    assert!(matches!(
+        lone.connect(s, addr("203.0.113.1:7"), ConnectOptions::default()),
+        Err(ConnectError::Route(RouteError::NetworkUnreachable(_)))
+    ));
+    assert!(
+        lone.connect(s, addr("192.0.2.1:7"), ConnectOptions::default())
+            .is_ok(),
+        "the connected route works"
+    );
+}
+
+#[test]
+fn ephemeral_ports_are_random_and_distinct() {
+    let mut p = pair(1, 0.0, 10);
+    let mut ports = Vec::new();
+    for _ in 0..64 {
+        let s = p.a.socket(Family::V4, SocketType::Datagram);
+        p.a.bind(s, addr("0.0.0.0:0")).unwrap();
+        ports.push(p.a.local_addr(s).unwrap().port());
+    }
+    let mut sorted = ports.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ports.len(), "no port given twice");
+    assert!(ports.iter().all(|p| (32768..=60999).contains(p)));
+    // Not sequential: a counter would give consecutive ports.
+    let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    assert!(sequential < 8, "ports look sequential: {ports:?}");
+}
