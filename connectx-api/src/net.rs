@@ -320,14 +320,20 @@ impl NetBuilder {
                     if let Some(mtu) = spec.mtu {
                         link.set_mtu(mtu)?;
                     }
-                    for p in &peers {
-                        link.add_address(p.addr(), p.prefix_len())?;
-                    }
                     if !peers.is_empty() || spec.mtu.is_some() {
                         link.set_up(true)?;
                         // The kernel's queue towards us: 500 packets by default overflow under
                         // bulk transfer. Best effort: an attached device may not be ours to tune.
                         let _ = link.set_txqueuelen(4096);
+                    }
+                    for p in &peers {
+                        link.add_address(p.addr(), p.prefix_len())?;
+                    }
+                    for p in &peers {
+                        if let std::net::IpAddr::V6(a) = p.addr() {
+                            // So that the kernel's side is reachable when `start` returns.
+                            link.wait_ipv6_local_route(a, Duration::from_secs(2))?;
+                        }
                     }
                     link.mtu().map(|m| m as usize).unwrap_or(1500)
                 }

@@ -244,7 +244,11 @@ impl Stack {
     pub(crate) fn settle(&mut self) -> bool {
         let mut changed = false;
         for id in self.table.ids() {
-            changed |= self.settle_tcp(id);
+            changed |= match self.table.get(id) {
+                Some(Entry::Tcp(_)) => self.settle_tcp(id),
+                Some(Entry::Udp(_)) => self.settle_udp(id),
+                None => false,
+            };
         }
         changed |= self.reap_orphans();
         changed

@@ -29,6 +29,10 @@ pub(crate) struct UdpSocket {
     /// The source address the association's path uses (what `getsockname` reports for a
     /// socket bound to the unspecified address, as on Linux).
     assoc_src: Option<std::net::IpAddr>,
+    /// Datagrams from the associated peer, taken out of smoltcp's buffers as they arrive so that
+    /// datagrams from other sources never take their room (smoltcp filters by local endpoint
+    /// only).
+    inbox: std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
 }
 
 impl UdpSocket {
@@ -40,6 +44,7 @@ impl UdpSocket {
             peer: None,
             via: None,
             assoc_src: None,
+            inbox: std::collections::VecDeque::new(),
         }
     }
 
@@ -263,8 +268,18 @@ impl Stack {
         id: SocketId,
         buf: &mut [u8],
     ) -> Result<(usize, SocketAddr), RecvError> {
-        let (sockets, peer) = match self.table.get(id) {
-            Some(Entry::Udp(s)) => (s.sockets.clone(), s.peer),
+        let sockets = match self.table.get_mut(id) {
+            Some(Entry::Udp(s)) => {
+                if let Some((data, from)) = s.inbox.pop_front() {
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    return Ok((n, from));
+                }
+                if s.peer.is_some() {
+                    return Err(RecvError::WouldBlock);
+                }
+                s.sockets.clone()
+            }
             Some(Entry::Tcp(_)) => {
                 let n = self.recv(id, buf)?;
                 let from = self.peer_addr(id).ok_or(RecvError::NotConnected)?;
@@ -276,11 +291,8 @@ impl Stack {
             let sock = self.ifaces[iface.0]
                 .sockets
                 .get_mut::<udp::Socket<'_>>(handle);
-            while let Ok((data, meta)) = sock.recv() {
+            if let Ok((data, meta)) = sock.recv() {
                 let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
-                if peer.is_some_and(|p| p != from) {
-                    continue;
-                }
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
                 return Ok((n, from));
@@ -289,11 +301,38 @@ impl Stack {
         Err(RecvError::WouldBlock)
     }
 
+    /// Move an associated socket's datagrams from smoltcp into its inbox, dropping those from
+    /// other sources (as the kernel never queues them). Returns whether any arrived.
+    pub(crate) fn settle_udp(&mut self, id: SocketId) -> bool {
+        let limit = self.config.udp_packets;
+        let Some(Entry::Udp(s)) = self.table.get_mut(id) else {
+            return false;
+        };
+        let Some(peer) = s.peer else { return false };
+        let mut arrived = false;
+        for &(iface, handle) in &s.sockets {
+            let sock = self.ifaces[iface.0]
+                .sockets
+                .get_mut::<udp::Socket<'_>>(handle);
+            while let Ok((data, meta)) = sock.recv() {
+                let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
+                // A full inbox drops, as a full receive buffer does.
+                if from == peer && s.inbox.len() < limit {
+                    s.inbox.push_back((data.to_vec(), from));
+                    arrived = true;
+                }
+            }
+        }
+        arrived
+    }
+
     pub(crate) fn udp_readiness(&self, s: &UdpSocket) -> Readiness {
-        let readable = s.sockets.iter().any(|&(iface, handle)| {
-            let sock = self.ifaces[iface.0].sockets.get::<udp::Socket<'_>>(handle);
-            sock.can_recv()
-        });
+        let readable = !s.inbox.is_empty()
+            || s.peer.is_none()
+                && s.sockets.iter().any(|&(iface, handle)| {
+                    let sock = self.ifaces[iface.0].sockets.get::<udp::Socket<'_>>(handle);
+                    sock.can_recv()
+                });
         let writable = s.sockets.is_empty()
             || s.sockets.iter().all(|&(iface, handle)| {
                 self.ifaces[iface.0]

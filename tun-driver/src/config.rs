@@ -167,6 +167,35 @@ impl Link {
         }
     }
 
+    /// Wait until the kernel can deliver packets to a local IPv6 address of this link: until its
+    /// local route is installed. The kernel adds that route shortly *after* it acknowledges the
+    /// address (measured: 2–23 ms later, even without duplicate address detection), and drops
+    /// packets for the address in between. Returns whether the route appeared within `timeout`.
+    ///
+    /// Reads `/proc/thread-self/net/ipv6_route`, which shows the calling thread's namespace.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the routing table cannot be read.
+    pub fn wait_ipv6_local_route(
+        &self,
+        addr: std::net::Ipv6Addr,
+        timeout: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let want = format!("{:032x} 80 ", addr.to_bits());
+        let start = std::time::Instant::now();
+        loop {
+            let table = std::fs::read_to_string("/proc/thread-self/net/ipv6_route")
+                .map_err(|e| Error::io(format!("reading the IPv6 routes of {}", self.name), e))?;
+            if table.lines().any(|l| l.starts_with(&want)) {
+                return Ok(true);
+            }
+            if start.elapsed() >= timeout {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn ioctl(
         &self,
         req: &mut IfReq,
