@@ -103,6 +103,36 @@ fn err(e: impl Into<Errno>) -> io::Error {
     e.into().into()
 }
 
+/// Wait until the runtime says something changed, or until `deadline`; `None` when the
+/// deadline passed first.
+fn wait_changed<'a>(
+    shared: &'a crate::net::Shared,
+    state: MutexGuard<'a, State>,
+    deadline: Option<Instant>,
+) -> Option<MutexGuard<'a, State>> {
+    match deadline {
+        None => Some(
+            shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner()),
+        ),
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            Some(
+                shared
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0,
+            )
+        }
+    }
+}
+
 /// What a blocking wait found.
 enum Wait<T> {
     Done(T),
@@ -159,22 +189,9 @@ impl Net {
                 Wait::Again => {}
             }
             shared.waker.wake();
-            state = match deadline {
-                None => shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(err(would_block));
-                    }
-                    shared
-                        .changed
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+            state = match wait_changed(shared, state, deadline) {
+                Some(state) => state,
+                None => return Err(err(would_block)),
             };
             if !state.running {
                 return Err(err(Errno::EINTR));
@@ -765,22 +782,9 @@ impl Net {
             if !state.running {
                 return Err(err(Errno::EINTR));
             }
-            state = match deadline {
-                None => shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(0);
-                    }
-                    shared
-                        .changed
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+            state = match wait_changed(shared, state, deadline) {
+                Some(state) => state,
+                None => return Ok(0),
             };
         }
     }
