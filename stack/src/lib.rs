@@ -27,6 +27,7 @@
 pub mod addr;
 pub mod config;
 pub mod error;
+pub mod fastopen;
 mod iface;
 pub mod route;
 pub mod sim;
