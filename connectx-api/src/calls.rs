@@ -10,8 +10,8 @@ use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use stack::{
-    ConnectOptions, ConnectStatus, Family, Readiness, RecvError, SendError, Shutdown, SocketId,
-    SocketType,
+    ConnectOptions, ConnectStatus, Family, FastOpenMode, Readiness, RecvError, SendError, Shutdown,
+    SocketId, SocketType,
 };
 
 use crate::errno::Errno;
@@ -272,7 +272,7 @@ impl Net {
         )
     }
 
-    fn connect_options(state: &State, ep: &SaEndpoints) -> io::Result<ConnectOptions> {
+    fn connect_options(state: &State, ep: &SaEndpoints, flags: u32) -> io::Result<ConnectOptions> {
         let interface = match ep.srcif {
             0 => None,
             index => Some(
@@ -282,9 +282,19 @@ impl Net {
                     .ok_or_else(|| err(Errno::ENXIO))?,
             ),
         };
+        // C-10: data rides in a SYN only for a caller that allows replays.
+        let fast_open = match (
+            flags & CONNECT_DATA_IDEMPOTENT != 0,
+            flags & CONNECT_DATA_AUTHENTICATED != 0,
+        ) {
+            (true, true) => FastOpenMode::NoCookie,
+            (true, false) => FastOpenMode::Cookie,
+            (false, _) => FastOpenMode::Off,
+        };
         Ok(ConnectOptions {
             interface,
             source: ep.srcaddr,
+            fast_open,
         })
     }
 
@@ -331,7 +341,7 @@ impl Net {
         let mut state = self.running()?;
         let d = Self::desc(&mut state, fd)?;
         let id = d.socket;
-        let opts = Self::connect_options(&state, endpoints)?;
+        let opts = Self::connect_options(&state, endpoints, flags)?;
         match state.stack.socket_type(id) {
             Some(SocketType::Datagram) => {
                 drop(state);

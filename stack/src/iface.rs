@@ -12,6 +12,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use crate::addr::Cidr;
 use crate::config::InterfaceConfig;
+use crate::fastopen::Layer;
 
 /// An interface of a [`Stack`](crate::Stack), by position; stable for the stack's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,6 +158,9 @@ pub(crate) struct Port<'a, P: PacketIo + ?Sized> {
     pub(crate) budget: usize,
     pub(crate) rx_packets: u64,
     pub(crate) tx_packets: u64,
+    /// The Fast Open layer, which may rewrite, drop, inject and answer segments.
+    pub(crate) fo: &'a mut Layer,
+    pub(crate) now: Instant,
 }
 
 impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
@@ -170,18 +174,35 @@ impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
         Self: 'b;
 
     fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, P>)> {
-        if self.budget == 0 {
-            return None;
+        while let Some(p) = self.fo.take_outgoing(self.id) {
+            self.io.send(self.id, &p);
+            self.tx_packets += 1;
         }
-        let n = self.io.recv(self.id, self.rx)?;
-        self.budget -= 1;
-        self.rx_packets += 1;
-        let packet = &self.rx[..n.min(self.rx.len())];
+        let n = loop {
+            if let Some(p) = self.fo.take_injected(self.id) {
+                let n = p.len().min(self.rx.len());
+                self.rx[..n].copy_from_slice(&p[..n]);
+                break n;
+            }
+            if self.budget == 0 {
+                return None;
+            }
+            let n = self.io.recv(self.id, self.rx)?.min(self.rx.len());
+            self.budget -= 1;
+            self.rx_packets += 1;
+            let n = self.fo.ingress(self.id, self.rx, n, self.now);
+            if n > 0 {
+                break n;
+            }
+        };
+        let packet = &self.rx[..n];
         let tx = TxToken {
             io: &mut *self.io,
             id: self.id,
             buf: &mut *self.tx,
             sent: &mut self.tx_packets,
+            fo: &mut *self.fo,
+            now: self.now,
         };
         Some((RxToken { packet }, tx))
     }
@@ -192,6 +213,8 @@ impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
             id: self.id,
             buf: &mut *self.tx,
             sent: &mut self.tx_packets,
+            fo: &mut *self.fo,
+            now: self.now,
         })
     }
 
@@ -215,6 +238,8 @@ pub(crate) struct TxToken<'a, P: PacketIo + ?Sized> {
     id: IfaceId,
     buf: &'a mut [u8],
     sent: &'a mut u64,
+    fo: &'a mut Layer,
+    now: Instant,
 }
 
 impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, P> {
@@ -223,8 +248,11 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, P> {
         let len = len.min(self.buf.len());
         let packet = &mut self.buf[..len];
         let r = f(packet);
-        self.io.send(self.id, packet);
-        *self.sent += 1;
+        let n = self.fo.egress(self.id, self.buf, len, self.now);
+        if n > 0 {
+            self.io.send(self.id, &self.buf[..n]);
+            *self.sent += 1;
+        }
         r
     }
 }

@@ -43,6 +43,10 @@ pub use error::{
     AcceptError, BindError, ConnectError, ConnectionError, InterfaceError, ListenError, RecvError,
     RouteError, SendError, ShutdownError,
 };
+pub use fastopen::{
+    CookieEntry, CookieKey, Counters as FastOpenCounters, Fallback, FastOpenInfo, KeyUsed,
+    Mode as FastOpenMode, ServerConfig as FastOpenServerConfig, ServerInfo as FastOpenServerInfo,
+};
 pub use iface::{IfaceId, InterfaceInfo, PacketIo};
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
 pub use socket::{Family, Readiness, Shutdown, SocketId, SocketType};

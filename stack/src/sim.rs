@@ -228,6 +228,7 @@ impl Pair {
     /// false when nothing is left to happen (no packet in flight, no timer).
     pub fn step(&mut self) -> bool {
         let now = self.link.now;
+        let mut activity = false;
         loop {
             let a = self.a.poll(
                 now,
@@ -243,6 +244,7 @@ impl Pair {
                     side: 1,
                 },
             );
+            activity |= a.activity || b.activity;
             let due = self
                 .link
                 .queues
@@ -251,6 +253,11 @@ impl Pair {
             if !(a.more_pending || b.more_pending || due) {
                 break;
             }
+        }
+        if activity {
+            // Something happened: let the caller act at this same instant before time moves on
+            // (an application answers as soon as its data arrives).
+            return true;
         }
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));

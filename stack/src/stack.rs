@@ -49,6 +49,8 @@ pub(crate) struct Orphan {
     pub(crate) deadline: Instant,
     pub(crate) token: u64,
     pub(crate) port: Option<u16>,
+    /// (local, remote), to forget the connection's Fast Open state with it.
+    pub(crate) tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 /// What a poll did.
@@ -75,6 +77,8 @@ pub struct Stack {
     pub(crate) now: Instant,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
+    /// TCP Fast Open: cookie cache, per-connection rewriting, listeners.
+    pub(crate) fo: crate::fastopen::Layer,
 }
 
 impl Stack {
@@ -93,6 +97,7 @@ impl Stack {
             now: Instant::ZERO,
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
+            fo: crate::fastopen::Layer::default(),
         }
     }
 
@@ -222,8 +227,22 @@ impl Stack {
                 budget,
                 rx_packets: 0,
                 tx_packets: 0,
+                fo: &mut self.fo,
+                now,
             };
-            let changed = iface.iface.poll(now, &mut port, &mut iface.sockets);
+            let mut changed = iface.iface.poll(now, &mut port, &mut iface.sockets);
+            // Segments the Fast Open layer plays to smoltcp (a server's view of the client's
+            // final ACK and SYN data) are taken at once, so the application sees them now.
+            for _ in 0..4 {
+                if !port.fo.has_injected(id) {
+                    break;
+                }
+                if iface.iface.poll(now, &mut port, &mut iface.sockets)
+                    == smoltcp::iface::PollResult::SocketStateChanged
+                {
+                    changed = smoltcp::iface::PollResult::SocketStateChanged;
+                }
+            }
             outcome.activity |= changed == smoltcp::iface::PollResult::SocketStateChanged
                 || port.rx_packets > 0
                 || port.tx_packets > 0;

@@ -30,6 +30,8 @@ pub struct ConnectOptions {
     pub interface: Option<IfaceId>,
     /// Bind to this source (port 0: an ephemeral port) before connecting.
     pub source: Option<SocketAddr>,
+    /// TCP Fast Open (`CONNECT_DATA_IDEMPOTENT`, `CONNECT_DATA_AUTHENTICATED`).
+    pub fast_open: crate::fastopen::Mode,
 }
 
 /// Progress of a connection attempt.
@@ -135,6 +137,14 @@ fn endpoint(addr: SocketAddr) -> IpEndpoint {
 
 fn socket_addr(ep: IpEndpoint) -> SocketAddr {
     SocketAddr::new(from_smoltcp(ep.addr), ep.port)
+}
+
+/// (local, remote) of a smoltcp socket that has both.
+fn tuple_of(sock: &tcp::Socket<'_>) -> Option<(SocketAddr, SocketAddr)> {
+    Some((
+        socket_addr(sock.local_endpoint()?),
+        socket_addr(sock.remote_endpoint()?),
+    ))
 }
 
 impl Stack {
@@ -363,6 +373,22 @@ impl Stack {
             return Err(ConnectError::InvalidPort);
         }
         let handle = self.ifaces[iface.0].sockets.add(sock);
+        if opts.fast_open != crate::fastopen::Mode::Off {
+            let mtu = self.ifaces[iface.0].config.mtu;
+            let room = mtu.saturating_sub(if src.is_ipv4() { 40 } else { 60 });
+            let client = crate::fastopen::client::Client::new(
+                opts.fast_open,
+                src,
+                remote.ip(),
+                &self.fo.cache,
+                &self.fo.blackhole,
+                room,
+                self.now,
+            );
+            self.fo
+                .conns
+                .insert((local, remote), crate::fastopen::Conn::Client(client));
+        }
         let deadline = self.now
             + smoltcp::time::Duration::from_micros(self.config.connect_timeout.as_micros() as u64);
         let s = self.tcp_entry(id).expect("checked above");
@@ -413,18 +439,23 @@ impl Stack {
     /// (use [`Stack::send`] on an established connection).
     pub fn queue_early(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
         let cap = self.config.tcp_tx_buffer;
-        match self.tcp_entry(id) {
+        let (n, tuple) = match self.tcp_entry(id) {
             Some(TcpSocket {
                 state: TcpState::Connection(c),
                 ..
             }) if !c.established && !c.ended => {
                 let n = data.len().min(cap.saturating_sub(c.early.len()));
                 c.early.extend_from_slice(&data[..n]);
-                Ok(n)
+                (n, (c.local, c.remote))
             }
-            Some(_) => Err(SendError::NotConnected),
-            None => Err(SendError::NoSuchSocket),
+            Some(_) => return Err(SendError::NotConnected),
+            None => return Err(SendError::NoSuchSocket),
+        };
+        // A Fast Open connection also offers its first bytes for the SYN.
+        if let Some(crate::fastopen::Conn::Client(fo)) = self.fo.conns.get_mut(&tuple) {
+            fo.offer(&data[..n]);
         }
+        Ok(n)
     }
 
     /// Queue bytes on a connection; returns how many were taken (at least 1 unless `data` is empty).
@@ -604,6 +635,7 @@ impl Stack {
                 self.release_port(Proto::Tcp, c.local.port(), Holder::Socket(id));
             }
             self.ifaces[c.iface.0].sockets.remove(c.handle);
+            self.fo.forget(&(c.local, c.remote));
         }
     }
 
@@ -617,8 +649,11 @@ impl Stack {
             }
             TcpState::Listening(l) => {
                 for (iface, handle) in l.pool.into_iter().chain(l.ready) {
-                    let sockets = &mut self.ifaces[iface.0].sockets;
-                    sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
+                    let sock = self.ifaces[iface.0]
+                        .sockets
+                        .get_mut::<tcp::Socket<'_>>(handle);
+                    let tuple = tuple_of(sock);
+                    sock.abort();
                     // Keep it until the RST has gone out.
                     let deadline = self.now;
                     self.orphans.push(Orphan {
@@ -627,9 +662,11 @@ impl Stack {
                         deadline,
                         token: u64::MAX,
                         port: None,
+                        tuple,
                     });
                 }
                 if let Some(local) = s.local {
+                    self.fo.listeners.remove(&local.port());
                     self.release_port(Proto::Tcp, local.port(), Holder::Socket(id));
                 }
             }
@@ -662,6 +699,7 @@ impl Stack {
                     deadline,
                     token,
                     port,
+                    tuple: Some((c.local, c.remote)),
                 });
             }
         }
@@ -685,6 +723,9 @@ impl Stack {
         for n in finished.into_iter().rev() {
             let o = self.orphans.swap_remove(n);
             self.ifaces[o.iface.0].sockets.remove(o.handle);
+            if let Some(tuple) = o.tuple {
+                self.fo.forget(&tuple);
+            }
             if let Some(port) = o.port {
                 self.release_port(Proto::Tcp, port, Holder::Orphan(o.token));
             }
@@ -734,11 +775,18 @@ impl Stack {
                         _ => {
                             c.established = true;
                             c.deadline = None;
+                            // What the SYN-ACK acknowledged of Fast Open SYN data is already
+                            // delivered; the rest goes now, right after the handshake (C-05).
+                            let acked = match self.fo.conns.get(&(c.local, c.remote)) {
+                                Some(crate::fastopen::Conn::Client(fo)) => fo.offset as usize,
+                                _ => 0,
+                            };
                             if !c.early.is_empty() {
                                 // Both are bounded by the send buffer's size, so it all fits.
                                 let early = std::mem::take(&mut c.early);
-                                let n = sock.send_slice(&early).unwrap_or(0);
-                                c.early.extend_from_slice(&early[n..]);
+                                let rest = early.get(acked..).unwrap_or(&[]);
+                                let n = sock.send_slice(rest).unwrap_or(0);
+                                c.early.extend_from_slice(&rest[n..]);
                             }
                             // Its local endpoint is now fixed.
                             if let Some(ep) = sock.local_endpoint() {
@@ -825,6 +873,7 @@ impl Stack {
             let sock = self.ifaces[iface.0]
                 .sockets
                 .get_mut::<tcp::Socket<'_>>(handle);
+            let tuple = tuple_of(sock);
             sock.abort();
             self.orphans.push(Orphan {
                 iface,
@@ -832,6 +881,7 @@ impl Stack {
                 deadline: self.now,
                 token: u64::MAX,
                 port: None,
+                tuple,
             });
         }
         let listen_ep = IpListenEndpoint {

@@ -1,0 +1,475 @@
+//! Just enough IPv4, IPv6 and TCP to read a segment and rewrite it: options, payload, sequence
+//! and acknowledgement numbers, with the checksums recomputed.
+//!
+//! No-panic contract: every function takes arbitrary bytes (anything can arrive from the
+//! network) and checks each length before reading; a packet it does not understand (not TCP,
+//! a fragment, IPv6 extension headers, inconsistent lengths) is reported as `None` and left to
+//! smoltcp untouched.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+
+/// TCP flags.
+#[allow(dead_code)]
+pub(crate) const FIN: u8 = 0x01;
+pub(crate) const SYN: u8 = 0x02;
+#[allow(dead_code)]
+pub(crate) const RST: u8 = 0x04;
+pub(crate) const PSH: u8 = 0x08;
+pub(crate) const ACK: u8 = 0x10;
+
+/// Option kinds.
+pub(crate) const OPT_EOL: u8 = 0;
+pub(crate) const OPT_NOP: u8 = 1;
+pub(crate) const OPT_MSS: u8 = 2;
+pub(crate) const OPT_SACK: u8 = 5;
+/// RFC 7413 §4.1.1.
+pub(crate) const OPT_FAST_OPEN: u8 = 34;
+
+/// Where things are in a TCP packet, and its header fields.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tcp {
+    pub(crate) ip_len: usize,
+    pub(crate) total: usize,
+    pub(crate) hdr_len: usize,
+    pub(crate) src: SocketAddr,
+    pub(crate) dst: SocketAddr,
+    pub(crate) seq: u32,
+    pub(crate) ack: u32,
+    pub(crate) flags: u8,
+    pub(crate) window: u16,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+        *b.get(at + 2)?,
+        *b.get(at + 3)?,
+    ]))
+}
+
+impl Tcp {
+    pub(crate) fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn tcp_start(&self) -> usize {
+        self.ip_len
+    }
+
+    /// The option bytes.
+    pub(crate) fn options<'a>(&self, pkt: &'a [u8]) -> &'a [u8] {
+        pkt.get(self.tcp_start() + 20..self.tcp_start() + self.hdr_len)
+            .unwrap_or(&[])
+    }
+
+    pub(crate) fn payload_range(&self) -> Range<usize> {
+        self.ip_len + self.hdr_len..self.total
+    }
+
+    pub(crate) fn payload<'a>(&self, pkt: &'a [u8]) -> &'a [u8] {
+        pkt.get(self.payload_range()).unwrap_or(&[])
+    }
+}
+
+/// Parse an IPv4 or IPv6 packet carrying a whole TCP segment.
+pub(crate) fn parse(pkt: &[u8]) -> Option<Tcp> {
+    let (ip_len, total, src, dst) = match pkt.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(pkt.first()? & 0x0f) * 4;
+            let total = usize::from(be16(pkt, 2)?);
+            let frag = be16(pkt, 6)?;
+            if ihl < 20 || *pkt.get(9)? != 6 || frag & 0x3fff != 0 {
+                return None;
+            }
+            let src = Ipv4Addr::from(be32(pkt, 12)?);
+            let dst = Ipv4Addr::from(be32(pkt, 16)?);
+            (ihl, total, IpAddr::V4(src), IpAddr::V4(dst))
+        }
+        6 => {
+            if *pkt.get(6)? != 6 {
+                return None;
+            }
+            let total = 40 + usize::from(be16(pkt, 4)?);
+            let src: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            (
+                40,
+                total,
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(Ipv6Addr::from(dst)),
+            )
+        }
+        _ => return None,
+    };
+    if total > pkt.len() || total < ip_len + 20 {
+        return None;
+    }
+    let t = ip_len;
+    let hdr_len = usize::from(pkt.get(t + 12)? >> 4) * 4;
+    if hdr_len < 20 || t + hdr_len > total {
+        return None;
+    }
+    Some(Tcp {
+        ip_len,
+        total,
+        hdr_len,
+        src: SocketAddr::new(src, be16(pkt, t)?),
+        dst: SocketAddr::new(dst, be16(pkt, t + 2)?),
+        seq: be32(pkt, t + 4)?,
+        ack: be32(pkt, t + 8)?,
+        flags: *pkt.get(t + 13)?,
+        window: be16(pkt, t + 14)?,
+    })
+}
+
+/// The options of a segment, as (kind, body) pairs. Stops at the end-of-list option or at the
+/// first malformed length.
+pub(crate) fn options(opts: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut i = 0;
+    std::iter::from_fn(move || loop {
+        let kind = *opts.get(i)?;
+        match kind {
+            OPT_EOL => return None,
+            OPT_NOP => i += 1,
+            _ => {
+                let len = usize::from(*opts.get(i + 1)?);
+                let body = opts.get(i + 2..i + len.max(2)).filter(|_| len >= 2)?;
+                i += len;
+                return Some((kind, body));
+            }
+        }
+    })
+}
+
+/// The body of the first option `kind`.
+pub(crate) fn find_option(opts: &[u8], kind: u8) -> Option<&[u8]> {
+    options(opts)
+        .find(|(k, _)| *k == kind)
+        .map(|(_, body)| body)
+}
+
+/// The MSS option's value.
+pub(crate) fn mss(opts: &[u8]) -> Option<u16> {
+    let body = find_option(opts, OPT_MSS)?;
+    be16(body, 0).filter(|_| body.len() == 2)
+}
+
+/// The options of a segment with every option `kind` removed (NOPs kept, end-of-list dropped).
+pub(crate) fn without_option(opts: &[u8], kind: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(opts.len());
+    let mut i = 0;
+    while let Some(&k) = opts.get(i) {
+        match k {
+            OPT_EOL => break,
+            OPT_NOP => {
+                out.push(OPT_NOP);
+                i += 1;
+            }
+            _ => {
+                let len = usize::from(opts.get(i + 1).copied().unwrap_or(0));
+                let Some(whole) = opts.get(i..i + len).filter(|_| len >= 2) else {
+                    break;
+                };
+                if k != kind {
+                    out.extend_from_slice(whole);
+                }
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Recompute the TCP checksum (and the IPv4 header checksum) of a well-formed packet.
+fn fix_checksums(pkt: &mut [u8], t: &Tcp) {
+    let seg = t.ip_len..t.total;
+    let Some(tcp) = pkt.get_mut(seg.clone()) else {
+        return;
+    };
+    tcp[16] = 0;
+    tcp[17] = 0;
+    let mut acc = match (t.src.ip(), t.dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => sum16(&d.octets(), sum16(&s.octets(), 0)) + 6,
+        (IpAddr::V6(s), IpAddr::V6(d)) => sum16(&d.octets(), sum16(&s.octets(), 0)) + 6,
+        _ => return,
+    };
+    let len = seg.len() as u32;
+    acc += (len >> 16) + (len & 0xffff);
+    let ck = fold(sum16(tcp, acc));
+    tcp[16..18].copy_from_slice(&ck.to_be_bytes());
+    if t.src.is_ipv4() {
+        if let Some(ip) = pkt.get_mut(..t.ip_len) {
+            ip[10] = 0;
+            ip[11] = 0;
+            let ck = fold(sum16(ip, 0));
+            ip[10..12].copy_from_slice(&ck.to_be_bytes());
+        }
+    }
+}
+
+/// Write into `out` the packet `pkt` with its TCP options replaced by `opts` (padded to a
+/// multiple of four with end-of-list bytes) and its payload by `payload`. Returns the new
+/// length, or `None` when the options exceed 40 bytes or `out` is too small.
+pub(crate) fn rebuild(
+    pkt: &[u8],
+    t: &Tcp,
+    opts: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let padded = opts.len().div_ceil(4) * 4;
+    if padded > 40 {
+        return None;
+    }
+    let hdr_len = 20 + padded;
+    let total = t.ip_len + hdr_len + payload.len();
+    if total > out.len() || total > 65535 {
+        return None;
+    }
+    out.get_mut(..t.ip_len + 20)?
+        .copy_from_slice(pkt.get(..t.ip_len + 20)?);
+    out.get_mut(t.ip_len + 20..t.ip_len + 20 + opts.len())?
+        .copy_from_slice(opts);
+    out.get_mut(t.ip_len + 20 + opts.len()..t.ip_len + hdr_len)?
+        .fill(OPT_EOL);
+    out.get_mut(t.ip_len + hdr_len..total)?
+        .copy_from_slice(payload);
+    out[t.ip_len + 12] = ((hdr_len / 4) as u8) << 4 | (out[t.ip_len + 12] & 0x0f);
+    if t.src.is_ipv4() {
+        out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    } else {
+        out[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+    }
+    let nt = Tcp {
+        total,
+        hdr_len,
+        ..*t
+    };
+    fix_checksums(out, &nt);
+    Some(total)
+}
+
+/// Set the sequence and acknowledgement numbers of a segment in place, shift the edges of its
+/// SACK blocks by `sack_delta` (subtracted), and fix the checksums.
+pub(crate) fn set_seq_ack(pkt: &mut [u8], t: &Tcp, seq: u32, ack: u32, sack_delta: u32) {
+    let s = t.ip_len;
+    if let Some(f) = pkt.get_mut(s + 4..s + 12) {
+        f[..4].copy_from_slice(&seq.to_be_bytes());
+        f[4..].copy_from_slice(&ack.to_be_bytes());
+    }
+    if sack_delta != 0 {
+        let range = s + 20..s + t.hdr_len;
+        let mut i = range.start;
+        while i < range.end {
+            let Some(&kind) = pkt.get(i) else { break };
+            match kind {
+                OPT_EOL => break,
+                OPT_NOP => i += 1,
+                _ => {
+                    let len = usize::from(pkt.get(i + 1).copied().unwrap_or(0));
+                    if len < 2 || i + len > range.end {
+                        break;
+                    }
+                    if kind == OPT_SACK {
+                        let mut at = i + 2;
+                        while at + 4 <= i + len {
+                            if let Some(v) = be32(pkt, at) {
+                                pkt[at..at + 4]
+                                    .copy_from_slice(&v.wrapping_sub(sack_delta).to_be_bytes());
+                            }
+                            at += 4;
+                        }
+                    }
+                    i += len;
+                }
+            }
+        }
+    }
+    fix_checksums(pkt, t);
+}
+
+/// Build a TCP segment from `src` to `dst` into `out`; returns its length.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let ip_len = if src.is_ipv4() { 20 } else { 40 };
+    let total = ip_len + 20 + payload.len();
+    if total > out.len() || total > 65535 || src.is_ipv4() != dst.is_ipv4() {
+        return None;
+    }
+    let p = out.get_mut(..total)?;
+    p.fill(0);
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            p[6] = 0x40; // don't fragment
+            p[8] = 64;
+            p[9] = 6;
+            p[12..16].copy_from_slice(&s.octets());
+            p[16..20].copy_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+            p[6] = 6;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&s.octets());
+            p[24..40].copy_from_slice(&d.octets());
+        }
+        _ => return None,
+    }
+    let t = ip_len;
+    p[t..t + 2].copy_from_slice(&src.port().to_be_bytes());
+    p[t + 2..t + 4].copy_from_slice(&dst.port().to_be_bytes());
+    p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+    p[t + 8..t + 12].copy_from_slice(&ack.to_be_bytes());
+    p[t + 12] = 5 << 4;
+    p[t + 13] = flags;
+    p[t + 14..t + 16].copy_from_slice(&window.to_be_bytes());
+    p[t + 20..].copy_from_slice(payload);
+    let tcp = Tcp {
+        ip_len,
+        total,
+        hdr_len: 20,
+        src,
+        dst,
+        seq,
+        ack,
+        flags,
+        window,
+    };
+    fix_checksums(p, &tcp);
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+
+    fn check_with_smoltcp(pkt: &[u8]) {
+        match pkt[0] >> 4 {
+            4 => {
+                let ip = Ipv4Packet::new_checked(pkt).unwrap();
+                assert!(ip.verify_checksum());
+                assert_eq!(ip.next_header(), IpProtocol::Tcp);
+                let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+                assert!(tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+            }
+            _ => {
+                let ip = Ipv6Packet::new_checked(pkt).unwrap();
+                let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+                assert!(tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+            }
+        }
+    }
+
+    #[test]
+    fn build_parse_rebuild_round_trip() {
+        for (s, d) in [
+            ("192.0.2.2:40000", "192.0.2.1:7"),
+            ("[2001:db8::2]:40000", "[2001:db8::1]:7"),
+        ] {
+            let (s, d): (SocketAddr, SocketAddr) = (s.parse().unwrap(), d.parse().unwrap());
+            let mut buf = [0u8; 1500];
+            let n = build(s, d, 1000, 0, SYN, 64240, &[], &mut buf).unwrap();
+            check_with_smoltcp(&buf[..n]);
+            let t = parse(&buf[..n]).unwrap();
+            assert_eq!((t.src, t.dst, t.seq, t.flags), (s, d, 1000, SYN));
+            // Add MSS and a Fast Open cookie, and data.
+            let opts = [
+                OPT_MSS,
+                4,
+                0x05,
+                0xb4,
+                OPT_FAST_OPEN,
+                10,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+            ];
+            let mut out = [0u8; 1500];
+            let m = rebuild(&buf[..n], &t, &opts, b"early", &mut out).unwrap();
+            check_with_smoltcp(&out[..m]);
+            let t2 = parse(&out[..m]).unwrap();
+            assert_eq!(t2.payload(&out[..m]), b"early");
+            assert_eq!(
+                find_option(t2.options(&out[..m]), OPT_FAST_OPEN),
+                Some(&[1u8, 2, 3, 4, 5, 6, 7, 8][..])
+            );
+            assert_eq!(mss(t2.options(&out[..m])), Some(1460));
+            let stripped = without_option(t2.options(&out[..m]), OPT_FAST_OPEN);
+            assert_eq!(stripped, [OPT_MSS, 4, 0x05, 0xb4]);
+            let mut copy = out;
+            set_seq_ack(&mut copy[..m], &t2, 5, 6, 0);
+            check_with_smoltcp(&copy[..m]);
+            let t3 = parse(&copy[..m]).unwrap();
+            assert_eq!((t3.seq, t3.ack), (5, 6));
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u32 = 7;
+        let mut buf = vec![0u8; 120];
+        for round in 0..20_000 {
+            for b in buf.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            buf[0] = if round % 2 == 0 { 0x45 } else { 0x60 };
+            buf[9] = 6;
+            buf[6] = if round % 3 == 0 { 6 } else { buf[6] };
+            let len = (x as usize) % buf.len();
+            if let Some(t) = parse(&buf[..len]) {
+                let opts = t.options(&buf[..len]).to_vec();
+                let _ = options(&opts).count();
+                let _ = without_option(&opts, OPT_FAST_OPEN);
+                let mut out = [0u8; 200];
+                let _ = rebuild(&buf[..len], &t, &opts, t.payload(&buf[..len]), &mut out);
+                let mut copy = buf.clone();
+                set_seq_ack(&mut copy[..len], &t, 1, 2, 3);
+            }
+        }
+    }
+}
