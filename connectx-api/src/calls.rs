@@ -142,6 +142,10 @@ enum Wait<T> {
 impl Net {
     /// Look up a descriptor: `EBADF` when not open, `ENOTSOCK` when the number is an open
     /// descriptor of the process that is not one of this stack's sockets.
+    pub(crate) fn descriptor(state: &mut State, fd: Fd) -> io::Result<&mut Descriptor> {
+        Self::desc(state, fd)
+    }
+
     fn desc(state: &mut State, fd: Fd) -> io::Result<&mut Descriptor> {
         match state.fds.get_mut(fd) {
             Some(d) => Ok(d),

@@ -41,6 +41,7 @@
 
 mod calls;
 mod errno;
+mod fastopen;
 mod fd;
 mod net;
 mod stream;
@@ -53,6 +54,9 @@ pub use calls::{
 pub use errno::Errno;
 pub use fd::Fd;
 pub use net::{Net, NetBuilder, StartError};
-pub use stack::{Family, Shutdown, SocketType, StackConfig};
+pub use stack::{
+    CookieEntry, CookieKey, Fallback, Family, FastOpenCounters, FastOpenInfo, FastOpenServerConfig,
+    FastOpenServerInfo, KeyUsed, Shutdown, SocketType, StackConfig,
+};
 pub use stream::{TcpListener, TcpStream, UdpSocket};
 pub use tun_driver::Device;
