@@ -171,7 +171,9 @@ fn tun_fd_socketpair_with_json_and_count() {
             );
             assert!(line.contains("\"remote\":\"192.0.2.1:7\""), "{line}");
             assert!(
-                line.contains("\"sent\":6,\"received\":\"hello\\n\"}"),
+                line.contains(
+                    "\"sent\":6,\"received\":\"hello\\n\",\"tfo\":{\"cookie_requested\":false"
+                ),
                 "{line}"
             );
         }
@@ -247,4 +249,64 @@ fn udp_flag_exchanges_one_datagram() {
             "{stdout}"
         );
     });
+}
+
+#[test]
+fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
+    in_netns(
+        "tfo_count_2_sends_second_data_in_syn_and_resume_works",
+        || {
+            // The kernel's Fast Open server in this namespace (listening on the wildcard address:
+            // 192.0.2.1 exists only once tun_client has set up its device).
+            tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
+            let (_, echo) = kernel_echo("0.0.0.0:7", 4);
+            let common = [
+                "--tun",
+                "cx0",
+                "--local",
+                "192.0.2.2/24",
+                "--peer",
+                "192.0.2.1/24",
+                "--connect",
+                "192.0.2.1:7",
+                "--json",
+            ];
+            for extra in [
+                &["--tfo", "--count", "2"][..],
+                &["--tfo", "--resume", "--count", "2"][..],
+            ] {
+                let args: Vec<&str> = common.iter().chain(extra).copied().collect();
+                let out = run(&args);
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "{extra:?}: {}\n{stdout}",
+                    stderr(&out)
+                );
+                let lines: Vec<&str> = stdout.lines().collect();
+                assert_eq!(lines.len(), 2, "{stdout}");
+                assert!(
+                lines[0].ends_with(
+                    "\"tfo\":{\"cookie_requested\":true,\"cookie_received\":8,\"syn_data_sent\":0,\"syn_data_acked\":0,\"fallback\":\"no_cookie\"}}"
+                ),
+                "{extra:?} first: {}",
+                lines[0]
+            );
+                assert!(
+                lines[1].ends_with(
+                    "\"tfo\":{\"cookie_requested\":false,\"cookie_received\":null,\"syn_data_sent\":6,\"syn_data_acked\":6,\"fallback\":null}}"
+                ),
+                "{extra:?} second: {}",
+                lines[1]
+            );
+                assert!(
+                    lines
+                        .iter()
+                        .all(|l| l.contains("\"received\":\"hello\\n\"")),
+                    "{stdout}"
+                );
+            }
+            echo.join().unwrap();
+        },
+    );
 }
