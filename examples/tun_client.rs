@@ -6,12 +6,14 @@
 //!
 //! Run `tun_client --help` for the flags.
 
-use std::fmt::Write as _;
+mod common;
+
 use std::io::{IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use common::{json_string, kernel_counter, number, opt, value};
 use connectx_api::{
     Errno, Family, FastOpenInfo, Net, PollFd, SaEndpoints, Shutdown, SocketType,
     CONNECT_DATA_AUTHENTICATED, CONNECT_DATA_IDEMPOTENT, CONNECT_RESUME_ON_READ_WRITE, POLLOUT,
@@ -54,18 +56,8 @@ Each TCP connection sends the text, shuts down its sending side and reads until 
 Errors are one line on stderr; the exit code is 1 if any connection failed, 2 for bad usage.
 ";
 
-struct DeviceArgs {
-    tun: Option<String>,
-    fd: Option<i32>,
-    local: Vec<String>,
-    peer: Vec<String>,
-    route: Vec<String>,
-    mtu: Option<u32>,
-}
-
 struct Args {
-    devices: Vec<DeviceArgs>,
-    mtu_all: Option<u32>,
+    devices: common::Devices,
     connect: Option<SocketAddr>,
     send: String,
     udp: bool,
@@ -78,8 +70,7 @@ struct Args {
 
 fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
     let mut a = Args {
-        devices: Vec::new(),
-        mtu_all: None,
+        devices: common::Devices::default(),
         connect: None,
         send: "hello\n".into(),
         udp: false,
@@ -89,63 +80,12 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
         json: false,
     };
     let mut it = argv.into_iter();
-    fn value(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
-        it.next()
-            .ok_or_else(|| format!("{flag} needs a value (see --help)"))
-    }
-    fn number<T: std::str::FromStr>(v: &str, flag: &str) -> Result<T, String> {
-        v.parse()
-            .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-    }
     while let Some(flag) = it.next() {
+        if a.devices.take(&flag, &mut it)? {
+            continue;
+        }
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--tun" => {
-                let name = value(&mut it, "--tun")?;
-                a.devices.push(DeviceArgs {
-                    tun: Some(name),
-                    fd: None,
-                    local: vec![],
-                    peer: vec![],
-                    route: vec![],
-                    mtu: None,
-                });
-            }
-            "--tun-fd" => {
-                let v = value(&mut it, "--tun-fd")?;
-                let fd = number::<i32>(&v, "--tun-fd")?;
-                if fd < 0 {
-                    return Err(format!("--tun-fd: `{v}` is not a descriptor number"));
-                }
-                a.devices.push(DeviceArgs {
-                    tun: None,
-                    fd: Some(fd),
-                    local: vec![],
-                    peer: vec![],
-                    route: vec![],
-                    mtu: None,
-                });
-            }
-            "--local" | "--peer" | "--route" => {
-                let v = value(&mut it, &flag)?;
-                let dev = a
-                    .devices
-                    .last_mut()
-                    .ok_or_else(|| format!("{flag} must follow --tun or --tun-fd"))?;
-                match flag.as_str() {
-                    "--local" => dev.local.push(v),
-                    "--peer" => dev.peer.push(v),
-                    _ => dev.route.push(v),
-                }
-            }
-            "--mtu" => {
-                let v = value(&mut it, "--mtu")?;
-                let mtu = number::<u32>(&v, "--mtu")?;
-                match a.devices.last_mut() {
-                    Some(dev) => dev.mtu = Some(mtu),
-                    None => a.mtu_all = Some(mtu),
-                }
-            }
             "--connect" => {
                 let v = value(&mut it, "--connect")?;
                 let addr: SocketAddr = v.parse().map_err(|_| {
@@ -173,7 +113,7 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
-    if a.devices.is_empty() {
+    if a.devices.list.is_empty() {
         return Err(
             "no device: give --tun NAME or --tun-fd N (or no arguments at all for the demo)".into(),
         );
@@ -198,35 +138,6 @@ struct Report {
     sent: usize,
     received: Vec<u8>,
     tfo: FastOpenInfo,
-}
-
-fn json_string(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn opt<T: std::fmt::Display>(v: &Option<T>, quote: bool) -> String {
-    match v {
-        Some(v) if quote => format!("\"{v}\""),
-        Some(v) => v.to_string(),
-        None => "null".into(),
-    }
 }
 
 impl Report {
@@ -393,32 +304,8 @@ impl Drop for Closer<'_> {
     }
 }
 
-fn start_net(args: &Args) -> Result<Net, String> {
-    let mut b = Net::builder();
-    for d in &args.devices {
-        b = match (&d.tun, d.fd) {
-            (Some(name), _) => b.tun(name),
-            (None, Some(fd)) => b.tun_fd(fd),
-            (None, None) => unreachable!("a device has a name or a descriptor"),
-        };
-        if let Some(mtu) = d.mtu.or(args.mtu_all) {
-            b = b.mtu(mtu);
-        }
-        for l in &d.local {
-            b = b.address(l);
-        }
-        for p in &d.peer {
-            b = b.peer(p);
-        }
-        for r in &d.route {
-            b = b.route(r);
-        }
-    }
-    b.start().map_err(|e| e.to_string())
-}
-
 fn run(args: Args) -> ExitCode {
-    let net = match start_net(&args) {
+    let net = match args.devices.start(None) {
         Ok(net) => net,
         Err(e) => {
             eprintln!("tun_client: {e}");
@@ -592,21 +479,6 @@ fn explain(r: &Report, text: &[u8], what: &str) -> Result<(), String> {
     }
     println!();
     Ok(())
-}
-
-/// A counter of the kernel's TcpExt MIB, in this thread's namespace (0 if unreadable).
-fn kernel_counter(name: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Kernel echo servers (TCP and UDP, IPv4 and IPv6) on port 7, on threads of this namespace.

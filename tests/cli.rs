@@ -310,3 +310,77 @@ fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
         },
     );
 }
+
+fn tun_server() -> PathBuf {
+    tun_client().with_file_name("tun_server")
+}
+
+#[test]
+fn tun_server_with_kernel_fast_open_client() {
+    in_netns("tun_server_with_kernel_fast_open_client", || {
+        let key = "a1a1a1a1-b2b2b2b2-c3c3c3c3-d4d4d4d4";
+        let mut child = Command::new(tun_server())
+            .args([
+                "--tun",
+                "cxs0",
+                "--local",
+                "192.0.2.2/24",
+                "--peer",
+                "192.0.2.1/24",
+                "--listen",
+                "8080",
+            ])
+            .args(["--tfo", "--tfo-key", key, "--count", "2", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the ready line on stderr.
+        let mut err = child.stderr.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            assert_eq!(
+                std::io::Read::read(&mut err, &mut byte).unwrap(),
+                1,
+                "tun_server exited early"
+            );
+            line.push(byte[0]);
+        }
+        assert!(
+            String::from_utf8_lossy(&line).contains("ready"),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        let py = r#"
+import socket, sys
+for data in (b"first", b"hello"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_CONNECT
+    s.connect(("192.0.2.2", 8080))
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        b = s.recv(100)
+        if not b:
+            break
+        out += b
+    assert out == data, out
+"#;
+        let out = Command::new("python3").args(["-c", py]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        assert!(lines[0].contains("\"tfo\":{\"cookie_requested\":true,\"cookie_valid\":null,\"syn_data\":0,\"key\":null}"), "{stdout}");
+        assert!(lines[1].contains("\"tfo\":{\"cookie_requested\":false,\"cookie_valid\":true,\"syn_data\":5,\"key\":\"primary\"},\"received\":5,\"echoed\":5}"), "{stdout}");
+        assert!(lines[2].starts_with("{\"counters\":{\"TCPFastOpenActive\":0,\"TCPFastOpenActiveFail\":0,\"TCPFastOpenPassive\":1,"), "{stdout}");
+    });
+}

@@ -360,12 +360,15 @@ impl Stack {
     pub(crate) fn interfaces_for(&self, ip: &IpAddr, family: Family) -> Vec<IfaceId> {
         if ip.is_unspecified() {
             (0..self.ifaces.len())
+                // An AF_INET6 socket on the unspecified address hears IPv4 too (as Linux with
+                // IPV6_V6ONLY off), so it lives on every interface.
                 .filter(|&n| {
-                    self.ifaces[n]
-                        .config
-                        .addresses
-                        .iter()
-                        .any(|c| family.admits(&c.addr()))
+                    family == Family::V6
+                        || self.ifaces[n]
+                            .config
+                            .addresses
+                            .iter()
+                            .any(|c| family.admits(&c.addr()))
                 })
                 .map(IfaceId)
                 .collect()

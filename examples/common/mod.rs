@@ -1,0 +1,174 @@
+//! What the example tools share: device flags, number parsing, JSON strings.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+
+use connectx_api::{Net, StackConfig};
+
+/// One `--tun NAME` or `--tun-fd N` with the flags that follow it.
+#[derive(Debug, Default)]
+pub struct DeviceArgs {
+    pub tun: Option<String>,
+    pub fd: Option<i32>,
+    pub local: Vec<String>,
+    pub peer: Vec<String>,
+    pub route: Vec<String>,
+    pub mtu: Option<u32>,
+}
+
+/// The device flags of a command line.
+#[derive(Debug, Default)]
+pub struct Devices {
+    pub list: Vec<DeviceArgs>,
+    /// An `--mtu` given before any device applies to all.
+    pub mtu_all: Option<u32>,
+}
+
+/// The value after `flag`.
+pub fn value(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
+    it.next()
+        .ok_or_else(|| format!("{flag} needs a value (see --help)"))
+}
+
+/// `v` as a number, or a one-line error naming `flag`.
+pub fn number<T: std::str::FromStr>(v: &str, flag: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+}
+
+impl Devices {
+    /// Take `flag` if it is a device flag (`--tun`, `--tun-fd`, `--local`, `--peer`, `--route`,
+    /// `--mtu`); `Ok(false)` if it is not one.
+    pub fn take(
+        &mut self,
+        flag: &str,
+        it: &mut impl Iterator<Item = String>,
+    ) -> Result<bool, String> {
+        match flag {
+            "--tun" => {
+                let name = value(it, flag)?;
+                self.list.push(DeviceArgs {
+                    tun: Some(name),
+                    ..DeviceArgs::default()
+                });
+            }
+            "--tun-fd" => {
+                let v = value(it, flag)?;
+                let fd = number::<i32>(&v, flag)?;
+                if fd < 0 {
+                    return Err(format!("--tun-fd: `{v}` is not a descriptor number"));
+                }
+                self.list.push(DeviceArgs {
+                    fd: Some(fd),
+                    ..DeviceArgs::default()
+                });
+            }
+            "--local" | "--peer" | "--route" => {
+                let v = value(it, flag)?;
+                let dev = self
+                    .list
+                    .last_mut()
+                    .ok_or_else(|| format!("{flag} must follow --tun or --tun-fd"))?;
+                match flag {
+                    "--local" => dev.local.push(v),
+                    "--peer" => dev.peer.push(v),
+                    _ => dev.route.push(v),
+                }
+            }
+            "--mtu" => {
+                let v = value(it, flag)?;
+                let mtu = number::<u32>(&v, flag)?;
+                match self.list.last_mut() {
+                    Some(dev) => dev.mtu = Some(mtu),
+                    None => self.mtu_all = Some(mtu),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Open the devices and start the stack.
+    pub fn start(&self, config: Option<StackConfig>) -> Result<Net, String> {
+        let mut b = Net::builder();
+        if let Some(config) = config {
+            b = b.stack_config(config);
+        }
+        for d in &self.list {
+            b = match (&d.tun, d.fd) {
+                (Some(name), _) => b.tun(name),
+                (None, Some(fd)) => b.tun_fd(fd),
+                (None, None) => return Err("a device needs --tun NAME or --tun-fd N".into()),
+            };
+            if let Some(mtu) = d.mtu.or(self.mtu_all) {
+                b = b.mtu(mtu);
+            }
+            for l in &d.local {
+                b = b.address(l);
+            }
+            for p in &d.peer {
+                b = b.peer(p);
+            }
+            for r in &d.route {
+                b = b.route(r);
+            }
+        }
+        b.start().map_err(|e| e.to_string())
+    }
+}
+
+/// `bytes` as a JSON string (invalid UTF-8 replaced).
+pub fn json_string(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON value for an optional one: `null`, a number, or (with `quote`) a string.
+pub fn opt<T: std::fmt::Display>(v: &Option<T>, quote: bool) -> String {
+    match v {
+        Some(v) if quote => format!("\"{v}\""),
+        Some(v) => v.to_string(),
+        None => "null".into(),
+    }
+}
+
+/// `{"counters":{...}}` for the stack's Fast Open counters.
+pub fn counters_json(net: &Net) -> String {
+    let fields: Vec<String> = net
+        .fast_open_counters()
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    format!("{{\"counters\":{{{}}}}}", fields.join(","))
+}
+
+/// A counter of the kernel's TcpExt MIB in this thread's namespace (0 if unreadable).
+pub fn kernel_counter(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
