@@ -271,3 +271,61 @@ fn non_blocking_connectx_with_cookie_reports_syn_bytes() {
         },
     );
 }
+
+#[test]
+fn middlebox_dropping_syn_data_falls_back_then_stops_offering() {
+    in_netns(
+        "middlebox_dropping_syn_data_falls_back_then_stops_offering",
+        || {
+            set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
+            let net = net();
+            let (addr, echo) = kernel_echo("192.0.2.1:7", 3);
+            let (_, info) = tfo_exchange(&net, addr, b"fetch a cookie first");
+            assert_eq!(info.cookie_received, Some(8));
+            // The middlebox, in this namespace only: drop IPv4 SYNs longer than any SYN without data
+            // (20 bytes of IP and at most 60 of TCP header).
+            let nft = |args: &str| {
+                let out = Command::new("nft")
+                    .args(args.split(' '))
+                    .output()
+                    .expect("nft (apt-get install nftables)");
+                assert!(
+                    out.status.success(),
+                    "nft {args}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            nft("add table ip middlebox");
+            nft("add chain ip middlebox in { type filter hook prerouting priority -300 ; }");
+            nft(
+                "add rule ip middlebox in tcp flags & (syn|ack) == syn ip length > 80 counter drop",
+            );
+
+            let (back, info) = tfo_exchange(&net, addr, b"this SYN is dropped, the data survives");
+            assert_eq!(
+                back, b"this SYN is dropped, the data survives",
+                "nothing lost"
+            );
+            assert_eq!(info.fallback, Some(Fallback::SynRetransmitted), "{info:?}");
+            assert_eq!(net.fast_open_counters().TCPFastOpenBlackhole, 1);
+            let rules = Command::new("nft")
+                .args(["list", "table", "ip", "middlebox"])
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&rules.stdout).contains("packets 1"),
+                "the middlebox dropped one SYN"
+            );
+
+            // The next connection does not offer SYN data to that server.
+            let (back, info) = tfo_exchange(&net, addr, b"plain handshake now");
+            assert_eq!(back, b"plain handshake now");
+            assert_eq!(
+                (info.fallback, info.syn_data_sent),
+                (Some(Fallback::Blackhole), 0),
+                "{info:?}"
+            );
+            echo.join().unwrap();
+        },
+    );
+}
