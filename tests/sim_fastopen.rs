@@ -203,7 +203,7 @@ fn middlebox_dropping_syn_data_falls_back_and_backs_off() {
     let l = listen(&mut p, FastOpenServerConfig::new(key()));
     exchange(&mut p, l, FastOpenMode::Cookie, b"x");
     // A middlebox towards B drops every SYN that carries data.
-    p.filter_to_b(|pkt| {
+    p.filter_to_b(|pkt: &mut Vec<u8>| {
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
         let doff = usize::from(pkt[ihl + 12] >> 4) * 4;

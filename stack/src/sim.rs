@@ -64,8 +64,9 @@ pub struct Link {
     filter_to_a: Option<Filter>,
 }
 
-/// Sees a packet in flight; returns whether to deliver it.
-pub type Filter = Box<dyn FnMut(&[u8]) -> bool + Send>;
+/// Sees a packet in flight, may change it (a middlebox rewriting), and returns whether to
+/// deliver it.
+pub type Filter = Box<dyn FnMut(&mut Vec<u8>) -> bool + Send>;
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +106,8 @@ impl PacketIo for End<'_> {
         } else {
             &mut link.filter_to_a
         };
-        let keep = filter.as_mut().is_none_or(|f| f(packet));
+        let mut packet = packet.to_vec();
+        let keep = filter.as_mut().is_none_or(|f| f(&mut packet));
         let lost = link.config.loss > 0.0 && link.rng.random_bool(link.config.loss.clamp(0.0, 1.0));
         if !keep || lost || packet.len() > link.config.mtu {
             link.dropped[to] += 1;
@@ -114,7 +116,7 @@ impl PacketIo for End<'_> {
         let latency = smoltcp::time::Duration::from_micros(link.config.latency.as_micros() as u64);
         link.queues[to].push_back(InFlight {
             at: link.now + latency,
-            packet: packet.to_vec(),
+            packet,
         });
     }
 }
@@ -210,13 +212,19 @@ impl Pair {
     }
 
     /// Set a filter on packets towards B (`true` delivers): a middlebox.
-    pub fn filter_to_b(&mut self, f: impl FnMut(&[u8]) -> bool + Send + 'static) {
+    pub fn filter_to_b(&mut self, f: impl FnMut(&mut Vec<u8>) -> bool + Send + 'static) {
         self.link.filter_to_b = Some(Box::new(f));
     }
 
     /// Set a filter on packets towards A.
-    pub fn filter_to_a(&mut self, f: impl FnMut(&[u8]) -> bool + Send + 'static) {
+    pub fn filter_to_a(&mut self, f: impl FnMut(&mut Vec<u8>) -> bool + Send + 'static) {
         self.link.filter_to_a = Some(Box::new(f));
+    }
+
+    /// Put a packet on the wire towards B, arriving now (a forged or replayed segment).
+    pub fn inject_to_b(&mut self, packet: Vec<u8>) {
+        let at = self.link.now;
+        self.link.queues[1].push_back(InFlight { at, packet });
     }
 
     /// Change the link's loss probability.
@@ -322,4 +330,70 @@ impl Pair {
             // Events past the end stay queued; the clock stays where the last step put it.
         }
     }
+}
+
+/// A TCP segment's header fields, for tests and experiments that look at or forge packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpView {
+    /// Source.
+    pub src: std::net::SocketAddr,
+    /// Destination.
+    pub dst: std::net::SocketAddr,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Flags (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub flags: u8,
+    /// Payload length.
+    pub payload_len: usize,
+}
+
+/// The TCP header of an IPv4 or IPv6 packet; `None` for anything else.
+pub fn tcp_view(pkt: &[u8]) -> Option<TcpView> {
+    let t = crate::fastopen::segment::parse(pkt)?;
+    Some(TcpView {
+        src: t.src,
+        dst: t.dst,
+        seq: t.seq,
+        ack: t.ack,
+        flags: t.flags,
+        payload_len: t.payload(pkt).len(),
+    })
+}
+
+/// The TCP options of a packet.
+pub fn tcp_options(pkt: &[u8]) -> Vec<u8> {
+    crate::fastopen::segment::parse(pkt)
+        .map(|t| t.options(pkt).to_vec())
+        .unwrap_or_default()
+}
+
+/// Set a segment's acknowledgement number (checksums fixed). Returns false if it is not TCP.
+pub fn set_tcp_ack(pkt: &mut [u8], ack: u32) -> bool {
+    let Some(t) = crate::fastopen::segment::parse(pkt) else {
+        return false;
+    };
+    crate::fastopen::segment::set_seq_ack(pkt, &t, t.seq, ack, 0);
+    true
+}
+
+/// Forge a TCP segment with the given raw `options` (padded to a multiple of four) and payload.
+#[allow(clippy::too_many_arguments)]
+pub fn forge_tcp(
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let mut plain = vec![0u8; 60];
+    let n = crate::fastopen::segment::build(src, dst, seq, ack, flags, 65535, &[], &mut plain)?;
+    let t = crate::fastopen::segment::parse(&plain[..n])?;
+    let mut out = vec![0u8; 40 + 60 + payload.len()];
+    let m = crate::fastopen::segment::rebuild(&plain[..n], &t, options, payload, &mut out)?;
+    out.truncate(m);
+    Some(out)
 }
