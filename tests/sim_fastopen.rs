@@ -57,7 +57,8 @@ fn exchange(
         fast_open: mode,
         ..ConnectOptions::default()
     };
-    p.a.connect(c, addr(SERVER), opts).unwrap();
+    let to = SocketAddr::new(addr(SERVER).ip(), p.b.local_addr(l).unwrap().port());
+    p.a.connect(c, to, opts).unwrap();
     assert_eq!(p.a.queue_early(c, data).unwrap(), data.len());
     let mut s = None;
     let mut got = Vec::new();
@@ -81,7 +82,8 @@ fn exchange(
             Err(RecvError::WouldBlock) => {}
             Err(e) => panic!("client recv: {e}"),
         }
-        got.len() >= data.len()
+        let done = got.len() >= data.len();
+        done
     });
     assert_eq!(got, data, "echo intact (seed {})", p.seed);
     let ms = (p.now() - start).total_millis();
@@ -232,4 +234,350 @@ fn middlebox_dropping_syn_data_falls_back_and_backs_off() {
         .a
         .fast_open_backoff("192.0.2.1".parse().unwrap())
         .is_some());
+}
+
+use std::sync::{Arc, Mutex};
+
+use stack::sim::{forge_tcp, set_tcp_ack, tcp_options, tcp_view, truncate_tcp_payload};
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// Cache a cookie on A by one exchange.
+fn with_cookie(p: &mut Pair, config: FastOpenServerConfig) -> SocketId {
+    let l = listen(p, config);
+    exchange(p, l, FastOpenMode::Cookie, b"x");
+    l
+}
+
+/// The client's ISN of the next SYN towards B (recorded by a filter), and a handle to rewrite
+/// the next SYN-ACK towards A.
+fn rewrite_first_synack(p: &mut Pair, extra: u32) -> Arc<Mutex<Vec<u8>>> {
+    let isn = Arc::new(Mutex::new(None::<u32>));
+    let seen = Arc::clone(&isn);
+    let flags = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&flags);
+    p.filter_to_b(move |pkt: &mut Vec<u8>| {
+        if let Some(t) = tcp_view(pkt) {
+            log.lock().unwrap().push(t.flags);
+            if t.flags & (SYN | ACK) == SYN {
+                seen.lock().unwrap().get_or_insert(t.seq);
+            }
+        }
+        true
+    });
+    let mut done = false;
+    p.filter_to_a(move |pkt: &mut Vec<u8>| {
+        if let (Some(t), Some(isn)) = (tcp_view(pkt), *isn.lock().unwrap()) {
+            if !done && t.flags & (SYN | ACK) == SYN | ACK {
+                done = true;
+                assert!(set_tcp_ack(pkt, isn.wrapping_add(1).wrapping_add(extra)));
+            }
+        }
+        true
+    });
+    flags
+}
+
+#[test]
+fn partial_ack_sends_the_rest_at_once_exactly_once() {
+    let mut p = pair(5);
+    let l = with_cookie(&mut p, FastOpenServerConfig::new(key()));
+    // Only 4 of the 10 SYN bytes reach the server (which then acknowledges those 4).
+    p.filter_to_b(|pkt: &mut Vec<u8>| {
+        if tcp_view(pkt).is_some_and(|t| t.flags & (SYN | ACK) == SYN && t.payload_len > 0) {
+            assert!(truncate_tcp_payload(pkt, 4));
+        }
+        true
+    });
+    let (c, s, ms) = exchange(&mut p, l, FastOpenMode::Cookie, b"0123456789");
+    let info = p.a.fast_open_info(c).unwrap();
+    assert_eq!(
+        (info.syn_data_sent, info.syn_data_acked),
+        (10, 4),
+        "{info:?}"
+    );
+    assert_eq!(info.fallback, Some(Fallback::PartiallyAcked));
+    assert_eq!(p.b.server_fast_open_info(s).unwrap().syn_data, 4);
+    // C-05: the rest went with the handshake, not after a retransmission timeout (1 s); the
+    // echo (checked by `exchange`) shows every byte once.
+    assert!(ms < 100, "{ms} ms");
+}
+
+#[test]
+fn over_ack_is_answered_with_rst_and_caches_nothing() {
+    let mut p = pair(5);
+    let l = listen(&mut p, FastOpenServerConfig::new(key()));
+    let to_b = rewrite_first_synack(&mut p, 100);
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    let opts = ConnectOptions {
+        fast_open: FastOpenMode::Cookie,
+        ..ConnectOptions::default()
+    };
+    p.a.connect(c, addr(SERVER), opts).unwrap();
+    p.a.queue_early(c, b"data").unwrap();
+    p.drive_until(10_000, |p| {
+        p.a.fast_open_info(c)
+            .is_some_and(|i| i.fallback == Some(Fallback::OverAck))
+    });
+    assert!(
+        p.a.cookie_cache().iter().all(|e| e.cookie.is_none()),
+        "C-06: nothing cached from it"
+    );
+    p.drive_until(100_000, |p| {
+        p.a.connect_status(c) == Some(ConnectStatus::Connected)
+    });
+    assert!(
+        to_b.lock().unwrap().iter().any(|f| f & 0x04 != 0),
+        "C-06: answered with RST"
+    );
+    // The connection still completes (after a plain SYN) and the data arrives once.
+    let mut s = None;
+    p.drive_until(100_000, |p| {
+        s = s.or(p.b.accept(l).ok().map(|(s, _)| s));
+        s.is_some_and(|s| p.b.readiness(s).readable)
+    });
+    let mut buf = [0u8; 16];
+    assert_eq!(p.b.recv(s.unwrap(), &mut buf).unwrap(), 4);
+    assert_eq!(&buf[..4], b"data");
+}
+
+#[test]
+fn lost_synack_is_sent_again_and_data_is_not_doubled() {
+    let mut p = pair(5);
+    let l = with_cookie(&mut p, FastOpenServerConfig::new(key()));
+    let mut dropped = false;
+    p.filter_to_a(move |pkt: &mut Vec<u8>| {
+        let synack = tcp_view(pkt).is_some_and(|t| t.flags & (SYN | ACK) == SYN | ACK);
+        if synack && !dropped {
+            dropped = true;
+            return false;
+        }
+        true
+    });
+    let (c, s, _) = exchange(&mut p, l, FastOpenMode::Cookie, b"exactly once");
+    let info = p.a.fast_open_info(c).unwrap();
+    assert_eq!(info.fallback, Some(Fallback::SynRetransmitted), "{info:?}");
+    assert_eq!(
+        info.syn_data_acked, 12,
+        "the server had taken the data from the first SYN"
+    );
+    assert_eq!(p.b.server_fast_open_info(s).unwrap().syn_data, 12);
+}
+
+#[test]
+fn pending_limit_turns_fast_open_syns_into_plain_ones() {
+    let mut p = pair(5);
+    let mut config = FastOpenServerConfig::new(key());
+    config.max_pending = 1;
+    let l = with_cookie(&mut p, config);
+    // Connection 1 uses Fast Open, but its final ACK never reaches B: it stays pending.
+    let c1 = p.a.socket(Family::V4, SocketType::Stream);
+    let opts = ConnectOptions {
+        fast_open: FastOpenMode::Cookie,
+        ..ConnectOptions::default()
+    };
+    p.a.connect(c1, addr(SERVER), opts).unwrap();
+    p.a.queue_early(c1, b"one").unwrap();
+    let port1 = p.a.local_addr(c1).unwrap().port();
+    p.filter_to_b(move |pkt: &mut Vec<u8>| {
+        tcp_view(pkt).is_none_or(|t| t.src.port() != port1 || t.flags & SYN != 0)
+    });
+    p.drive_until(10_000, |p| {
+        p.a.connect_status(c1) == Some(ConnectStatus::Connected)
+    });
+    assert_eq!(p.b.fast_open_counters().TCPFastOpenPassive, 1);
+    // B accepts it (it is established for B, pending for Fast Open).
+    p.drive_until(10_000, |p| p.b.accept(l).is_ok());
+    // S-06: connection 2's SYN is over the limit and handled as a plain SYN.
+    let (c2, _, _) = exchange(&mut p, l, FastOpenMode::Cookie, b"two");
+    assert_eq!(p.b.fast_open_counters().TCPFastOpenListenOverflow, 1);
+    assert_eq!(p.a.fast_open_info(c2).unwrap().syn_data_acked, 0);
+}
+
+/// B's answer to a forged SYN from A's address: (ack - isn, option 34 in it).
+fn answer_to(
+    p: &mut Pair,
+    options: &[u8],
+    payload: &[u8],
+    port: u16,
+) -> Option<(u32, Option<Vec<u8>>)> {
+    let isn = 1_000_000u32;
+    let answer = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&answer);
+    p.filter_to_a(move |pkt: &mut Vec<u8>| {
+        if let Some(t) = tcp_view(pkt) {
+            if t.flags & (SYN | ACK) == SYN | ACK && t.dst.port() == port {
+                let opts = tcp_options(pkt);
+                let fo = find(&opts, 34);
+                *seen.lock().unwrap() = Some((t.ack.wrapping_sub(isn), fo));
+            }
+        }
+        true
+    });
+    let syn = forge_tcp(
+        addr(&format!("192.0.2.2:{port}")),
+        addr(SERVER),
+        isn,
+        0,
+        SYN,
+        options,
+        payload,
+    )
+    .unwrap();
+    p.inject_to_b(syn);
+    p.run_for(Duration::from_millis(50));
+    let a = answer.lock().unwrap().clone();
+    a
+}
+
+fn find(opts: &[u8], kind: u8) -> Option<Vec<u8>> {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return None,
+            1 => i += 1,
+            k => {
+                let len = *opts.get(i + 1)? as usize;
+                if len < 2 || i + len > opts.len() {
+                    return None;
+                }
+                if k == kind {
+                    return Some(opts[i + 2..i + len].to_vec());
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn server_rules_for_odd_syns() {
+    let mut p = pair(5);
+    let l = listen(&mut p, FastOpenServerConfig::new(key()));
+    let cookie = key()
+        .cookie("192.0.2.2".parse().unwrap(), "192.0.2.1".parse().unwrap())
+        .unwrap();
+    let mut with_cookie = vec![34u8, 10];
+    with_cookie.extend_from_slice(cookie.as_bytes());
+    // S-01: a cookie request gets the cookie.
+    let (acked, fo) = answer_to(&mut p, &[34, 2], b"", 40001).unwrap();
+    assert_eq!((acked, fo.as_deref()), (1, Some(cookie.as_bytes())));
+    // S-02: a valid cookie and data: the SYN-ACK acknowledges the data.
+    let (acked, fo) = answer_to(&mut p, &with_cookie, b"12345", 40002).unwrap();
+    assert_eq!((acked, fo), (6, None));
+    // S-04: data without the option: only the ISN is acknowledged, no cookie offered.
+    let (acked, fo) = answer_to(&mut p, &[], b"12345", 40003).unwrap();
+    assert_eq!((acked, fo), (1, None));
+    // S-03: an invalid cookie: only the ISN, and a valid cookie.
+    let (acked, fo) =
+        answer_to(&mut p, &[34, 10, 1, 2, 3, 4, 5, 6, 7, 8], b"12345", 40004).unwrap();
+    assert_eq!((acked, fo.as_deref()), (1, Some(cookie.as_bytes())));
+    // S-05: a listener without Fast Open ignores it all.
+    p.b.set_fast_open(l, None).unwrap();
+    let (acked, fo) = answer_to(&mut p, &with_cookie, b"12345", 40005).unwrap();
+    assert_eq!((acked, fo), (1, None));
+    let (_, fo) = answer_to(&mut p, &[34, 2], b"", 40006).unwrap();
+    assert_eq!(fo, None);
+    // S-09: cookie-less mode takes data without a cookie.
+    let mut config = FastOpenServerConfig::new(key());
+    config.cookieless = true;
+    p.b.set_fast_open(l, Some(config)).unwrap();
+    let (acked, _) = answer_to(&mut p, &[], b"12345", 40007).unwrap();
+    assert_eq!(acked, 6);
+}
+
+#[test]
+fn option_34_of_every_length_and_on_non_syns_never_breaks_the_server() {
+    let mut p = pair(1);
+    let l = listen(&mut p, FastOpenServerConfig::new(key()));
+    for len in 0u8..=40 {
+        let mut opt = vec![34u8, len];
+        opt.resize(usize::from(len).clamp(2, 40), 0xab);
+        let syn = forge_tcp(
+            addr(&format!("192.0.2.2:{}", 41000 + u16::from(len))),
+            addr(SERVER),
+            7,
+            0,
+            SYN,
+            &opt,
+            b"payload",
+        )
+        .unwrap();
+        p.inject_to_b(syn);
+        // The same option on an ACK and on data segments.
+        let ack = forge_tcp(addr("192.0.2.2:42000"), addr(SERVER), 7, 9, ACK, &opt, b"x").unwrap();
+        p.inject_to_b(ack);
+    }
+    p.run_for(Duration::from_millis(100));
+    let c = p.b.fast_open_counters();
+    // Only even lengths 4..=16 are cookies (all invalid here); length 2 is a request.
+    assert_eq!(c.TCPFastOpenCookieReqd, 1);
+    assert_eq!(c.TCPFastOpenPassiveFail, 7, "{c:?}");
+    assert_eq!(c.TCPFastOpenPassive, 0);
+    // The stack still serves: a real Fast Open exchange works.
+    exchange(&mut p, l, FastOpenMode::Cookie, b"still fine");
+    let (c, _, _) = exchange(&mut p, l, FastOpenMode::Cookie, b"still fine");
+    assert_eq!(p.a.fast_open_info(c).unwrap().syn_data_acked, 10);
+}
+
+#[test]
+fn floods_of_cookie_requests_and_valid_cookie_syns_stay_bounded() {
+    let mut p = pair(1);
+    let mut config = FastOpenServerConfig::new(key());
+    config.max_pending = 8;
+    listen(&mut p, config);
+    let cookie = key()
+        .cookie("192.0.2.2".parse().unwrap(), "192.0.2.1".parse().unwrap())
+        .unwrap();
+    let mut with_cookie = vec![34u8, 10];
+    with_cookie.extend_from_slice(cookie.as_bytes());
+    // A drops what B sends back to these made-up connections (it would RST them).
+    p.filter_to_a(|_| false);
+    for i in 0..2000u16 {
+        let opts: &[u8] = if i % 2 == 0 { &[34, 2] } else { &with_cookie };
+        let syn = forge_tcp(
+            addr(&format!("192.0.2.2:{}", 20000 + i)),
+            addr(SERVER),
+            u32::from(i),
+            0,
+            SYN,
+            opts,
+            b"flood",
+        )
+        .unwrap();
+        p.inject_to_b(syn);
+    }
+    p.run_for(Duration::from_millis(200));
+    let c = p.b.fast_open_counters();
+    assert_eq!(c.TCPFastOpenCookieReqd, 1000);
+    assert_eq!(
+        c.TCPFastOpenPassive + c.TCPFastOpenListenOverflow,
+        1000,
+        "{c:?}"
+    );
+    assert!(
+        c.TCPFastOpenListenOverflow > 0,
+        "the pending limit held: {c:?}"
+    );
+    // Once the pending ones time out (10 s), Fast Open works again for real clients.
+    p.filter_to_a(|_| true);
+    p.run_for(Duration::from_secs(11));
+    let l = listen_again(&mut p);
+    exchange(&mut p, l, FastOpenMode::Cookie, b"x");
+    let (c, _, _) = exchange(&mut p, l, FastOpenMode::Cookie, b"after the flood");
+    assert_eq!(p.a.fast_open_info(c).unwrap().syn_data_acked, 15);
+}
+
+/// The listener on B's port (found by trying to bind it again would fail): make a new one on
+/// another port with Fast Open.
+fn listen_again(p: &mut Pair) -> SocketId {
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr("192.0.2.1:8")).unwrap();
+    p.b.listen(l, 16).unwrap();
+    let mut config = FastOpenServerConfig::new(key());
+    config.max_pending = 8;
+    p.b.set_fast_open(l, Some(config)).unwrap();
+    l
 }

@@ -397,3 +397,23 @@ pub fn forge_tcp(
     out.truncate(m);
     Some(out)
 }
+
+/// Keep only the first `keep` bytes of a segment's payload (checksums fixed): a middlebox, or a
+/// server that takes only part of a SYN's data. Returns false if it is not TCP.
+pub fn truncate_tcp_payload(pkt: &mut Vec<u8>, keep: usize) -> bool {
+    let Some(t) = crate::fastopen::segment::parse(pkt) else {
+        return false;
+    };
+    let payload = t.payload(pkt);
+    let payload = payload[..keep.min(payload.len())].to_vec();
+    let opts = t.options(pkt).to_vec();
+    let mut out = vec![0u8; pkt.len()];
+    match crate::fastopen::segment::rebuild(pkt, &t, &opts, &payload, &mut out) {
+        Some(n) => {
+            out.truncate(n);
+            *pkt = out;
+            true
+        }
+        None => false,
+    }
+}

@@ -71,6 +71,9 @@ impl Counters {
     }
 }
 
+/// Most connections the layer keeps state for.
+const MAX_CONNS: usize = 1 << 16;
+
 /// A connection, as (local, remote).
 pub(crate) type Tuple = (SocketAddr, SocketAddr);
 
@@ -152,6 +155,11 @@ impl Layer {
                 self.scratch = scratch;
                 n
             }
+            Some(Conn::Server(_)) if t.has(segment::RST) => {
+                // smoltcp refused the SYN (no listening socket free): nothing to keep.
+                self.forget(&tuple);
+                len
+            }
             Some(Conn::Server(s)) => {
                 let mut scratch = std::mem::take(&mut self.scratch);
                 let out = s.egress(&t, buf, len, &mut scratch);
@@ -180,6 +188,12 @@ impl Layer {
             return len;
         };
         let tuple = (t.dst, t.src);
+        if let Some(Conn::Server(s)) = self.conns.get(&tuple) {
+            if t.has(segment::SYN) && !t.has(segment::ACK) && !server::Listener::same_syn(s, &t) {
+                // A new connection reusing the addresses and ports of an old one.
+                self.forget(&tuple);
+            }
+        }
         match self.conns.get_mut(&tuple) {
             Some(Conn::Client(c)) => c.ingress(
                 &t,
@@ -194,7 +208,7 @@ impl Layer {
                 let out = s.ingress(&t, buf, len);
                 if out.final_ack {
                     match self.listeners.get_mut(&tuple.0.port()) {
-                        Some(l) => l.acked(s),
+                        Some(l) => l.acked(&tuple, s),
                         None => s.final_acked = true,
                     }
                 }
@@ -204,11 +218,15 @@ impl Layer {
                 out.len
             }
             None if t.has(segment::SYN) && !t.has(segment::ACK) => {
+                if self.conns.len() >= MAX_CONNS {
+                    // Bounded memory under a SYN flood: beyond this, SYNs are plain SYNs.
+                    return len;
+                }
                 let Some(listener) = self.listeners.get_mut(&t.dst.port()) else {
                     return len;
                 };
                 let mut scratch = std::mem::take(&mut self.scratch);
-                let (n, conn) = listener.syn(&t, buf, len, &mut scratch, &mut self.counters);
+                let (n, conn) = listener.syn(&t, buf, len, &mut scratch, &mut self.counters, now);
                 self.scratch = scratch;
                 if let Some(conn) = conn {
                     self.conns.insert(tuple, Conn::Server(conn));
@@ -221,9 +239,9 @@ impl Layer {
 
     /// Forget a connection whose smoltcp socket is gone.
     pub(crate) fn forget(&mut self, tuple: &Tuple) {
-        if let Some(Conn::Server(s)) = self.conns.remove(tuple) {
+        if let Some(Conn::Server(_)) = self.conns.remove(tuple) {
             if let Some(l) = self.listeners.get_mut(&tuple.0.port()) {
-                l.release(&s);
+                l.release(tuple);
             }
         }
     }

@@ -13,7 +13,6 @@ use std::ops::Range;
 #[allow(dead_code)]
 pub(crate) const FIN: u8 = 0x01;
 pub(crate) const SYN: u8 = 0x02;
-#[allow(dead_code)]
 pub(crate) const RST: u8 = 0x04;
 pub(crate) const PSH: u8 = 0x08;
 pub(crate) const ACK: u8 = 0x10;

@@ -3,7 +3,9 @@
 
 use super::cookie::{Cookie, CookieKey};
 use super::segment::{self, Tcp, ACK, OPT_FAST_OPEN, PSH, SYN};
-use super::Counters;
+use smoltcp::time::{Duration, Instant};
+
+use super::{Counters, Tuple};
 
 /// Option kind of the window scale (RFC 7323).
 const OPT_WINDOW_SCALE: u8 = 3;
@@ -57,22 +59,29 @@ pub struct ServerInfo {
     pub key: Option<KeyUsed>,
 }
 
+/// How long a Fast Open connection counts as pending without the client's final ACK. A flood
+/// of valid-cookie SYNs whose senders never answer cannot hold the listener's pending slots
+/// longer than this.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub(crate) struct Listener {
     pub(crate) config: ServerConfig,
-    pending: usize,
+    /// Fast Open connections still waiting for the client's final ACK, and since when.
+    pending: Vec<(Tuple, Instant)>,
 }
 
 impl Listener {
     pub(crate) fn new(config: ServerConfig) -> Listener {
-        Listener { config, pending: 0 }
+        Listener {
+            config,
+            pending: Vec::new(),
+        }
     }
 
-    /// A connection stops counting as pending.
-    pub(crate) fn release(&mut self, s: &Server) {
-        if s.counted && !s.final_acked {
-            self.pending = self.pending.saturating_sub(1);
-        }
+    /// A connection stops counting as pending (its final ACK came, or it is gone).
+    pub(crate) fn release(&mut self, tuple: &Tuple) {
+        self.pending.retain(|(t, _)| t != tuple);
     }
 
     /// A SYN to this listener: decide what Fast Open does, and take the option and the data out
@@ -84,6 +93,7 @@ impl Listener {
         len: usize,
         scratch: &mut Vec<u8>,
         counters: &mut Counters,
+        now: Instant,
     ) -> (usize, Option<Server>) {
         let Some(pkt) = buf.get(..len) else {
             return (len, None);
@@ -95,7 +105,9 @@ impl Listener {
         let mut info = ServerInfo::default();
         let mut send_cookie = None;
         let mut accept = false;
-        let room = self.pending < self.config.max_pending;
+        self.pending
+            .retain(|&(_, since)| now < since + PENDING_TIMEOUT);
+        let room = self.pending.len() < self.config.max_pending;
         match segment::find_option(opts, OPT_FAST_OPEN) {
             Some([]) => {
                 // S-01: a cookie request.
@@ -103,6 +115,8 @@ impl Listener {
                 info.cookie_requested = true;
                 send_cookie = fresh;
             }
+            // A malformed length is no cookie at all (as Linux parses it): the SYN is plain.
+            Some(body) if Cookie::new(body).is_none() => {}
             Some(body) => {
                 let cookie = Cookie::new(body);
                 let key = if cookie.is_some() && cookie == fresh {
@@ -156,7 +170,6 @@ impl Listener {
             client_window: ((u32::from(t.window) >> window_scale) as u16).max(1),
             send_cookie,
             synack: None,
-            counted: accept,
             final_acked: false,
             server_isn: None,
             info: ServerInfo {
@@ -165,7 +178,7 @@ impl Listener {
             },
         };
         if accept {
-            self.pending += 1;
+            self.pending.push(((t.dst, t.src), now));
         }
         scratch.resize(buf.len(), 0);
         match segment::rebuild(pkt, t, &stripped, &[], scratch) {
@@ -177,10 +190,14 @@ impl Listener {
         }
     }
 
-    pub(crate) fn acked(&mut self, s: &mut Server) {
-        if s.counted && !s.final_acked {
-            self.pending = self.pending.saturating_sub(1);
-        }
+    /// Whether a SYN belongs to this connection's handshake (a retransmission) rather than to
+    /// a new connection on the same addresses and ports.
+    pub(crate) fn same_syn(s: &Server, t: &Tcp) -> bool {
+        s.client_isn == t.seq
+    }
+
+    pub(crate) fn acked(&mut self, tuple: &Tuple, s: &mut Server) {
+        self.release(tuple);
         s.final_acked = true;
     }
 }
@@ -196,7 +213,6 @@ pub(crate) struct Server {
     /// The SYN-ACK as sent, to answer a retransmitted SYN (smoltcp, already ESTABLISHED by
     /// then, would not).
     synack: Option<Vec<u8>>,
-    counted: bool,
     pub(crate) final_acked: bool,
     server_isn: Option<u32>,
     pub(crate) info: ServerInfo,
@@ -294,7 +310,7 @@ impl Server {
             reply: Vec::new(),
             final_ack: false,
         };
-        if t.has(SYN) && !t.has(ACK) {
+        if t.has(SYN) && !t.has(ACK) && self.accept && self.server_isn.is_some() {
             // The client did not get our SYN-ACK. smoltcp, already ESTABLISHED, would not send
             // it again: do so here, and keep the SYN from smoltcp.
             if let Some(synack) = &self.synack {
