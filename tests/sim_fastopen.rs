@@ -82,8 +82,7 @@ fn exchange(
             Err(RecvError::WouldBlock) => {}
             Err(e) => panic!("client recv: {e}"),
         }
-        let done = got.len() >= data.len();
-        done
+        got.len() >= data.len()
     });
     assert_eq!(got, data, "echo intact (seed {})", p.seed);
     let ms = (p.now() - start).total_millis();
