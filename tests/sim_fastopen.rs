@@ -580,3 +580,108 @@ fn listen_again(p: &mut Pair) -> SocketId {
     p.b.set_fast_open(l, Some(config)).unwrap();
     l
 }
+
+/// Record the SYNs A sends towards B (their ISN and payload length).
+fn record_syns(p: &mut Pair) -> Arc<Mutex<Vec<(u32, usize)>>> {
+    let syns = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&syns);
+    p.filter_to_b(move |pkt: &mut Vec<u8>| {
+        if let Some(t) = tcp_view(pkt) {
+            if t.flags & (SYN | ACK) == SYN {
+                log.lock().unwrap().push((t.seq, t.payload_len));
+            }
+        }
+        true
+    });
+    syns
+}
+
+#[test]
+fn syn_data_stays_readable_after_rst_or_fin_before_accept() {
+    let mut p = pair(5);
+    let l = with_cookie(&mut p, FastOpenServerConfig::new(key()));
+    let syns = record_syns(&mut p);
+    // Reset: the client's RST arrives before the application accepts.
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    let opts = ConnectOptions {
+        fast_open: FastOpenMode::Cookie,
+        ..ConnectOptions::default()
+    };
+    p.a.connect(c, addr(SERVER), opts).unwrap();
+    p.a.queue_early(c, b"early").unwrap();
+    p.drive_until(10_000, |p| {
+        p.a.connect_status(c) == Some(ConnectStatus::Connected)
+    });
+    let (isn, len) = syns.lock().unwrap()[0];
+    assert_eq!(len, 5);
+    let from = p.a.local_addr(c).unwrap();
+    let rst = forge_tcp(from, addr(SERVER), isn.wrapping_add(6), 0, 0x04, &[], b"").unwrap();
+    p.inject_to_b(rst);
+    p.run_for(Duration::from_millis(20));
+    let (s, _) = p.b.accept(l).expect("still acceptable");
+    let mut buf = [0u8; 16];
+    assert_eq!(p.b.recv(s, &mut buf), Ok(5), "S-08: the SYN data once");
+    assert_eq!(&buf[..5], b"early");
+    assert_eq!(
+        p.b.recv(s, &mut buf),
+        Err(RecvError::Connection(stack::ConnectionError::Reset)),
+        "then the reset"
+    );
+    assert_eq!(p.b.recv(s, &mut buf), Ok(0));
+
+    // FIN: the client half-closes right after its SYN data; the server reads the data, then EOF.
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr(SERVER), opts).unwrap();
+    p.a.queue_early(c, b"and bye").unwrap();
+    p.drive_until(10_000, |p| {
+        p.a.connect_status(c) == Some(ConnectStatus::Connected)
+    });
+    p.a.shutdown(c, stack::Shutdown::Write).unwrap();
+    p.run_for(Duration::from_millis(50));
+    let (s, _) = p.b.accept(l).unwrap();
+    assert_eq!(p.b.recv(s, &mut buf), Ok(7));
+    assert_eq!(&buf[..7], b"and bye");
+    assert_eq!(p.b.recv(s, &mut buf), Ok(0));
+}
+
+#[test]
+fn data_and_fin_in_a_synack_are_accepted() {
+    let mut p = pair(5);
+    let syns = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&syns);
+    // The server is forged: A's SYN goes nowhere, and a SYN-ACK with data and FIN comes back.
+    p.filter_to_b(move |pkt: &mut Vec<u8>| {
+        if let Some(t) = tcp_view(pkt) {
+            log.lock().unwrap().push(t);
+        }
+        false
+    });
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    let opts = ConnectOptions {
+        fast_open: FastOpenMode::Cookie,
+        ..ConnectOptions::default()
+    };
+    p.a.connect(c, addr("192.0.2.1:80"), opts).unwrap();
+    p.run_for(Duration::from_millis(20));
+    let syn = syns.lock().unwrap()[0];
+    let synack = forge_tcp(
+        syn.dst,
+        syn.src,
+        5000,
+        syn.seq.wrapping_add(1),
+        SYN | ACK | 0x01 | 0x08,
+        &[2, 4, 5, 180],
+        b"hi",
+    )
+    .unwrap();
+    p.inject_to_a(synack);
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(p.a.connect_status(c), Some(ConnectStatus::Connected));
+    let mut buf = [0u8; 8];
+    assert_eq!(p.a.recv(c, &mut buf), Ok(2), "C-09: the SYN-ACK's data");
+    assert_eq!(&buf[..2], b"hi");
+    assert_eq!(p.a.recv(c, &mut buf), Ok(0), "C-09: and its FIN");
+    // The client acknowledged both.
+    let last = *syns.lock().unwrap().last().unwrap();
+    assert_eq!(last.ack, 5000 + 1 + 2 + 1, "{last:?}");
+}

@@ -227,6 +227,12 @@ impl Pair {
         self.link.queues[1].push_back(InFlight { at, packet });
     }
 
+    /// Put a packet on the wire towards A, arriving now.
+    pub fn inject_to_a(&mut self, packet: Vec<u8>) {
+        let at = self.link.now;
+        self.link.queues[0].push_back(InFlight { at, packet });
+    }
+
     /// Change the link's loss probability.
     pub fn set_loss(&mut self, loss: f64) {
         self.link.config.loss = loss;

@@ -68,7 +68,9 @@ pub(crate) struct Listener {
     /// Listening (or half-open) smoltcp sockets.
     pool: Vec<(IfaceId, SocketHandle)>,
     /// Established connections waiting for `accept`.
-    ready: VecDeque<(IfaceId, SocketHandle)>,
+    /// With their endpoints, learnt when they arrived (a reset before `accept` clears them
+    /// in smoltcp).
+    ready: VecDeque<(IfaceId, SocketHandle, SocketAddr, SocketAddr)>,
 }
 
 #[derive(Debug)]
@@ -249,7 +251,7 @@ impl Stack {
     /// [`AcceptError::NoSuchSocket`], [`AcceptError::NotListening`], [`AcceptError::WouldBlock`]
     /// when none is ready.
     pub fn accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr), AcceptError> {
-        let (family, (iface, handle)) = match self.table.get_mut(id) {
+        let (family, (iface, handle, local, remote)) = match self.table.get_mut(id) {
             Some(Entry::Tcp(TcpSocket {
                 family,
                 state: TcpState::Listening(l),
@@ -258,22 +260,20 @@ impl Stack {
             Some(_) => return Err(AcceptError::NotListening),
             None => return Err(AcceptError::NoSuchSocket),
         };
-        let sock = self.ifaces[iface.0].sockets.get::<tcp::Socket<'_>>(handle);
-        let (Some(local), Some(remote)) = (sock.local_endpoint(), sock.remote_endpoint()) else {
-            // It closed while queued before we learnt its endpoints; cannot happen for a socket
-            // that reached ESTABLISHED, but never panic on it.
-            self.ifaces[iface.0].sockets.remove(handle);
-            return Err(AcceptError::WouldBlock);
-        };
-        let state = sock.state();
+        let state = self.ifaces[iface.0]
+            .sockets
+            .get::<tcp::Socket<'_>>(handle)
+            .state();
+        // Reset while queued (S-08): its data stays readable, then the reset shows.
+        let reset = state == tcp::State::Closed;
         let conn = Conn {
             iface,
             handle,
-            local: socket_addr(local),
-            remote: socket_addr(remote),
+            local,
+            remote,
             established: true,
             deadline: None,
-            ended: false,
+            ended: reset,
             last_state: state,
             shut_read: false,
             shut_write: false,
@@ -286,7 +286,7 @@ impl Stack {
             family,
             local: Some(local),
             state: TcpState::Connection(conn),
-            error: None,
+            error: reset.then_some(ConnectionError::Reset),
         }));
         self.refill_listener(id);
         Ok((new, remote))
@@ -515,27 +515,39 @@ impl Stack {
     pub fn recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, RecvError> {
         let (iface, handle) = match self.table.get_mut(id) {
             Some(Entry::Tcp(s)) => match &s.state {
-                TcpState::Connection(c) => {
-                    if let Some(e) = s.error.take() {
-                        return Err(RecvError::Connection(e));
-                    }
-                    if c.shut_read || (c.ended && c.established) {
-                        return Ok(0);
-                    }
-                    if c.ended {
-                        return Err(RecvError::NotConnected);
-                    }
-                    if !c.established {
-                        return Err(RecvError::WouldBlock);
-                    }
-                    (c.iface, c.handle)
+                TcpState::Connection(c) if c.shut_read => return Ok(0),
+                TcpState::Connection(c) if !c.established => {
+                    return Err(match s.error.take() {
+                        Some(e) => RecvError::Connection(e),
+                        None if c.ended => RecvError::NotConnected,
+                        None => RecvError::WouldBlock,
+                    });
                 }
+                TcpState::Connection(c) => (c.iface, c.handle),
                 TcpState::Listening(_) => return Err(RecvError::Listening),
                 TcpState::Fresh => return Err(RecvError::NotConnected),
             },
             Some(Entry::Udp(_)) => return self.recv_from(id, buf).map(|(n, _)| n),
             None => return Err(RecvError::NoSuchSocket),
         };
+        // Data that arrived before a reset or a FIN is read first (S-08: the SYN data of a
+        // connection reset before it was accepted stays readable); then the error, once; then
+        // the end of the stream.
+        let sock = self.ifaces[iface.0]
+            .sockets
+            .get_mut::<tcp::Socket<'_>>(handle);
+        if sock.can_recv() && !buf.is_empty() {
+            return Ok(sock.recv_slice(buf).unwrap_or(0));
+        }
+        let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
+            return Err(RecvError::NoSuchSocket);
+        };
+        if let Some(e) = s.error.take() {
+            return Err(RecvError::Connection(e));
+        }
+        if matches!(&s.state, TcpState::Connection(c) if c.ended) {
+            return Ok(0);
+        }
         let sock = self.ifaces[iface.0]
             .sockets
             .get_mut::<tcp::Socket<'_>>(handle);
@@ -648,7 +660,11 @@ impl Stack {
                 }
             }
             TcpState::Listening(l) => {
-                for (iface, handle) in l.pool.into_iter().chain(l.ready) {
+                for (iface, handle) in l
+                    .pool
+                    .into_iter()
+                    .chain(l.ready.into_iter().map(|(i, h, _, _)| (i, h)))
+                {
                     let sock = self.ifaces[iface.0]
                         .sockets
                         .get_mut::<tcp::Socket<'_>>(handle);
@@ -856,7 +872,12 @@ impl Stack {
                         if wrong_family {
                             to_abort.push((iface, handle));
                         } else {
-                            l.ready.push_back((iface, handle));
+                            match tuple_of(sock) {
+                                Some((local, remote)) => {
+                                    l.ready.push_back((iface, handle, local, remote))
+                                }
+                                None => to_abort.push((iface, handle)),
+                            }
                             changed = true;
                         }
                     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use smoltcp::time::{Duration, Instant};
 
 use super::cookie::Cookie;
-use super::segment::{self, Tcp, ACK, OPT_FAST_OPEN, SYN};
+use super::segment::{self, Tcp, ACK, FIN, OPT_FAST_OPEN, PSH, SYN};
 use super::Counters;
 
 /// What a client connection asked for (the `connectx` flags).
@@ -345,17 +345,19 @@ impl Client {
         counters: &mut Counters,
         blackhole: &mut Blackhole,
         _now: Instant,
-    ) -> usize {
-        let Some(isn) = self.isn else { return len };
+    ) -> (usize, Option<Vec<u8>>) {
+        let Some(isn) = self.isn else {
+            return (len, None);
+        };
         if t.has(SYN) && t.has(ACK) && !self.done {
             let acked = t.ack.wrapping_sub(isn.wrapping_add(1));
             if acked as usize > self.sent_in_syn {
                 // C-06: more than was sent. smoltcp answers it with RST; nothing is cached.
                 self.info.fallback = Some(Fallback::OverAck);
-                return len;
+                return (len, None);
             }
             let Some(pkt) = buf.get(..len) else {
-                return len;
+                return (len, None);
             };
             let opts = t.options(pkt);
             if let Some(body) = segment::find_option(opts, OPT_FAST_OPEN) {
@@ -394,7 +396,50 @@ impl Client {
                     segment::set_seq_ack(pkt, t, t.seq, isn.wrapping_add(1), 0);
                 }
             }
-            return len;
+            // C-09: smoltcp takes neither data nor FIN on a SYN-ACK; hand them over as the
+            // segment that follows it.
+            let Some(pkt) = buf.get(..len) else {
+                return (len, None);
+            };
+            let payload = t.payload(pkt).to_vec();
+            if payload.is_empty() && !t.has(FIN) {
+                return (len, None);
+            }
+            let flags = ACK | (t.flags & FIN) | if payload.is_empty() { 0 } else { PSH };
+            let scale = segment::find_option(t.options(pkt), 3)
+                .and_then(|b| b.first().copied())
+                .unwrap_or(0)
+                .min(14);
+            let window = ((u32::from(t.window) >> scale) as u16).max(1);
+            let mut follow = vec![0u8; 60 + payload.len()];
+            let follow = segment::build(
+                t.src,
+                t.dst,
+                t.seq.wrapping_add(1),
+                isn.wrapping_add(1),
+                ACK | flags,
+                window,
+                &payload,
+                &mut follow,
+            )
+            .map(|n| follow[..n].to_vec());
+            let Some(nt) = segment::parse(pkt) else {
+                return (len, None);
+            };
+            let opts = nt.options(pkt).to_vec();
+            let mut plain = pkt.to_vec();
+            if let Some(pos) = plain.get_mut(nt.ip_len + 13) {
+                *pos &= !(FIN | PSH);
+            }
+            let Some(plain_t) = segment::parse(&plain) else {
+                return (len, None);
+            };
+            let mut out = vec![0u8; plain.len()];
+            let Some(n) = segment::rebuild(&plain, &plain_t, &opts, &[], &mut out) else {
+                return (len, None);
+            };
+            buf[..n].copy_from_slice(&out[..n]);
+            return (n, follow);
         }
         if self.offset != 0 && t.has(ACK) {
             let ack = t.ack.wrapping_sub(self.offset);
@@ -402,6 +447,6 @@ impl Client {
                 segment::set_seq_ack(pkt, t, t.seq, ack, self.offset);
             }
         }
-        len
+        (len, None)
     }
 }

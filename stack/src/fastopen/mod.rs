@@ -195,15 +195,21 @@ impl Layer {
             }
         }
         match self.conns.get_mut(&tuple) {
-            Some(Conn::Client(c)) => c.ingress(
-                &t,
-                buf,
-                len,
-                &mut self.cache,
-                &mut self.counters,
-                &mut self.blackhole,
-                now,
-            ),
+            Some(Conn::Client(c)) => {
+                let (n, follow) = c.ingress(
+                    &t,
+                    buf,
+                    len,
+                    &mut self.cache,
+                    &mut self.counters,
+                    &mut self.blackhole,
+                    now,
+                );
+                if let Some(p) = follow {
+                    Self::queue(&mut self.inject, iface, p);
+                }
+                n
+            }
             Some(Conn::Server(s)) => {
                 let out = s.ingress(&t, buf, len);
                 if out.final_ack {
