@@ -384,3 +384,26 @@ for data in (b"first", b"hello"):
         assert!(lines[2].starts_with("{\"counters\":{\"TCPFastOpenActive\":0,\"TCPFastOpenActiveFail\":0,\"TCPFastOpenPassive\":1,"), "{stdout}");
     });
 }
+
+#[test]
+fn malformed_tfo_key_is_one_line_naming_the_form() {
+    let out = Command::new(tun_server())
+        .args([
+            "--tun",
+            "cx0",
+            "--listen",
+            "7",
+            "--tfo",
+            "--tfo-key",
+            "a0bf63f7-zz",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("a0bf63f7-ed803d81-cd641d30-cebc4a90"),
+        "names the expected form: {err}"
+    );
+}

@@ -329,3 +329,64 @@ fn middlebox_dropping_syn_data_falls_back_then_stops_offering() {
         },
     );
 }
+
+#[test]
+fn fast_open_with_the_kernel_over_ipv6_both_ways() {
+    in_netns("fast_open_with_the_kernel_over_ipv6_both_ways", || {
+        set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
+        set_sysctl("net/ipv4/tcp_fastopen_key", KEY).unwrap();
+        let net = net();
+        let key: CookieKey = KEY.parse().unwrap();
+        // Our client, the kernel's server.
+        let (addr, echo) = kernel_echo("[2001:db8::1]:7", 2);
+        tfo_exchange(&net, addr, b"cookie please");
+        let passive = tcp_ext("TCPFastOpenPassive");
+        let (back, info) = tfo_exchange(&net, addr, b"six in the SYN");
+        assert_eq!(
+            (back.as_slice(), info.syn_data_acked),
+            (&b"six in the SYN"[..], 14),
+            "{info:?}"
+        );
+        assert_eq!(tcp_ext("TCPFastOpenPassive"), passive + 1);
+        let cached = net
+            .cookie_cache()
+            .into_iter()
+            .find(|e| e.server == ip("2001:db8::1"))
+            .unwrap();
+        assert_eq!(
+            cached.cookie,
+            key.cookie(ip("2001:db8::2"), ip("2001:db8::1"))
+        );
+        echo.join().unwrap();
+        // The kernel's client, our server.
+        let listener = TcpListener::bind(&net, "[2001:db8::2]:8080".parse().unwrap()).unwrap();
+        net.set_fast_open(listener.fd(), Some(FastOpenServerConfig::new(key)))
+            .unwrap();
+        let server_net = net.clone();
+        let server = std::thread::spawn(move || {
+            let mut last = None;
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = s.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    s.write_all(&buf[..n]).unwrap();
+                }
+                last = server_net.server_fast_open_info(s.fd()).unwrap();
+            }
+            last
+        });
+        let active = tcp_ext("TCPFastOpenActive");
+        assert_eq!(kernel_tfo_client("2001:db8::2", 8080, "one"), "one");
+        assert_eq!(kernel_tfo_client("2001:db8::2", 8080, "two"), "two");
+        let info = server
+            .join()
+            .unwrap()
+            .expect("Fast Open on the second connection");
+        assert_eq!((info.cookie_valid, info.syn_data), (Some(true), 3));
+        assert_eq!(tcp_ext("TCPFastOpenActive"), active + 1);
+    });
+}

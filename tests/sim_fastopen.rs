@@ -685,3 +685,125 @@ fn data_and_fin_in_a_synack_are_accepted() {
     let last = *syns.lock().unwrap().last().unwrap();
     assert_eq!(last.ack, 5000 + 1 + 2 + 1, "{last:?}");
 }
+
+#[test]
+fn syn_carries_at_most_cached_mss_minus_40_and_the_rest_follows() {
+    let mut p = pair(5);
+    let l = with_cookie(&mut p, FastOpenServerConfig::new(key()));
+    let mss = p.a.cookie_cache()[0]
+        .mss
+        .expect("C-02: the MSS is cached with the cookie");
+    let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let (c, s, _) = exchange(&mut p, l, FastOpenMode::Cookie, &data);
+    let info = p.a.fast_open_info(c).unwrap();
+    assert_eq!(info.syn_data_sent, usize::from(mss) - 40, "C-03: {info:?}");
+    assert_eq!(info.syn_data_acked, info.syn_data_sent);
+    assert_eq!(
+        p.b.server_fast_open_info(s).unwrap().syn_data,
+        usize::from(mss) - 40
+    );
+}
+
+#[test]
+fn retransmitted_syn_is_plain_and_a_late_cookie_is_still_cached() {
+    let mut p = pair(5);
+    let l = listen(&mut p, FastOpenServerConfig::new(key()));
+    let syns = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&syns);
+    p.filter_to_b(move |pkt: &mut Vec<u8>| {
+        if tcp_view(pkt).is_some_and(|t| t.flags & (SYN | ACK) == SYN) {
+            log.lock().unwrap().push(tcp_options(pkt));
+        }
+        true
+    });
+    // The first SYN-ACK (with the cookie) is lost: the client retransmits its SYN.
+    let mut dropped = false;
+    p.filter_to_a(move |pkt: &mut Vec<u8>| {
+        if !dropped && tcp_view(pkt).is_some_and(|t| t.flags & (SYN | ACK) == SYN | ACK) {
+            dropped = true;
+            return false;
+        }
+        true
+    });
+    let (c, _, _) = exchange(&mut p, l, FastOpenMode::Cookie, b"late");
+    let syns = syns.lock().unwrap();
+    assert_eq!(syns.len(), 2);
+    assert!(
+        find(&syns[0], 34).is_some(),
+        "the first SYN asked for a cookie"
+    );
+    assert!(
+        find(&syns[1], 34).is_none(),
+        "C-07: the retransmission carries no option 34"
+    );
+    let info = p.a.fast_open_info(c).unwrap();
+    assert_eq!(info.cookie_received, Some(8), "{info:?}");
+    assert!(
+        p.a.cookie_cache()[0].cookie.is_some(),
+        "C-07: the late cookie is cached"
+    );
+    p.a.flush_cookie_cache();
+    assert!(p.a.cookie_cache().is_empty());
+}
+
+#[test]
+fn authenticated_data_rides_without_cookie_to_a_cookieless_server() {
+    let mut p = pair(20);
+    let mut config = FastOpenServerConfig::new(key());
+    config.cookieless = true;
+    let l = listen(&mut p, config);
+    let (c, s, ms) = exchange(&mut p, l, FastOpenMode::NoCookie, b"self-authenticating");
+    let info = p.a.fast_open_info(c).unwrap();
+    assert_eq!(
+        (
+            info.cookie_requested,
+            info.syn_data_sent,
+            info.syn_data_acked
+        ),
+        (false, 19, 19),
+        "{info:?}"
+    );
+    assert_eq!(p.b.server_fast_open_info(s).unwrap().syn_data, 19);
+    assert!(ms < 60, "one round trip: {ms} ms");
+    assert!(p.a.cookie_cache().iter().all(|e| e.cookie.is_none()));
+}
+
+#[test]
+fn fast_open_over_ipv6() {
+    let mut p = pair(20);
+    let l = p.b.socket(Family::V6, SocketType::Stream);
+    p.b.bind(l, addr("[2001:db8::1]:7")).unwrap();
+    p.b.listen(l, 4).unwrap();
+    p.b.set_fast_open(l, Some(FastOpenServerConfig::new(key())))
+        .unwrap();
+    for round in 0..2 {
+        let c = p.a.socket(Family::V6, SocketType::Stream);
+        let opts = ConnectOptions {
+            fast_open: FastOpenMode::Cookie,
+            ..ConnectOptions::default()
+        };
+        p.a.connect(c, addr("[2001:db8::1]:7"), opts).unwrap();
+        p.a.queue_early(c, b"six").unwrap();
+        let mut got = None;
+        p.drive_until(10_000, |p| {
+            if let Ok((s, _)) = p.b.accept(l) {
+                got = Some(s);
+            }
+            got.is_some_and(|s| p.b.readiness(s).readable)
+        });
+        let mut buf = [0u8; 8];
+        assert_eq!(p.b.recv(got.unwrap(), &mut buf), Ok(3));
+        p.drive_until(10_000, |p| {
+            p.a.connect_status(c) == Some(ConnectStatus::Connected)
+        });
+        let info = p.a.fast_open_info(c).unwrap();
+        if round == 1 {
+            assert_eq!(info.syn_data_acked, 3, "{info:?}");
+        }
+    }
+    let expect = key().cookie(
+        "2001:db8::2".parse().unwrap(),
+        "2001:db8::1".parse().unwrap(),
+    );
+    assert_eq!(p.a.cookie_cache()[0].cookie, expect);
+}
