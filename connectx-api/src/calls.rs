@@ -371,9 +371,24 @@ impl Net {
             return Ok(());
         }
         state.stack.connect(id, remote, opts).map_err(err)?;
+        // A non-blocking call with SYN data takes what the SYN carries, and `len` says so; the
+        // caller writes the rest once connected. Otherwise everything is queued for after the
+        // handshake.
+        let nonblocking = Self::desc(&mut state, fd)?.nonblocking;
+        let mut room = if nonblocking {
+            state.stack.syn_data_room(id)
+        } else {
+            None
+        };
         let mut queued = 0;
         for slice in iov {
-            queued += state.stack.queue_early(id, slice).map_err(err)?;
+            let slice = match room {
+                Some(r) => &slice[..slice.len().min(r)],
+                None => slice,
+            };
+            let n = state.stack.queue_early(id, slice).map_err(err)?;
+            queued += n;
+            room = room.map(|r| r - n.min(r));
         }
         if let Some(len) = len {
             *len = queued;
@@ -537,10 +552,15 @@ impl Net {
                 if first && Self::resume(state, fd)? {
                     first = false;
                     // CONNECT_RESUME_ON_READ_WRITE: the first write's data goes first on the
-                    // connection, and the write returns what it took.
+                    // connection — into the SYN, as much as it carries, when a cookie is
+                    // cached — and the write returns what it took.
+                    let take = state
+                        .stack
+                        .syn_data_room(id)
+                        .map_or(buf.len(), |r| r.min(buf.len()));
                     return state
                         .stack
-                        .queue_early(id, buf)
+                        .queue_early(id, &buf[..take])
                         .map(Wait::Done)
                         .map_err(err);
                 }

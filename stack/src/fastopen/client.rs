@@ -253,6 +253,14 @@ impl Client {
         c
     }
 
+    /// How many more bytes the SYN can carry (0 once it has gone, or without a cookie).
+    pub(crate) fn syn_room(&self) -> usize {
+        if self.syns > 0 {
+            return 0;
+        }
+        self.limit.saturating_sub(self.syn_data.len())
+    }
+
     /// Offer bytes for the SYN (the connection's first bytes); returns how many it will carry.
     pub(crate) fn offer(&mut self, data: &[u8]) -> usize {
         if self.syns > 0 {

@@ -312,6 +312,15 @@ impl crate::Stack {
         }
     }
 
+    /// How many more bytes the SYN of a Fast Open connection can carry: `None` when the
+    /// connection does not carry data in its SYN (no cookie, or Fast Open off).
+    pub fn syn_data_room(&self, id: crate::SocketId) -> Option<usize> {
+        match self.fo.conns.get(&self.connection_tuple(id)?)? {
+            Conn::Client(c) if c.syn_room() > 0 || !c.syn_data.is_empty() => Some(c.syn_room()),
+            _ => None,
+        }
+    }
+
     /// The Fast Open counters.
     pub fn fast_open_counters(&self) -> Counters {
         self.fo.counters
