@@ -52,16 +52,7 @@ fn echo_through(net: &Net, fd: Fd) {
     while sent < line.len() {
         sent += net.send(fd, &line[sent..]).unwrap();
     }
-    net.shutdown(fd, Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        let n = net.recv(fd, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = support::shutdown_and_read_all(&net, fd);
     assert_eq!(got, line);
     net.close(fd).unwrap();
 }

@@ -11,7 +11,7 @@ use connectx_api::{
     CookieKey, Errno, Fallback, FastOpenInfo, FastOpenServerConfig, Net, SaEndpoints, TcpListener,
     CONNECT_DATA_IDEMPOTENT, SAE_ASSOCID_ANY,
 };
-use stack::{Family, Shutdown, SocketType};
+use stack::{Family, SocketType};
 use support::{in_netns, kernel_echo, net, tcp_ext};
 use tun_driver::netns::set_sysctl;
 
@@ -38,16 +38,7 @@ fn tfo_exchange(net: &Net, to: SocketAddr, data: &[u8]) -> (Vec<u8>, FastOpenInf
     )
     .unwrap();
     assert_eq!(len, data.len());
-    net.shutdown(fd, Shutdown::Write).unwrap();
-    let mut back = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = net.recv(fd, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        back.extend_from_slice(&buf[..n]);
-    }
+    let back = support::shutdown_and_read_all(&net, fd);
     let info = net
         .fast_open_info(fd)
         .unwrap()

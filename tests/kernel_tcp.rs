@@ -38,16 +38,7 @@ fn stack_client_to_kernel(server: &'static str) {
     )
     .unwrap();
     assert_eq!(len, 6);
-    net.shutdown(fd, Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        let n = net.recv(fd, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = support::shutdown_and_read_all(&net, fd);
     assert_eq!(got, b"hello\n");
     net.close(fd).unwrap();
     h.join().unwrap();

@@ -107,3 +107,17 @@ pub fn tcp_ext(name: &str) -> u64 {
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or_else(|| panic!("no TcpExt counter {name}"))
 }
+
+/// Half-close `fd` and read until the peer closes.
+pub fn shutdown_and_read_all(net: &Net, fd: connectx_api::Fd) -> Vec<u8> {
+    net.shutdown(fd, connectx_api::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = net.recv(fd, &mut buf).unwrap();
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
