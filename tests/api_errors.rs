@@ -52,7 +52,7 @@ fn echo_through(net: &Net, fd: Fd) {
     while sent < line.len() {
         sent += net.send(fd, &line[sent..]).unwrap();
     }
-    let got = support::shutdown_and_read_all(&net, fd);
+    let got = support::shutdown_and_read_all(net, fd);
     assert_eq!(got, line);
     net.close(fd).unwrap();
 }

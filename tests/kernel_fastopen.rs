@@ -38,7 +38,7 @@ fn tfo_exchange(net: &Net, to: SocketAddr, data: &[u8]) -> (Vec<u8>, FastOpenInf
     )
     .unwrap();
     assert_eq!(len, data.len());
-    let back = support::shutdown_and_read_all(&net, fd);
+    let back = support::shutdown_and_read_all(net, fd);
     let info = net
         .fast_open_info(fd)
         .unwrap()
