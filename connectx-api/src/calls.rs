@@ -227,9 +227,21 @@ impl Net {
     /// `EBADF`, `ENOTSOCK`; `EINVAL` (already bound); `EAFNOSUPPORT`; `EADDRNOTAVAIL` (not an
     /// address of this stack); `EADDRINUSE`.
     pub fn bind(&self, fd: Fd, addr: SocketAddr) -> io::Result<()> {
+        self.on_socket(fd, |stack, id| stack.bind(id, addr).map_err(err))
+    }
+
+    /// Run `op` on the stack socket behind `fd`, then wake the runtime to send what it queued.
+    fn on_socket<T>(
+        &self,
+        fd: Fd,
+        op: impl FnOnce(&mut stack::Stack, SocketId) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut state = self.running()?;
         let id = Self::desc(&mut state, fd)?.socket;
-        state.stack.bind(id, addr).map_err(err)
+        let result = op(&mut state.stack, id);
+        drop(state);
+        self.shared().waker.wake();
+        result
     }
 
     /// `listen(fd, backlog)`.
@@ -237,12 +249,7 @@ impl Net {
     /// # Errors
     /// `EBADF`, `ENOTSOCK`; `EOPNOTSUPP` on a datagram socket; `EINVAL` when connected.
     pub fn listen(&self, fd: Fd, backlog: usize) -> io::Result<()> {
-        let mut state = self.running()?;
-        let id = Self::desc(&mut state, fd)?.socket;
-        state.stack.listen(id, backlog).map_err(err)?;
-        drop(state);
-        self.shared().waker.wake();
-        Ok(())
+        self.on_socket(fd, |stack, id| stack.listen(id, backlog).map_err(err))
     }
 
     /// `accept(fd)`: the new descriptor (blocking, like its parent's default) and the peer.
@@ -677,12 +684,7 @@ impl Net {
     /// # Errors
     /// `EBADF`, `ENOTSOCK`; `ENOTCONN`.
     pub fn shutdown(&self, fd: Fd, how: Shutdown) -> io::Result<()> {
-        let mut state = self.running()?;
-        let id = Self::desc(&mut state, fd)?.socket;
-        state.stack.shutdown(id, how).map_err(err)?;
-        drop(state);
-        self.shared().waker.wake();
-        Ok(())
+        self.on_socket(fd, |stack, id| stack.shutdown(id, how).map_err(err))
     }
 
     /// `close(fd)`. The connection finishes closing in the background (FIN after the queued
