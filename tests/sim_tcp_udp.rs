@@ -340,3 +340,45 @@ fn ephemeral_ports_are_random_and_distinct() {
     let sequential = ports.windows(2).filter(|w| w[1] == w[0] + 1).count();
     assert!(sequential < 8, "ports look sequential: {ports:?}");
 }
+
+#[test]
+fn an_orphan_waiting_out_time_wait_does_not_make_the_runtime_spin() {
+    let mut a = stack::StackConfig::default();
+    // The orphan deadline passes while the connection is still in TIME-WAIT (10 s in smoltcp).
+    a.orphan_timeout = Duration::from_millis(100);
+    let link = LinkConfig {
+        latency: Duration::from_millis(1),
+        loss: 0.0,
+        mtu: 1500,
+        seed: 12,
+    };
+    let mut p = Pair::with_configs(
+        link,
+        a,
+        stack::StackConfig::default(),
+        &["192.0.2.2/24"],
+        &["192.0.2.1/24"],
+    );
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr("192.0.2.1:7")).unwrap();
+    p.b.listen(l, 1).unwrap();
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default())
+        .unwrap();
+    let mut s = None;
+    p.drive_until(1000, |p| {
+        s = s.or(p.b.accept(l).ok().map(|(s, _)| s));
+        s.is_some()
+    });
+    // A closes first (and so waits out TIME-WAIT); B closes after it.
+    p.a.close(c);
+    p.run_for(Duration::from_millis(20));
+    p.b.close(s.unwrap());
+    p.run_for(Duration::from_millis(500));
+    let now = p.now();
+    let delay = p.a.poll_delay(now);
+    assert!(
+        delay.is_none_or(|d| d >= Duration::from_secs(1)),
+        "the next wake-up is TIME-WAIT's end, not now: {delay:?}"
+    );
+}

@@ -241,6 +241,11 @@ impl Pair {
     /// Poll both stacks at the current time, then advance the clock to the next event. Returns
     /// false when nothing is left to happen (no packet in flight, no timer).
     pub fn step(&mut self) -> bool {
+        self.step_until(None)
+    }
+
+    /// [`Pair::step`], but the clock stops at `limit` (events later than it wait).
+    fn step_until(&mut self, limit: Option<Instant>) -> bool {
         let now = self.link.now;
         let mut activity = false;
         loop {
@@ -285,6 +290,9 @@ impl Pair {
                 consider(now + smoltcp::time::Duration::from_micros(d.as_micros() as u64));
             }
         }
+        if let (Some(limit), Some(t)) = (limit, next) {
+            next = Some(t.min(limit));
+        }
         match next {
             Some(t) => {
                 // Always move forward, so a zero delay cannot livelock.
@@ -328,12 +336,9 @@ impl Pair {
     pub fn run_for(&mut self, d: Duration) {
         let end = self.link.now + smoltcp::time::Duration::from_micros(d.as_micros() as u64);
         while self.link.now < end {
-            if !self.step() {
+            if !self.step_until(Some(end)) {
                 self.link.now = end;
             }
-        }
-        if self.link.now > end {
-            // Events past the end stay queued; the clock stays where the last step put it.
         }
     }
 }

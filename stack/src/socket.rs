@@ -146,6 +146,10 @@ impl Table {
         self.len
     }
 
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().filter_map(|s| s.entry.as_ref())
+    }
+
     pub(crate) fn ids(&self) -> Vec<SocketId> {
         self.slots
             .iter()
@@ -254,14 +258,19 @@ impl Stack {
         changed
     }
 
-    /// Deadlines the stack keeps itself (connect timeouts, orphan timeouts).
-    pub(crate) fn deadlines(&self) -> Vec<smoltcp::time::Instant> {
-        let mut out: Vec<_> = self.orphans.iter().map(|o| o.deadline).collect();
-        for id in self.table.ids() {
-            if let Some(Entry::Tcp(s)) = self.table.get(id) {
-                out.extend(s.deadline());
-            }
-        }
-        out
+    /// The next deadline the stack keeps itself (connect timeouts, orphan timeouts) after
+    /// `now`. Deadlines already past were acted on by the poll that preceded this call; one
+    /// that stays past (an orphan waiting out TIME-WAIT, which smoltcp times itself) must not
+    /// make the runtime spin.
+    pub(crate) fn next_deadline(
+        &self,
+        now: smoltcp::time::Instant,
+    ) -> Option<smoltcp::time::Instant> {
+        let orphans = self.orphans.iter().map(|o| o.deadline);
+        let connects = self.table.entries().filter_map(|e| match e {
+            Entry::Tcp(s) => s.deadline(),
+            Entry::Udp(_) => None,
+        });
+        orphans.chain(connects).filter(|d| *d > now).min()
     }
 }

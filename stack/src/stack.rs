@@ -266,12 +266,8 @@ impl Stack {
                 take(d);
             }
         }
-        for deadline in self.deadlines() {
-            take(if deadline > now {
-                deadline - now
-            } else {
-                smoltcp::time::Duration::ZERO
-            });
+        if let Some(deadline) = self.next_deadline(now) {
+            take(deadline - now);
         }
         delay.map(|d| Duration::from_micros(d.total_micros()))
     }
