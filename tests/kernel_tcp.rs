@@ -146,3 +146,29 @@ fn tcp_10mb_both_ways_intact() {
         );
     });
 }
+
+#[test]
+fn closing_then_stopping_the_stack_still_sends_the_fin() {
+    in_netns(
+        "closing_then_stopping_the_stack_still_sends_the_fin",
+        || {
+            let listener = std::net::TcpListener::bind("0.0.0.0:9100").unwrap();
+            for _ in 0..20 {
+                let net = net();
+                let s = TcpStream::connect(&net, sa("192.0.2.1:9100")).unwrap();
+                let (mut peer, _) = listener.accept().unwrap();
+                // Close and stop at once, as a program does when it exits.
+                drop(s);
+                drop(net);
+                peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut buf = [0u8; 8];
+                assert_eq!(
+                    peer.read(&mut buf).unwrap(),
+                    0,
+                    "the peer sees the end of the stream, not silence"
+                );
+            }
+        },
+    );
+}

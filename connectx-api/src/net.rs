@@ -418,6 +418,23 @@ impl PacketIo for Devices {
     }
 }
 
+/// On stop, send what the sockets still have queued — above all the FINs of connections the
+/// application just closed — so that peers see an orderly end rather than silence. Bounded: at
+/// most 100 ms, and no waiting for acknowledgements.
+fn drain(stack: &mut Stack, io: &mut Devices, epoch: std::time::Instant) {
+    let until = std::time::Instant::now() + Duration::from_millis(100);
+    while std::time::Instant::now() < until {
+        let now = stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
+        let outcome = stack.poll(now, io);
+        if !outcome.activity
+            && !outcome.more_pending
+            && stack.poll_delay(now) != Some(Duration::ZERO)
+        {
+            break;
+        }
+    }
+}
+
 /// The runtime thread: the only place that reads the clock. It sleeps in `poll(2)` until a
 /// device is readable, a call wakes it, or the stack's next timer is due.
 fn run(shared: &Shared, devices: Vec<Device>) {
@@ -437,6 +454,7 @@ fn run(shared: &Shared, devices: Vec<Device>) {
         let timeout = {
             let mut state = shared.lock();
             if !state.running {
+                drain(&mut state.stack, &mut io, epoch);
                 break;
             }
             let now = stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
