@@ -368,14 +368,21 @@ for data in (b"first", b"hello"):
         out += b
     assert out == data, out
 "#;
-        let out = Command::new("python3").args(["-c", py]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Bounded: a server that went away must fail the test, not hang it.
+        let client = Command::new("timeout")
+            .args(["20", "python3", "-c", py])
+            .output()
+            .unwrap();
+        let _ = child.kill();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        assert!(
+            client.status.success(),
+            "kernel client: {}\ntun_server stdout: {}\ntun_server stderr: {rest}",
+            String::from_utf8_lossy(&client.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 3, "{stdout}");

@@ -155,8 +155,17 @@ sys.stdout.write(out.decode())
 "#;
 
 fn kernel_tfo_client(host: &str, port: u16, data: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", PY_CLIENT, host, &port.to_string(), data])
+    // Bounded, so that a lost connection fails the test instead of hanging it.
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "python3",
+            "-c",
+            PY_CLIENT,
+            host,
+            &port.to_string(),
+            data,
+        ])
         .output()
         .expect("python3");
     assert!(
