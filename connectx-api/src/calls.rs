@@ -402,6 +402,11 @@ impl Net {
         }
         drop(state);
         self.shared().waker.wake();
+        if nonblocking {
+            // Always EINPROGRESS, even if the runtime already has the answer: the outcome is
+            // for poll and SO_ERROR to tell, as with a C socket.
+            return Err(err(Errno::EINPROGRESS));
+        }
         self.wait_connected(fd, id)
     }
 
