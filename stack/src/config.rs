@@ -55,6 +55,10 @@ pub struct StackConfig {
     pub orphan_timeout: Duration,
     /// Most packets read from one interface in one round before the stack sends what is queued.
     pub rx_burst: usize,
+    /// Run the TCP Fast Open layer (default). Off, segments pass between the devices and
+    /// smoltcp untouched: no option 34 is sent or understood, Fast Open requests on sockets
+    /// are plain connections. For measuring what the layer costs.
+    pub fast_open_layer: bool,
 }
 
 impl Default for StackConfig {
@@ -74,6 +78,7 @@ impl Default for StackConfig {
             listen_pool: 4,
             orphan_timeout: Duration::from_secs(60),
             rx_burst: 64,
+            fast_open_layer: true,
         }
     }
 }

@@ -28,6 +28,23 @@ pub trait PacketIo {
     fn recv(&mut self, iface: IfaceId, buf: &mut [u8]) -> Option<usize>;
     /// Send `packet` out of `iface`. Delivery is best effort, as on a wire.
     fn send(&mut self, iface: IfaceId, packet: &[u8]);
+
+    /// The time of the poll about to run; [`Stack::poll`](crate::Stack::poll) calls it first.
+    /// Decorators that hold packets for a while (impairment) or stamp them (capture) take their
+    /// clock from here, so they never read one themselves.
+    fn advance(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// When this packet path next has something to hand over on its own (a held packet coming
+    /// due), so that the caller's sleep ends then. `None`: only when a packet arrives.
+    fn next_due(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The poll is over: write out anything buffered (a capture file), so that a program that
+    /// stops after this point loses nothing.
+    fn flush(&mut self) {}
 }
 
 /// What an interface is and how it is doing, as callers see it.

@@ -85,6 +85,8 @@ impl Stack {
     /// A stack with no interfaces yet.
     pub fn new(config: StackConfig) -> Stack {
         let rng = StdRng::seed_from_u64(config.random_seed);
+        let mut fo = crate::fastopen::Layer::default();
+        fo.disabled = !config.fast_open_layer;
         Stack {
             config,
             ifaces: Vec::new(),
@@ -97,7 +99,7 @@ impl Stack {
             now: Instant::ZERO,
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
-            fo: crate::fastopen::Layer::default(),
+            fo,
         }
     }
 
@@ -209,6 +211,7 @@ impl Stack {
     /// smoltcp process it, send what the sockets have queued, then settle connection states.
     pub fn poll(&mut self, now: Instant, io: &mut (impl PacketIo + ?Sized)) -> PollOutcome {
         self.now = now;
+        io.advance(now);
         let mut outcome = PollOutcome::default();
         let budget = self.config.rx_burst.max(1);
         for (n, iface) in self.ifaces.iter_mut().enumerate() {
@@ -251,6 +254,7 @@ impl Stack {
             iface.tx_packets += port.tx_packets;
         }
         outcome.activity |= self.settle();
+        io.flush();
         outcome
     }
 

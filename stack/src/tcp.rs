@@ -373,7 +373,7 @@ impl Stack {
             return Err(ConnectError::InvalidPort);
         }
         let handle = self.ifaces[iface.0].sockets.add(sock);
-        if opts.fast_open != crate::fastopen::Mode::Off {
+        if opts.fast_open != crate::fastopen::Mode::Off && !self.fo.disabled {
             let mtu = self.ifaces[iface.0].config.mtu;
             let room = mtu.saturating_sub(if src.is_ipv4() { 40 } else { 60 });
             let client = crate::fastopen::client::Client::new(

@@ -97,12 +97,14 @@ pub(crate) struct Layer {
     /// Packets to send on the wire on smoltcp's behalf, per interface.
     outgoing: Vec<VecDeque<Vec<u8>>>,
     scratch: Vec<u8>,
+    /// Switched off by [`StackConfig::fast_open_layer`](crate::StackConfig::fast_open_layer).
+    pub(crate) disabled: bool,
 }
 
 impl Layer {
     /// Whether any packet could concern this layer.
     fn idle(&self) -> bool {
-        self.conns.is_empty() && self.listeners.is_empty()
+        self.disabled || (self.conns.is_empty() && self.listeners.is_empty())
     }
 
     fn queue(list: &mut Vec<VecDeque<Vec<u8>>>, iface: IfaceId, packet: Vec<u8>) {
@@ -285,6 +287,7 @@ impl crate::Stack {
             None => return Err(crate::ListenError::NoSuchSocket),
         };
         match config {
+            Some(_) if self.fo.disabled => {}
             Some(c) => {
                 self.fo.listeners.insert(port, server::Listener::new(c));
             }
