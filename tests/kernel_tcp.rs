@@ -94,26 +94,29 @@ fn tcp_kernel_client_to_stack_server_ipv6() {
 }
 
 #[test]
-fn tcp_connection_refused_by_kernel() {
-    in_netns("tcp_connection_refused_by_kernel", || {
-        let net = net();
-        let e = TcpStream::connect(&net, sa("192.0.2.1:9")).unwrap_err();
-        assert_eq!(Errno::of(&e), Some(Errno::ECONNREFUSED), "{e}");
-        // Non-blocking: EINPROGRESS, then writable, then SO_ERROR says refused.
-        let fd = net.socket(Family::V6, SocketType::Stream).unwrap();
-        net.set_nonblocking(fd, true).unwrap();
-        let e = net.connect(fd, sa("[2001:db8::1]:9")).unwrap_err();
-        assert_eq!(Errno::of(&e), Some(Errno::EINPROGRESS));
-        let mut p = [connectx_api::PollFd::new(fd, connectx_api::POLLOUT)];
-        assert_eq!(
-            net.poll(&mut p, Some(std::time::Duration::from_secs(5)))
-                .unwrap(),
-            1
-        );
-        assert_ne!(p[0].revents & connectx_api::POLLOUT, 0);
-        assert_eq!(net.so_error(fd).unwrap(), Some(Errno::ECONNREFUSED));
-        assert_eq!(net.so_error(fd).unwrap(), None);
-    });
+fn connectx_refused_by_kernel_is_econnrefused_nonblocking_einprogress() {
+    in_netns(
+        "connectx_refused_by_kernel_is_econnrefused_nonblocking_einprogress",
+        || {
+            let net = net();
+            let e = TcpStream::connect(&net, sa("192.0.2.1:9")).unwrap_err();
+            assert_eq!(Errno::of(&e), Some(Errno::ECONNREFUSED), "{e}");
+            // Non-blocking: EINPROGRESS, then writable, then SO_ERROR says refused.
+            let fd = net.socket(Family::V6, SocketType::Stream).unwrap();
+            net.set_nonblocking(fd, true).unwrap();
+            let e = net.connect(fd, sa("[2001:db8::1]:9")).unwrap_err();
+            assert_eq!(Errno::of(&e), Some(Errno::EINPROGRESS));
+            let mut p = [connectx_api::PollFd::new(fd, connectx_api::POLLOUT)];
+            assert_eq!(
+                net.poll(&mut p, Some(std::time::Duration::from_secs(5)))
+                    .unwrap(),
+                1
+            );
+            assert_ne!(p[0].revents & connectx_api::POLLOUT, 0);
+            assert_eq!(net.so_error(fd).unwrap(), Some(Errno::ECONNREFUSED));
+            assert_eq!(net.so_error(fd).unwrap(), None);
+        },
+    );
 }
 
 #[test]

@@ -350,6 +350,7 @@ impl Net {
         }
         let remote = endpoints.dstaddr.ok_or_else(|| err(Errno::EINVAL))?;
         let mut state = self.running()?;
+        state.sync_links();
         let d = Self::desc(&mut state, fd)?;
         let id = d.socket;
         let opts = Self::connect_options(&state, endpoints, flags)?;

@@ -106,8 +106,9 @@ impl From<RouteError> for Errno {
             RouteError::InvalidDestination(_) => Errno::EADDRNOTAVAIL,
             RouteError::NetworkUnreachable(_) => Errno::ENETUNREACH,
             RouteError::NetworkDown(_) => Errno::ENETDOWN,
-            // Darwin: "no usable address of the family" on the chosen interface.
-            RouteError::NoSourceAddress(_) => Errno::EADDRNOTAVAIL,
+            // Darwin: "addresses in the specified address family cannot be used": the outgoing
+            // interface has no usable address of the destination's family.
+            RouteError::NoSourceAddress(_) => Errno::EAFNOSUPPORT,
             RouteError::AddressNotAvailable(_) => Errno::EADDRNOTAVAIL,
             RouteError::NoSuchInterface => Errno::ENXIO,
         }
@@ -124,6 +125,7 @@ impl From<BindError> for Errno {
             BindError::AddressInUse => Errno::EADDRINUSE,
             // As Linux's connect() when the ephemeral range is exhausted.
             BindError::NoPortsLeft => Errno::EADDRNOTAVAIL,
+            BindError::NoBuffers => Errno::ENOBUFS,
         }
     }
 }
@@ -174,6 +176,7 @@ impl From<ConnectError> for Errno {
             ConnectError::Listening => Errno::EOPNOTSUPP,
             ConnectError::Bind(b) => b.into(),
             ConnectError::Connection(c) => c.into(),
+            ConnectError::NoBuffers => Errno::ENOBUFS,
         }
     }
 }

@@ -19,6 +19,21 @@ pub(crate) struct State {
     pub(crate) stack: Stack,
     pub(crate) fds: FdTable,
     pub(crate) running: bool,
+    /// The kernel side of each interface (by interface id), for the TUN devices that have one.
+    pub(crate) links: Vec<Option<tun_driver::Link>>,
+}
+
+impl State {
+    /// Follow the kernel's view of each TUN link: a device an administrator set down (`ip link
+    /// set DEV down`) carries nothing, so new connections through it fail with `ENETDOWN`, as
+    /// through a downed interface on Darwin. One `SIOCGIFFLAGS` per device, at `connectx`.
+    pub(crate) fn sync_links(&mut self) {
+        for (n, link) in self.links.iter().enumerate() {
+            if let Some(Ok(up)) = link.as_ref().map(|l| l.is_up()) {
+                let _ = self.stack.set_interface_up(IfaceId(n), up);
+            }
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -284,6 +299,7 @@ impl NetBuilder {
         let mut stack = Stack::new(self.config.unwrap_or_default());
         let any_route = self.devices.iter().any(|d| !d.routes.is_empty());
         let mut devices = Vec::new();
+        let mut links = Vec::new();
         for (n, spec) in self.devices.into_iter().enumerate() {
             let device = match spec.source {
                 Source::Tun(name) => Device::create(&name)?,
@@ -348,6 +364,7 @@ impl NetBuilder {
             for r in routes {
                 stack.add_route(r, id).map_err(StartError::Interface)?;
             }
+            links.push(device.link());
             devices.push(device);
         }
         let shared = Arc::new(Shared {
@@ -355,6 +372,7 @@ impl NetBuilder {
                 stack,
                 fds: FdTable::default(),
                 running: true,
+                links,
             }),
             changed: Condvar::new(),
             waker: Waker::new().map_err(StartError::Io)?,

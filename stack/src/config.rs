@@ -59,6 +59,12 @@ pub struct StackConfig {
     /// smoltcp untouched: no option 34 is sent or understood, Fast Open requests on sockets
     /// are plain connections. For measuring what the layer costs.
     pub fast_open_layer: bool,
+    /// Most bytes of socket buffers the stack commits at once: each TCP connection (and each
+    /// socket a listener keeps ready) takes `tcp_rx_buffer + tcp_tx_buffer`, each UDP socket
+    /// `udp_rx_buffer + udp_tx_buffer` per interface it lives on. A connection that would go
+    /// past it fails with `ENOBUFS`; a listener keeps fewer sockets ready. Closed connections
+    /// hold theirs until they have finished closing. Default: no limit.
+    pub buffer_limit: usize,
 }
 
 impl Default for StackConfig {
@@ -79,6 +85,7 @@ impl Default for StackConfig {
             orphan_timeout: Duration::from_secs(60),
             rx_burst: 64,
             fast_open_layer: true,
+            buffer_limit: usize::MAX,
         }
     }
 }

@@ -79,6 +79,9 @@ pub enum BindError {
     /// Every ephemeral port is taken.
     #[error("no ephemeral port left")]
     NoPortsLeft,
+    /// The socket's buffers would exceed [`StackConfig::buffer_limit`](crate::StackConfig).
+    #[error("socket buffer limit reached")]
+    NoBuffers,
 }
 
 /// `listen` failed.
@@ -164,6 +167,9 @@ pub enum ConnectError {
     /// A previous attempt on this socket failed; the error was not yet collected.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
+    /// The connection's buffers would exceed [`StackConfig::buffer_limit`](crate::StackConfig).
+    #[error("socket buffer limit reached")]
+    NoBuffers,
 }
 
 /// `send` or `send_to` failed.

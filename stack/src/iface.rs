@@ -177,6 +177,8 @@ pub(crate) struct Port<'a, P: PacketIo + ?Sized> {
     pub(crate) tx_packets: u64,
     /// The Fast Open layer, which may rewrite, drop, inject and answer segments.
     pub(crate) fo: &'a mut Layer,
+    /// ICMP errors arriving, SYNs leaving.
+    pub(crate) icmp: &'a mut crate::icmp::Tracker,
     pub(crate) now: Instant,
 }
 
@@ -207,6 +209,7 @@ impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
             let n = self.io.recv(self.id, self.rx)?.min(self.rx.len());
             self.budget -= 1;
             self.rx_packets += 1;
+            self.icmp.arrived(&self.rx[..n]);
             let n = self.fo.ingress(self.id, self.rx, n, self.now);
             if n > 0 {
                 break n;
@@ -219,6 +222,7 @@ impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
             buf: &mut *self.tx,
             sent: &mut self.tx_packets,
             fo: &mut *self.fo,
+            icmp: &mut *self.icmp,
             now: self.now,
         };
         Some((RxToken { packet }, tx))
@@ -231,6 +235,7 @@ impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
             buf: &mut *self.tx,
             sent: &mut self.tx_packets,
             fo: &mut *self.fo,
+            icmp: &mut *self.icmp,
             now: self.now,
         })
     }
@@ -256,6 +261,7 @@ pub(crate) struct TxToken<'a, P: PacketIo + ?Sized> {
     buf: &'a mut [u8],
     sent: &'a mut u64,
     fo: &'a mut Layer,
+    icmp: &'a mut crate::icmp::Tracker,
     now: Instant,
 }
 
@@ -267,6 +273,7 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, P> {
         let r = f(packet);
         let n = self.fo.egress(self.id, self.buf, len, self.now);
         if n > 0 {
+            self.icmp.sent(&self.buf[..n]);
             self.io.send(self.id, &self.buf[..n]);
             *self.sent += 1;
         }

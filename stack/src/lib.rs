@@ -25,10 +25,13 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod capture;
 pub mod config;
 pub mod error;
 pub mod fastopen;
+mod icmp;
 mod iface;
+pub mod impair;
 pub mod route;
 pub mod sim;
 mod socket;
@@ -38,6 +41,7 @@ mod tcp;
 mod udp;
 
 pub use addr::{Cidr, CidrError};
+pub use capture::Capture;
 pub use config::{CongestionControl, InterfaceConfig, StackConfig};
 pub use error::{
     AcceptError, BindError, ConnectError, ConnectionError, InterfaceError, ListenError, RecvError,
@@ -48,6 +52,7 @@ pub use fastopen::{
     Mode as FastOpenMode, ServerConfig as FastOpenServerConfig, ServerInfo as FastOpenServerInfo,
 };
 pub use iface::{IfaceId, InterfaceInfo, PacketIo};
+pub use impair::{ImpairStats, Impaired, Impairment, ImpairmentError};
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
 pub use socket::{Family, Readiness, Shutdown, SocketId, SocketType};
 pub use source::select_source;

@@ -205,7 +205,7 @@ impl Stack {
     pub fn take_error(&mut self, id: SocketId) -> Option<ConnectionError> {
         match self.table.get_mut(id)? {
             Entry::Tcp(s) => s.take_error(),
-            Entry::Udp(_) => None,
+            Entry::Udp(s) => s.error.take(),
         }
     }
 

@@ -79,6 +79,10 @@ pub struct Stack {
     tx_buf: Vec<u8>,
     /// TCP Fast Open: cookie cache, per-connection rewriting, listeners.
     pub(crate) fo: crate::fastopen::Layer,
+    /// Bytes of socket buffers held by smoltcp sockets (see `StackConfig::buffer_limit`).
+    committed: usize,
+    /// ICMP errors about our packets, and the SYNs they may quote.
+    pub(crate) icmp: crate::icmp::Tracker,
 }
 
 impl Stack {
@@ -100,6 +104,8 @@ impl Stack {
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
             fo,
+            committed: 0,
+            icmp: crate::icmp::Tracker::default(),
         }
     }
 
@@ -231,6 +237,7 @@ impl Stack {
                 rx_packets: 0,
                 tx_packets: 0,
                 fo: &mut self.fo,
+                icmp: &mut self.icmp,
                 now,
             };
             let mut changed = iface.iface.poll(now, &mut port, &mut iface.sockets);
@@ -253,6 +260,7 @@ impl Stack {
             iface.rx_packets += port.rx_packets;
             iface.tx_packets += port.tx_packets;
         }
+        outcome.activity |= self.handle_icmp();
         outcome.activity |= self.settle();
         io.flush();
         outcome
@@ -445,6 +453,60 @@ impl Stack {
             }
         }
         token
+    }
+
+    /// Fail the attempts and associations that ICMP errors of this poll concern.
+    fn handle_icmp(&mut self) -> bool {
+        let mut changed = false;
+        for r in std::mem::take(&mut self.icmp.reports) {
+            changed |= match r.proto {
+                Proto::Tcp => self.tcp_icmp_error(&r),
+                Proto::Udp => self.udp_icmp_error(&r),
+            };
+        }
+        changed
+    }
+
+    // ----- socket buffers -----
+
+    pub(crate) fn tcp_buffer_size(&self) -> usize {
+        self.config.tcp_rx_buffer + self.config.tcp_tx_buffer
+    }
+
+    pub(crate) fn udp_buffer_size(&self) -> usize {
+        self.config.udp_rx_buffer + self.config.udp_tx_buffer
+    }
+
+    /// Whether `bytes` more of socket buffers fit under the limit.
+    pub(crate) fn buffers_fit(&self, bytes: usize) -> bool {
+        self.committed.saturating_add(bytes) <= self.config.buffer_limit
+    }
+
+    /// Put a smoltcp socket on an interface, counting its buffers.
+    pub(crate) fn add_smol_socket<T: smoltcp::socket::AnySocket<'static>>(
+        &mut self,
+        iface: IfaceId,
+        socket: T,
+        bytes: usize,
+    ) -> SocketHandle {
+        self.committed = self.committed.saturating_add(bytes);
+        self.ifaces[iface.0].sockets.add(socket)
+    }
+
+    /// Take a smoltcp socket off its interface, releasing its buffers.
+    pub(crate) fn remove_smol_socket(&mut self, iface: IfaceId, handle: SocketHandle) {
+        let bytes = match self.ifaces[iface.0].sockets.remove(handle) {
+            smoltcp::socket::Socket::Tcp(_) => self.tcp_buffer_size(),
+            smoltcp::socket::Socket::Udp(_) => self.udp_buffer_size(),
+            #[allow(unreachable_patterns)]
+            _ => 0,
+        };
+        self.committed = self.committed.saturating_sub(bytes);
+    }
+
+    /// Bytes of socket buffers the stack holds now.
+    pub fn buffers_committed(&self) -> usize {
+        self.committed
     }
 
     // ----- sockets -----

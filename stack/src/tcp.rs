@@ -207,7 +207,13 @@ impl Stack {
                 }
                 Ok(())
             }
-            Proto::Udp => self.udp_attach(id, local),
+            Proto::Udp => {
+                let attached = self.udp_attach(id, local);
+                if attached.is_err() {
+                    self.release_port(proto, port, Holder::Socket(id));
+                }
+                attached
+            }
         }
     }
 
@@ -299,7 +305,8 @@ impl Stack {
     /// [`ConnectError::InvalidPort`] for port 0; [`ConnectError::Route`] when no interface or
     /// source fits; [`ConnectError::AlreadyConnected`], [`ConnectError::InProgress`],
     /// [`ConnectError::Listening`] for a socket in the wrong state; [`ConnectError::Bind`] when
-    /// the source is taken or no ephemeral port is left.
+    /// the source is taken or no ephemeral port is left; [`ConnectError::NoBuffers`] past
+    /// [`StackConfig::buffer_limit`](crate::StackConfig::buffer_limit).
     pub fn connect(
         &mut self,
         id: SocketId,
@@ -343,6 +350,9 @@ impl Stack {
         if stale {
             self.drop_connection(id);
         }
+        if !self.buffers_fit(self.tcp_buffer_size()) {
+            return Err(ConnectError::NoBuffers);
+        }
         // The source port: the bound one, the one asked for, or an ephemeral one.
         let (port, owns_port) = match (bound, opts.source) {
             (Some(b), _) => (b.port(), false),
@@ -372,7 +382,8 @@ impl Stack {
             }
             return Err(ConnectError::InvalidPort);
         }
-        let handle = self.ifaces[iface.0].sockets.add(sock);
+        let bytes = self.tcp_buffer_size();
+        let handle = self.add_smol_socket(iface, sock, bytes);
         if opts.fast_open != crate::fastopen::Mode::Off && !self.fo.disabled {
             let mtu = self.ifaces[iface.0].config.mtu;
             let room = mtu.saturating_sub(if src.is_ipv4() { 40 } else { 60 });
@@ -646,7 +657,7 @@ impl Stack {
                 s.local = None;
                 self.release_port(Proto::Tcp, c.local.port(), Holder::Socket(id));
             }
-            self.ifaces[c.iface.0].sockets.remove(c.handle);
+            self.remove_smol_socket(c.iface, c.handle);
             self.fo.forget(&(c.local, c.remote));
         }
     }
@@ -738,7 +749,7 @@ impl Stack {
         let any = !finished.is_empty();
         for n in finished.into_iter().rev() {
             let o = self.orphans.swap_remove(n);
-            self.ifaces[o.iface.0].sockets.remove(o.handle);
+            self.remove_smol_socket(o.iface, o.handle);
             if let Some(tuple) = o.tuple {
                 self.fo.forget(&tuple);
             }
@@ -769,6 +780,9 @@ impl Stack {
                 let before = c.last_state;
                 c.last_state = state;
                 if !c.established {
+                    if !matches!(state, tcp::State::SynSent | tcp::State::SynReceived) {
+                        self.icmp.forget_syn(c.local, c.remote);
+                    }
                     match state {
                         tcp::State::SynSent | tcp::State::SynReceived => {
                             if c.deadline.is_some_and(|d| now >= d) {
@@ -776,6 +790,7 @@ impl Stack {
                                 c.ended = true;
                                 c.deadline = None;
                                 s.error = Some(ConnectionError::TimedOut);
+                                self.icmp.forget_syn(c.local, c.remote);
                                 return true;
                             }
                             false
@@ -824,6 +839,39 @@ impl Stack {
                 }
             }
         }
+    }
+
+    /// An ICMP error about one of our SYNs: the attempt fails with it (see the `icmp` module).
+    /// Returns whether an attempt ended.
+    pub(crate) fn tcp_icmp_error(&mut self, r: &crate::icmp::Report) -> bool {
+        if r.seq.is_none() || self.icmp.syn_seq(r.local, r.remote) != r.seq {
+            // Not the sequence number of a SYN we sent: stale, or a guess.
+            return false;
+        }
+        for id in self.table.ids() {
+            let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
+                continue;
+            };
+            let TcpState::Connection(c) = &mut s.state else {
+                continue;
+            };
+            if c.established || c.ended || c.local != r.local || c.remote != r.remote {
+                continue;
+            }
+            let sock = self.ifaces[c.iface.0]
+                .sockets
+                .get_mut::<tcp::Socket<'_>>(c.handle);
+            if sock.state() != tcp::State::SynSent {
+                return false;
+            }
+            sock.abort();
+            c.ended = true;
+            c.deadline = None;
+            s.error = Some(r.error);
+            self.icmp.forget_syn(r.local, r.remote);
+            return true;
+        }
+        false
     }
 
     /// Move established connections to the accept queue and keep listening sockets ready.
@@ -916,9 +964,15 @@ impl Stack {
         let mut added = Vec::new();
         for (iface, need) in fresh {
             for _ in 0..need {
+                let bytes = self.tcp_buffer_size();
+                if !self.buffers_fit(bytes) {
+                    // Past the buffer limit a listener keeps fewer sockets ready; SYNs that find
+                    // none go unanswered (the peer retries), as under a full backlog.
+                    break;
+                }
                 let mut sock = self.new_tcp_socket();
                 if sock.listen(listen_ep).is_ok() {
-                    added.push((iface, self.ifaces[iface.0].sockets.add(sock)));
+                    added.push((iface, self.add_smol_socket(iface, sock, bytes)));
                 }
             }
         }

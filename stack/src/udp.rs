@@ -33,6 +33,8 @@ pub(crate) struct UdpSocket {
     /// datagrams from other sources never take their room (smoltcp filters by local endpoint
     /// only).
     inbox: std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
+    /// An ICMP error about a datagram sent to the peer, for the next call to report.
+    pub(crate) error: Option<crate::error::ConnectionError>,
 }
 
 impl UdpSocket {
@@ -45,6 +47,7 @@ impl UdpSocket {
             via: None,
             assoc_src: None,
             inbox: std::collections::VecDeque::new(),
+            error: None,
         }
     }
 
@@ -88,6 +91,10 @@ impl Stack {
             },
             port: local.port(),
         };
+        let bytes = self.udp_buffer_size();
+        if !self.buffers_fit(bytes.saturating_mul(ifaces.len())) {
+            return Err(BindError::NoBuffers);
+        }
         let mut made = Vec::with_capacity(ifaces.len());
         for iface in ifaces {
             let rx = udp::PacketBuffer::new(
@@ -101,7 +108,7 @@ impl Stack {
             let mut sock = udp::Socket::new(rx, tx);
             // Port and address were checked; smoltcp refuses only port 0.
             let _ = sock.bind(endpoint);
-            made.push((iface, self.ifaces[iface.0].sockets.add(sock)));
+            made.push((iface, self.add_smol_socket(iface, sock, bytes)));
         }
         let s = self.udp_entry(id).ok_or(BindError::NoSuchSocket)?;
         s.local = Some(local);
@@ -160,6 +167,7 @@ impl Stack {
             Some(s) => {
                 s.via = None;
                 s.assoc_src = None;
+                s.error = None;
                 s.peer.take().is_some()
             }
             None => false,
@@ -211,8 +219,13 @@ impl Stack {
         data: &[u8],
         dest: Option<SocketAddr>,
     ) -> Result<usize, SendError> {
-        let (family, local, peer, via) = match self.table.get(id) {
-            Some(Entry::Udp(s)) => (s.family, s.local, s.peer, s.via),
+        let (family, local, peer, via) = match self.table.get_mut(id) {
+            Some(Entry::Udp(s)) => {
+                if let Some(e) = s.error.take() {
+                    return Err(SendError::Connection(e));
+                }
+                (s.family, s.local, s.peer, s.via)
+            }
             Some(Entry::Tcp(_)) => return self.send(id, data),
             None => return Err(SendError::NoSuchSocket),
         };
@@ -270,6 +283,9 @@ impl Stack {
     ) -> Result<(usize, SocketAddr), RecvError> {
         let sockets = match self.table.get_mut(id) {
             Some(Entry::Udp(s)) => {
+                if let Some(e) = s.error.take() {
+                    return Err(RecvError::Connection(e));
+                }
                 if let Some((data, from)) = s.inbox.pop_front() {
                     let n = data.len().min(buf.len());
                     buf[..n].copy_from_slice(&data[..n]);
@@ -341,16 +357,36 @@ impl Stack {
                     .can_send()
             });
         Readiness {
-            readable,
-            writable,
-            error: false,
+            readable: readable || s.error.is_some(),
+            writable: writable || s.error.is_some(),
+            error: s.error.is_some(),
             hangup: false,
         }
     }
 
+    /// An ICMP error about a datagram to an associated peer: the socket reports it next (as
+    /// Linux and Darwin do for connected datagram sockets). Returns whether a socket took it.
+    pub(crate) fn udp_icmp_error(&mut self, r: &crate::icmp::Report) -> bool {
+        for id in self.table.ids() {
+            let Some(Entry::Udp(s)) = self.table.get_mut(id) else {
+                continue;
+            };
+            let ours = s.peer == Some(r.remote)
+                && s.local.is_some_and(|l| {
+                    l.port() == r.local.port()
+                        && (l.ip().is_unspecified() || l.ip() == r.local.ip())
+                });
+            if ours {
+                s.error = Some(r.error);
+                return true;
+            }
+        }
+        false
+    }
+
     pub(crate) fn udp_release(&mut self, id: SocketId, s: UdpSocket) {
         for (iface, handle) in s.sockets {
-            self.ifaces[iface.0].sockets.remove(handle);
+            self.remove_smol_socket(iface, handle);
         }
         if let Some(local) = s.local {
             self.release_port(Proto::Udp, local.port(), Holder::Socket(id));
