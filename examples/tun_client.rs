@@ -17,7 +17,7 @@ use common::{json_string, kernel_counter, number, opt, value};
 use connectx_api::{
     Errno, Family, FastOpenInfo, Net, PollFd, SaEndpoints, Shutdown, SocketType,
     CONNECT_DATA_AUTHENTICATED, CONNECT_DATA_IDEMPOTENT, CONNECT_RESUME_ON_READ_WRITE, POLLOUT,
-    SAE_ASSOCID_ANY,
+    SAE_ASSOCID_ANY, SAE_CONNID_ANY,
 };
 
 const HELP: &str = "\
@@ -40,8 +40,13 @@ DEVICES (repeatable; --local, --peer and --route apply to the device named befor
 
 CONNECTION:
     --connect ADDR:PORT destination; IPv6 as [ADDR]:PORT
+    --srcif NAME|INDEX  leave through this device (connectx's sae_srcif), from an address of
+                        it, whatever the routes say
+    --srcaddr IP[:PORT] connect from this address (and port; IPv6 as [IP]:PORT), as bind then
+                        connect would (sae_srcaddr); with --srcif it must be on that device
     --send TEXT         what to send (default \"hello\\n\")
-    --udp               one datagram and one reply instead of a TCP exchange
+    --udp               UDP through an association: connectx (the text as its first datagram),
+                        one reply received, disconnectx
     --tfo               TCP Fast Open (CONNECT_DATA_IDEMPOTENT): the data rides in the SYN when
                         a cookie is cached; otherwise the SYN asks for one. With --count the
                         connections share one cookie cache
@@ -50,15 +55,21 @@ CONNECTION:
                         by a write after it (as curl, FFmpeg, shadowsocks and unbound do)
     --count N           connections in sequence, in this one process (default 1)
     --timeout-ms N      give up on a connection after N ms (default 5000)
-    --json              one JSON object per connection on stdout
+    --json              one JSON object per connection on stdout, then one line
+                        {\"counters\":{...}} with the stack's Fast Open counters
 
 Each TCP connection sends the text, shuts down its sending side and reads until the peer closes.
-Errors are one line on stderr; the exit code is 1 if any connection failed, 2 for bad usage.
+Errors are one line on stderr, naming the call and its errno as the JSON's \"errno\" does; the
+exit code is 1 if any connection failed, 2 for bad usage.
 ";
 
 struct Args {
     devices: common::Devices,
     connect: Option<SocketAddr>,
+    /// `--srcif`: a device name or a kernel interface index.
+    srcif: Option<String>,
+    /// `--srcaddr`.
+    srcaddr: Option<SocketAddr>,
     send: String,
     udp: bool,
     /// connectx flags: --tfo, --tfo-no-cookie, --resume.
@@ -72,6 +83,8 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
     let mut a = Args {
         devices: common::Devices::default(),
         connect: None,
+        srcif: None,
+        srcaddr: None,
         send: "hello\n".into(),
         udp: false,
         flags: 0,
@@ -95,6 +108,22 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
                     return Err(format!("--connect: port 0 in `{v}` is not a destination"));
                 }
                 a.connect = Some(addr);
+            }
+            "--srcif" => a.srcif = Some(value(&mut it, "--srcif")?),
+            "--srcaddr" => {
+                let v = value(&mut it, "--srcaddr")?;
+                let addr = v
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        v.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 0))
+                    })
+                    .map_err(|_| {
+                        format!(
+                            "--srcaddr: `{v}` is not IP or IP:PORT (IPv6 with a port as [IP]:PORT)"
+                        )
+                    })?;
+                a.srcaddr = Some(addr);
             }
             "--send" => a.send = value(&mut it, "--send")?,
             "--udp" => a.udp = true,
@@ -131,6 +160,8 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
 struct Report {
     ok: bool,
     errno: Option<Errno>,
+    /// The call that failed: `connectx`, `send`, `recv`, `disconnectx`.
+    failed_in: Option<&'static str>,
     local: Option<SocketAddr>,
     remote: Option<SocketAddr>,
     connect_us: Option<u128>,
@@ -143,9 +174,10 @@ struct Report {
 impl Report {
     fn json(&self, conn: usize) -> String {
         format!(
-            "{{\"conn\":{conn},\"ok\":{},\"errno\":{},\"local\":{},\"remote\":{},\"connect_us\":{},\"ttfb_us\":{},\"sent\":{},\"received\":{},\"tfo\":{{\"cookie_requested\":{},\"cookie_received\":{},\"syn_data_sent\":{},\"syn_data_acked\":{},\"fallback\":{}}}}}",
+            "{{\"conn\":{conn},\"ok\":{},\"errno\":{},\"failed_in\":{},\"local\":{},\"remote\":{},\"connect_us\":{},\"ttfb_us\":{},\"sent\":{},\"received\":{},\"tfo\":{{\"cookie_requested\":{},\"cookie_received\":{},\"syn_data_sent\":{},\"syn_data_acked\":{},\"fallback\":{}}}}}",
             self.ok,
             opt(&self.errno.map(|e| e.name()), true),
+            opt(&self.failed_in, true),
             opt(&self.local, true),
             opt(&self.remote, true),
             opt(&self.connect_us, false),
@@ -165,21 +197,33 @@ fn errno_of(e: &std::io::Error) -> Errno {
     Errno::of(e).unwrap_or(Errno::EINVAL)
 }
 
-/// One TCP exchange: connectx with the text as iov data, half-close, read to the end.
-fn tcp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration, flags: u32) -> Report {
+/// One TCP exchange: connectx (from `from`'s sae_srcif/sae_srcaddr) with the text as iov data,
+/// half-close, read to the end.
+fn tcp_exchange(
+    net: &Net,
+    from: SaEndpoints,
+    to: SocketAddr,
+    text: &[u8],
+    timeout: Duration,
+    flags: u32,
+) -> Report {
     let mut r = Report {
         remote: Some(to),
         ..Report::default()
     };
     let start = Instant::now();
     let deadline = start + timeout;
+    let mut stage = "connectx";
     let result = (|| -> std::io::Result<()> {
         let family = if to.is_ipv4() { Family::V4 } else { Family::V6 };
         let fd = net.socket(family, SocketType::Stream)?;
         let _close = Closer(net, fd);
         net.set_nonblocking(fd, true)?;
         let mut queued = 0;
-        let ep = SaEndpoints::to(to);
+        let ep = SaEndpoints {
+            dstaddr: Some(to),
+            ..from
+        };
         let started = if flags & CONNECT_RESUME_ON_READ_WRITE != 0 {
             // connectx returns at once; the first write starts the connection and says how
             // many bytes it took (into the SYN, with a cookie).
@@ -216,12 +260,14 @@ fn tcp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration, flags
         r.local = net.local_addr(fd).ok();
         r.sent = queued;
         net.set_nonblocking(fd, false)?;
+        stage = "send";
         let mut off = queued;
         while off < text.len() {
             off += net.send(fd, &text[off..])?;
         }
         r.sent = off;
         net.shutdown(fd, Shutdown::Write)?;
+        stage = "recv";
         let mut buf = [0u8; 16 * 1024];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -247,18 +293,29 @@ fn tcp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration, flags
     })();
     match result {
         Ok(()) => r.ok = true,
-        Err(e) => r.errno = Some(errno_of(&e)),
+        Err(e) => {
+            r.errno = Some(errno_of(&e));
+            r.failed_in = Some(stage);
+        }
     }
     r
 }
 
-/// One UDP exchange: associate with connectx (the text as the first datagram), wait for one reply.
-fn udp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration) -> Report {
+/// One UDP exchange through an association: connectx (the text as the first datagram), one
+/// reply, disconnectx.
+fn udp_exchange(
+    net: &Net,
+    from: SaEndpoints,
+    to: SocketAddr,
+    text: &[u8],
+    timeout: Duration,
+) -> Report {
     let mut r = Report {
         remote: Some(to),
         ..Report::default()
     };
     let start = Instant::now();
+    let mut stage = "connectx";
     let result = (|| -> std::io::Result<()> {
         let family = if to.is_ipv4() { Family::V4 } else { Family::V6 };
         let fd = net.socket(family, SocketType::Datagram)?;
@@ -266,7 +323,10 @@ fn udp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration) -> Re
         let mut len = 0;
         net.connectx(
             fd,
-            &SaEndpoints::to(to),
+            &SaEndpoints {
+                dstaddr: Some(to),
+                ..from
+            },
             SAE_ASSOCID_ANY,
             0,
             &[IoSlice::new(text)],
@@ -277,22 +337,38 @@ fn udp_exchange(net: &Net, to: SocketAddr, text: &[u8], timeout: Duration) -> Re
         r.sent = len;
         r.local = net.local_addr(fd).ok();
         net.set_timeouts(fd, Some(timeout), None)?;
+        stage = "recv";
         let mut buf = [0u8; 65536];
         match net.recv(fd, &mut buf) {
             Ok(n) => {
                 r.ttfb_us = Some(start.elapsed().as_micros());
                 r.received.extend_from_slice(&buf[..n]);
-                Ok(())
             }
-            Err(e) if Errno::of(&e) == Some(Errno::EAGAIN) => Err(Errno::ETIMEDOUT.into()),
-            Err(e) => Err(e),
+            Err(e) if Errno::of(&e) == Some(Errno::EAGAIN) => return Err(Errno::ETIMEDOUT.into()),
+            Err(e) => return Err(e),
         }
+        stage = "disconnectx";
+        net.disconnectx(fd, SAE_ASSOCID_ANY, SAE_CONNID_ANY)
     })();
     match result {
         Ok(()) => r.ok = true,
-        Err(e) => r.errno = Some(errno_of(&e)),
+        Err(e) => {
+            r.errno = Some(errno_of(&e));
+            r.failed_in = Some(stage);
+        }
     }
     r
+}
+
+/// `--srcif`: a kernel interface index as is (connectx says ENXIO if it is not one of the
+/// stack's), or a device name of this stack.
+fn resolve_srcif(net: &Net, v: &str) -> Result<u32, String> {
+    if let Ok(index) = v.parse::<u32>() {
+        return Ok(index);
+    }
+    net.if_nametoindex(v)
+        .or_else(|| tun_driver::ifindex_of(v).ok())
+        .ok_or_else(|| format!("--srcif: no device named `{v}`"))
 }
 
 /// Closes a descriptor on every way out of a block.
@@ -312,13 +388,34 @@ fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    common::print_warnings("tun_client", &net);
     let to = args.connect.expect("checked by parse_args");
+    let srcif = match args.srcif.as_deref().map(|s| resolve_srcif(&net, s)) {
+        None => 0,
+        Some(Ok(index)) => index,
+        Some(Err(e)) => {
+            eprintln!("tun_client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let from = SaEndpoints {
+        srcif,
+        srcaddr: args.srcaddr,
+        dstaddr: None,
+    };
     let mut failed = false;
     for conn in 0..args.count {
         let r = if args.udp {
-            udp_exchange(&net, to, args.send.as_bytes(), args.timeout)
+            udp_exchange(&net, from, to, args.send.as_bytes(), args.timeout)
         } else {
-            tcp_exchange(&net, to, args.send.as_bytes(), args.timeout, args.flags)
+            tcp_exchange(
+                &net,
+                from,
+                to,
+                args.send.as_bytes(),
+                args.timeout,
+                args.flags,
+            )
         };
         failed |= !r.ok;
         if args.json {
@@ -336,9 +433,14 @@ fn run(args: Args) -> ExitCode {
         }
         if !r.ok {
             let e = r.errno.unwrap_or(Errno::EINVAL);
-            eprintln!("tun_client: connection {conn} to {to}: {e}");
+            let call = r.failed_in.unwrap_or("connectx");
+            eprintln!("tun_client: connection {conn} to {to}: {call}: {e}");
         }
     }
+    if args.json {
+        println!("{}", common::counters_json(&net));
+    }
+    common::print_warnings("tun_client", &net);
     if failed {
         ExitCode::FAILURE
     } else {
@@ -396,12 +498,25 @@ fn demo_inner() -> Result<(), String> {
     for (n, to) in [(2, "192.0.2.1:7"), (3, "[2001:db8::1]:7")] {
         let to: SocketAddr = to.parse().expect("a valid address");
         println!("{n}. TCP: connectx(fd, dst {to}, iov {:?}), then shutdown(SHUT_WR) and read to the end", String::from_utf8_lossy(text));
-        let r = tcp_exchange(&net, to, text, Duration::from_secs(5), 0);
+        let r = tcp_exchange(
+            &net,
+            SaEndpoints::default(),
+            to,
+            text,
+            Duration::from_secs(5),
+            0,
+        );
         explain(&r, text, "handshake (SYN, SYN-ACK, ACK)")?;
     }
     let to: SocketAddr = "192.0.2.1:7".parse().expect("a valid address");
     println!("4. UDP: connectx on a datagram socket associates it with {to}; the iov goes as one datagram");
-    let r = udp_exchange(&net, to, text, Duration::from_secs(5));
+    let r = udp_exchange(
+        &net,
+        SaEndpoints::default(),
+        to,
+        text,
+        Duration::from_secs(5),
+    );
     explain(&r, text, "association (no packet needed)")?;
 
     println!("5. TCP Fast Open (connectx with CONNECT_DATA_IDEMPOTENT) against the kernel's own Fast Open server:");
@@ -410,6 +525,7 @@ fn demo_inner() -> Result<(), String> {
     for n in 1..=2 {
         let r = tcp_exchange(
             &net,
+            SaEndpoints::default(),
             to,
             text,
             Duration::from_secs(5),
@@ -516,7 +632,7 @@ fn main() -> ExitCode {
     match parse_args(argv) {
         Ok(Some(args)) => run(args),
         Ok(None) => {
-            print!("{HELP}");
+            print!("{HELP}\n{}", common::PATH_HELP);
             ExitCode::SUCCESS
         }
         Err(e) => {

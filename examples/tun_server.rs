@@ -279,7 +279,7 @@ fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1).collect()) {
         Ok(Some(a)) => a,
         Ok(None) => {
-            print!("{HELP}");
+            print!("{HELP}\n{}", common::PATH_HELP);
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -294,6 +294,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    common::print_warnings("tun_server", &net);
     let result = if args.udp {
         serve_udp(&net, &args)
     } else {

@@ -161,11 +161,15 @@ fn tun_fd_socketpair_with_json_and_count() {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{}\n{stdout}", stderr(&out));
         let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines.len(), 2, "{stdout}");
-        for (n, line) in lines.iter().enumerate() {
+        assert_eq!(lines.len(), 3, "two connections and the counters: {stdout}");
+        assert!(
+            lines[2].starts_with("{\"counters\":{\"TCPFastOpenActive\":"),
+            "{stdout}"
+        );
+        for (n, line) in lines[..2].iter().enumerate() {
             assert!(
                 line.starts_with(&format!(
-                    "{{\"conn\":{n},\"ok\":true,\"errno\":null,\"local\":\"192.0.2.2:"
+                    "{{\"conn\":{n},\"ok\":true,\"errno\":null,\"failed_in\":null,\"local\":\"192.0.2.2:"
                 )),
                 "{line}"
             );
@@ -284,7 +288,11 @@ fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
                     stderr(&out)
                 );
                 let lines: Vec<&str> = stdout.lines().collect();
-                assert_eq!(lines.len(), 2, "{stdout}");
+                assert_eq!(lines.len(), 3, "two connections and the counters: {stdout}");
+                assert!(
+                    lines[2].contains("\"TCPFastOpenActive\":1"),
+                    "the second connection was a Fast Open one: {stdout}"
+                );
                 assert!(
                 lines[0].ends_with(
                     "\"tfo\":{\"cookie_requested\":true,\"cookie_received\":8,\"syn_data_sent\":0,\"syn_data_acked\":0,\"fallback\":\"no_cookie\"}}"
@@ -300,7 +308,7 @@ fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
                 lines[1]
             );
                 assert!(
-                    lines
+                    lines[..2]
                         .iter()
                         .all(|l| l.contains("\"received\":\"hello\\n\"")),
                     "{stdout}"

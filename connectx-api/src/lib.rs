@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod calls;
+mod cookies;
 mod errno;
 mod fastopen;
 mod fd;
@@ -54,6 +55,8 @@ pub use calls::{
 pub use errno::Errno;
 pub use fd::Fd;
 pub use net::{Net, NetBuilder, StartError};
+pub use stack::capture;
+pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{
     CookieEntry, CookieKey, Fallback, Family, FastOpenCounters, FastOpenInfo, FastOpenServerConfig,
     FastOpenServerInfo, KeyUsed, Shutdown, SocketType, StackConfig,

@@ -6,6 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use stack::capture::Capture;
+use stack::impair::{Impaired, Impairment, ImpairmentError};
 use stack::{
     Cidr, CidrError, IfaceId, InterfaceConfig, InterfaceError, InterfaceInfo, PacketIo, Stack,
     StackConfig,
@@ -21,6 +23,8 @@ pub(crate) struct State {
     pub(crate) running: bool,
     /// The kernel side of each interface (by interface id), for the TUN devices that have one.
     pub(crate) links: Vec<Option<tun_driver::Link>>,
+    /// The file the client cookie cache is kept in, if any.
+    pub(crate) cookie_file: Option<crate::cookies::CookieFile>,
 }
 
 impl State {
@@ -118,6 +122,10 @@ pub enum StartError {
     NoDevice,
     /// An address, peer, route or MTU was given before any device.
     NoDeviceFor(&'static str),
+    /// The capture file could not be created.
+    Pcap(std::path::PathBuf, std::io::Error),
+    /// An impairment setting is out of range.
+    Impairment(ImpairmentError),
     /// Opening or configuring a device failed.
     Device(tun_driver::Error),
     /// An address or route was not in `ADDRESS/LEN` form.
@@ -140,6 +148,10 @@ impl fmt::Display for StartError {
             StartError::NoDeviceFor(what) => {
                 write!(f, "{what} given before any device: name the device first")
             }
+            StartError::Pcap(path, e) => {
+                write!(f, "cannot write capture file {}: {e}", path.display())
+            }
+            StartError::Impairment(e) => write!(f, "{e}"),
             StartError::Device(e) => write!(f, "{e}"),
             StartError::Cidr(e) => write!(f, "{e}"),
             StartError::Interface(e) => write!(f, "{e}"),
@@ -197,6 +209,10 @@ pub struct NetBuilder {
     devices: Vec<DeviceSpec>,
     config: Option<StackConfig>,
     misplaced: Option<&'static str>,
+    pcap: Option<std::path::PathBuf>,
+    capture: Option<Box<dyn std::io::Write + Send>>,
+    impairment: Option<Impairment>,
+    cookie_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for NetBuilder {
@@ -284,6 +300,35 @@ impl NetBuilder {
         self
     }
 
+    /// Capture every packet the stack sends and receives, on every device, to a pcap file
+    /// (link type raw IP; tcpdump and tshark read it). Written out after each round of the
+    /// runtime, so a program that stops abruptly loses at most the packets of one round.
+    pub fn pcap(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.pcap = Some(path.into());
+        self
+    }
+
+    /// As [`NetBuilder::pcap`], to any writer (a pipe to `tcpdump -r -`, a buffer in a test).
+    pub fn capture(mut self, out: Box<dyn std::io::Write + Send>) -> Self {
+        self.capture = Some(out);
+        self
+    }
+
+    /// Delay, jitter, loss, reordering and duplication on every device, both directions (see
+    /// [`stack::impair`]): a 20 ms path on a laptop, without the kernel's netem.
+    pub fn impairment(mut self, impairment: Impairment) -> Self {
+        self.impairment = Some(impairment);
+        self
+    }
+
+    /// Keep the client cookie cache in `path`: loaded at start, saved (to a temporary file,
+    /// then renamed over it) after each change. A missing file is an empty cache; an unreadable
+    /// or corrupt one too, with a warning in [`Net::cookie_cache_warnings`].
+    pub fn cookie_cache_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.cookie_file = Some(path.into());
+        self
+    }
+
     /// Open and configure the devices and start the runtime thread.
     ///
     /// # Errors
@@ -296,7 +341,22 @@ impl NetBuilder {
         if self.devices.is_empty() {
             return Err(StartError::NoDevice);
         }
+        let impairment = self.impairment.unwrap_or_default();
+        // Checked before any device is touched.
+        impairment.validate().map_err(StartError::Impairment)?;
+        let capture = match (self.capture, &self.pcap) {
+            (Some(out), _) => Some(out),
+            (None, Some(path)) => {
+                let file =
+                    std::fs::File::create(path).map_err(|e| StartError::Pcap(path.clone(), e))?;
+                Some(Box::new(file) as Box<dyn std::io::Write + Send>)
+            }
+            (None, None) => None,
+        };
         let mut stack = Stack::new(self.config.unwrap_or_default());
+        let cookie_file = self
+            .cookie_file
+            .map(|path| crate::cookies::CookieFile::load(path, &mut stack));
         let any_route = self.devices.iter().any(|d| !d.routes.is_empty());
         let mut devices = Vec::new();
         let mut links = Vec::new();
@@ -367,12 +427,33 @@ impl NetBuilder {
             links.push(device.link());
             devices.push(device);
         }
+        let n = devices.len();
+        let devices = Devices {
+            devices,
+            readable: vec![true; n],
+            dead: vec![false; n],
+            errors: 0,
+            dropped: 0,
+        };
+        let impaired = Impaired::new(devices, impairment).map_err(StartError::Impairment)?;
+        let epoch = std::time::Instant::now();
+        let io = match capture {
+            Some(out) => {
+                let epoch_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let path = self.pcap.unwrap_or_else(|| "capture".into());
+                Capture::new(impaired, out, epoch_unix).map_err(|e| StartError::Pcap(path, e))?
+            }
+            None => Capture::off(impaired),
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 stack,
                 fds: FdTable::default(),
                 running: true,
                 links,
+                cookie_file,
             }),
             changed: Condvar::new(),
             waker: Waker::new().map_err(StartError::Io)?,
@@ -381,7 +462,7 @@ impl NetBuilder {
             .name("connectx-runtime".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(&shared, devices)
+                move || run(&shared, io, epoch)
             })
             .map_err(StartError::Io)?;
         Ok(Net {
@@ -439,7 +520,7 @@ impl PacketIo for Devices {
 /// On stop, send what the sockets still have queued — above all the FINs of connections the
 /// application just closed — so that peers see an orderly end rather than silence. Bounded: at
 /// most 100 ms, and no waiting for acknowledgements.
-fn drain(stack: &mut Stack, io: &mut Devices, epoch: std::time::Instant) {
+fn drain(stack: &mut Stack, io: &mut impl PacketIo, epoch: std::time::Instant) {
     let until = std::time::Instant::now() + Duration::from_millis(100);
     while std::time::Instant::now() < until {
         let now = stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
@@ -455,19 +536,21 @@ fn drain(stack: &mut Stack, io: &mut Devices, epoch: std::time::Instant) {
 
 /// The runtime thread: the only place that reads the clock. It sleeps in `poll(2)` until a
 /// device is readable, a call wakes it, or the stack's next timer is due.
-fn run(shared: &Shared, devices: Vec<Device>) {
-    let epoch = std::time::Instant::now();
-    let n = devices.len();
-    let mut fds: Vec<RawFd> = devices.iter().map(|d| d.as_raw_fd()).collect();
+/// The packet path under the stack: the capture (what the stack itself sends and receives),
+/// the impairment, the devices. Either decorator costs one branch per packet when off.
+type PacketPath = Capture<Impaired<Devices>>;
+
+fn run(shared: &Shared, mut io: PacketPath, epoch: std::time::Instant) {
+    let n = io.inner().inner().devices.len();
+    let mut fds: Vec<RawFd> = io
+        .inner()
+        .inner()
+        .devices
+        .iter()
+        .map(|d| d.as_raw_fd())
+        .collect();
     fds.push(shared.waker.as_raw_fd());
     let mut ready = vec![false; fds.len()];
-    let mut io = Devices {
-        devices,
-        readable: vec![true; n],
-        dead: vec![false; n],
-        errors: 0,
-        dropped: 0,
-    };
     loop {
         let timeout = {
             let mut state = shared.lock();
@@ -480,15 +563,27 @@ fn run(shared: &Shared, devices: Vec<Device>) {
             if outcome.activity {
                 shared.changed.notify_all();
             }
+            let state = &mut *state;
+            if let Some(file) = state.cookie_file.as_mut() {
+                file.save_if_changed(&state.stack);
+            }
             if outcome.more_pending {
                 continue;
             }
-            state.stack.poll_delay(now)
+            // Packets the impairment holds come due on their own.
+            let held = io
+                .next_due()
+                .map(|due| Duration::from_micros((due - now.min(due)).total_micros()));
+            match (state.stack.poll_delay(now), held) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         if timeout == Some(Duration::ZERO) {
             continue;
         }
-        for (fd, dead) in fds.iter_mut().zip(&io.dead) {
+        let devices = io.inner_mut().inner_mut();
+        for (fd, dead) in fds.iter_mut().zip(&devices.dead) {
             if *dead {
                 // poll(2) skips negative descriptors.
                 *fd = -1;
@@ -497,7 +592,7 @@ fn run(shared: &Shared, devices: Vec<Device>) {
         // A failing poll(2) (EINTR is retried inside) leaves `ready` clear; the loop then runs on
         // its timers alone, which is the best that can be done.
         let _ = wait_readable(&fds, &mut ready, timeout);
-        for (readable, ready) in io.readable.iter_mut().zip(&ready) {
+        for (readable, ready) in devices.readable.iter_mut().zip(&ready) {
             *readable |= *ready;
         }
         if ready[n] {

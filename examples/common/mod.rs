@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use connectx_api::{Net, StackConfig};
+use std::time::Duration;
+
+use connectx_api::{Impairment, Net, StackConfig};
 
 /// One `--tun NAME` or `--tun-fd N` with the flags that follow it.
 #[derive(Debug, Default)]
@@ -16,12 +18,51 @@ pub struct DeviceArgs {
     pub mtu: Option<u32>,
 }
 
-/// The device flags of a command line.
+/// The device flags of a command line, and the tools that sit on the packet path.
 #[derive(Debug, Default)]
 pub struct Devices {
     pub list: Vec<DeviceArgs>,
     /// An `--mtu` given before any device applies to all.
     pub mtu_all: Option<u32>,
+    /// `--pcap FILE`.
+    pub pcap: Option<String>,
+    /// `--delay-ms`, `--jitter-ms`, `--loss`, `--reorder`, `--duplicate`, `--seed`.
+    pub impairment: Impairment,
+    /// `--cookie-cache FILE`.
+    pub cookie_cache: Option<String>,
+}
+
+/// The help text of the flags [`Devices::take`] knows beyond the devices.
+pub const PATH_HELP: &str = "\
+PACKET PATH (all devices, both directions):
+    --pcap FILE         capture every packet the stack sends and receives (pcap, raw IP; for
+                        tcpdump -r / tshark -r, Fast Open option decoded), written as it goes
+    --delay-ms N        hold each packet N ms (one way; a round trip gains 2N)
+    --jitter-ms N       add a random 0..N ms to each packet's delay (order is kept)
+    --loss P            drop each packet with probability P (0 to 1)
+    --reorder P         hold a packet back with probability P so that later ones overtake it
+    --duplicate P       send a packet twice with probability P
+    --seed N            seed of the random choices: the same seed makes the same choices
+    --cookie-cache FILE keep the Fast Open cookie cache in FILE across runs (saved after each
+                        change; a corrupt file is reported and replaced)
+";
+
+/// `v` as a probability, or a one-line error naming `flag`.
+fn probability(v: &str, flag: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{flag}: `{v}` is not a probability from 0 to 1")),
+    }
+}
+
+/// `v` as milliseconds, or a one-line error naming `flag`.
+fn millis(v: &str, flag: &str) -> Result<Duration, String> {
+    match v.parse::<u64>() {
+        Ok(ms) if ms <= 3_600_000 => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "{flag}: `{v}` is not a whole number of milliseconds from 0 to 3600000"
+        )),
+    }
 }
 
 /// The value after `flag`.
@@ -83,6 +124,14 @@ impl Devices {
                     None => self.mtu_all = Some(mtu),
                 }
             }
+            "--pcap" => self.pcap = Some(value(it, flag)?),
+            "--cookie-cache" => self.cookie_cache = Some(value(it, flag)?),
+            "--delay-ms" => self.impairment.delay = millis(&value(it, flag)?, flag)?,
+            "--jitter-ms" => self.impairment.jitter = millis(&value(it, flag)?, flag)?,
+            "--loss" => self.impairment.loss = probability(&value(it, flag)?, flag)?,
+            "--reorder" => self.impairment.reorder = probability(&value(it, flag)?, flag)?,
+            "--duplicate" => self.impairment.duplicate = probability(&value(it, flag)?, flag)?,
+            "--seed" => self.impairment.seed = number(&value(it, flag)?, flag)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -93,6 +142,15 @@ impl Devices {
         let mut b = Net::builder();
         if let Some(config) = config {
             b = b.stack_config(config);
+        }
+        if let Some(path) = &self.pcap {
+            b = b.pcap(path);
+        }
+        if !self.impairment.is_none() {
+            b = b.impairment(self.impairment.clone());
+        }
+        if let Some(path) = &self.cookie_cache {
+            b = b.cookie_cache_file(path);
         }
         for d in &self.list {
             b = match (&d.tun, d.fd) {
@@ -114,6 +172,13 @@ impl Devices {
             }
         }
         b.start().map_err(|e| e.to_string())
+    }
+}
+
+/// Print the cookie cache file's warnings, one line each, prefixed with the program's name.
+pub fn print_warnings(program: &str, net: &Net) {
+    for w in net.cookie_cache_warnings() {
+        eprintln!("{program}: warning: {w}");
     }
 }
 

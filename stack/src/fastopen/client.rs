@@ -94,6 +94,8 @@ pub struct CookieEntry {
 #[derive(Debug, Default, Clone)]
 pub struct CookieCache {
     entries: HashMap<(IpAddr, IpAddr), CookieEntry>,
+    /// Counts changes, so that a saved copy can tell it is out of date.
+    generation: u64,
 }
 
 impl CookieCache {
@@ -111,23 +113,35 @@ impl CookieCache {
         cookie: Option<Cookie>,
         mss: Option<u16>,
     ) {
+        let existed = self.entries.contains_key(&(client, server));
         let e = self.entries.entry((client, server)).or_insert(CookieEntry {
             client,
             server,
             cookie: None,
             mss: None,
         });
+        let before = *e;
         if cookie.is_some() {
             e.cookie = cookie;
         }
         if mss.is_some() {
             e.mss = mss;
         }
+        if !existed || *e != before {
+            self.generation += 1;
+        }
     }
 
     /// Store an entry as is (loading a saved cache).
     pub fn insert(&mut self, entry: CookieEntry) {
-        self.entries.insert((entry.client, entry.server), entry);
+        if self.entries.insert((entry.client, entry.server), entry) != Some(entry) {
+            self.generation += 1;
+        }
+    }
+
+    /// A number that changes whenever the cache does.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Every entry.
@@ -139,7 +153,10 @@ impl CookieCache {
 
     /// Forget every cookie.
     pub fn flush(&mut self) {
-        self.entries.clear();
+        if !self.entries.is_empty() {
+            self.entries.clear();
+            self.generation += 1;
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //!
 //! The per-connection state lives as long as smoltcp's socket (TIME-WAIT included).
 
+pub mod cache_file;
 pub mod client;
 pub mod cookie;
 pub(crate) mod segment;
@@ -337,6 +338,11 @@ impl crate::Stack {
     /// Put an entry in the client cookie cache (as loaded from a file).
     pub fn insert_cookie(&mut self, entry: CookieEntry) {
         self.fo.cache.insert(entry);
+    }
+
+    /// A number that changes whenever the client cookie cache does (to save it when it has).
+    pub fn cookie_cache_generation(&self) -> u64 {
+        self.fo.cache.generation()
     }
 
     /// Empty the client cookie cache.

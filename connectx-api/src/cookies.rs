@@ -1,0 +1,113 @@
+//! The client cookie cache kept in a file across runs ([`NetBuilder::cookie_cache_file`]).
+//!
+//! [`NetBuilder::cookie_cache_file`]: crate::NetBuilder::cookie_cache_file
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use stack::fastopen::cache_file;
+use stack::Stack;
+
+use crate::net::Net;
+
+/// Most warnings kept (a disk that stays full would otherwise add one per change).
+const MAX_WARNINGS: usize = 16;
+
+#[derive(Debug)]
+pub(crate) struct CookieFile {
+    path: PathBuf,
+    /// The cache generation last written (or loaded).
+    saved: u64,
+    warnings: Vec<String>,
+}
+
+impl CookieFile {
+    /// Load `path` into the stack's cache. A missing file is an empty cache; an unreadable or
+    /// corrupt one is too, with a warning (the program runs on, without its old cookies).
+    pub(crate) fn load(path: PathBuf, stack: &mut Stack) -> CookieFile {
+        let mut warnings = Vec::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let parsed = std::str::from_utf8(&bytes)
+                    .map_err(|_| "not text".to_owned())
+                    .and_then(|text| cache_file::from_text(text).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(entries) => {
+                        for e in entries {
+                            stack.insert_cookie(e);
+                        }
+                    }
+                    Err(e) => warnings.push(format!(
+                        "cookie cache {}: {e}; starting with an empty cache",
+                        path.display()
+                    )),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!(
+                "cookie cache {}: {e}; starting with an empty cache",
+                path.display()
+            )),
+        }
+        CookieFile {
+            path,
+            saved: stack.cookie_cache_generation(),
+            warnings,
+        }
+    }
+
+    /// Save the cache if it changed since the last save.
+    pub(crate) fn save_if_changed(&mut self, stack: &Stack) {
+        let generation = stack.cookie_cache_generation();
+        if generation == self.saved {
+            return;
+        }
+        // Tried once per change: a failure is not retried until the cache changes again.
+        self.saved = generation;
+        let text = cache_file::to_text(&stack.cookie_cache());
+        if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
+            if self.warnings.len() < MAX_WARNINGS {
+                self.warnings.push(format!(
+                    "cookie cache {}: cannot save: {e}",
+                    self.path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// Write `data` to a temporary file next to `path`, then rename it over `path`: a reader (or a
+/// crash) sees the old file or the new one, never half of one.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl Net {
+    /// Problems with the cookie cache file: a file that could not be read or parsed at start
+    /// (the cache then started empty), saves that failed. Empty when all went well or no file
+    /// was given.
+    pub fn cookie_cache_warnings(&self) -> Vec<String> {
+        self.shared()
+            .lock()
+            .cookie_file
+            .as_ref()
+            .map(|f| f.warnings.clone())
+            .unwrap_or_default()
+    }
+}
