@@ -11,8 +11,8 @@ use std::sync::mpsc;
 
 use common::{counters_json, number, opt, value, Devices};
 use connectx_api::{
-    CookieKey, FastOpenServerConfig, FastOpenServerInfo, KeyUsed, Net, TcpListener, TcpStream,
-    UdpSocket,
+    CookieKey, FastOpenServerConfig, FastOpenServerInfo, KeyUsed, Net, PollFd, TcpListener,
+    TcpStream, UdpSocket, POLLIN,
 };
 
 const HELP: &str = "\
@@ -109,6 +109,8 @@ fn parse_args(argv: Vec<String>) -> Result<Option<Args>, String> {
 /// What one connection did.
 struct Done {
     conn: usize,
+    /// The stack's address the connection (or datagram) came to.
+    local: Option<SocketAddr>,
     peer: SocketAddr,
     tfo: Option<FastOpenServerInfo>,
     received: usize,
@@ -135,8 +137,12 @@ impl Done {
             None => "null".into(),
         };
         format!(
-            "{{\"conn\":{},\"peer\":\"{}\",\"tfo\":{tfo},\"received\":{},\"echoed\":{}}}",
-            self.conn, self.peer, self.received, self.echoed
+            "{{\"conn\":{},\"local\":{},\"peer\":\"{}\",\"tfo\":{tfo},\"received\":{},\"echoed\":{}}}",
+            self.conn,
+            opt(&self.local, true),
+            self.peer,
+            self.received,
+            self.echoed
         )
     }
 }
@@ -192,6 +198,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
         }
         let (s, peer) = listener.accept().map_err(|e| format!("accept: {e}"))?;
         let tfo = net.server_fast_open_info(s.fd()).ok().flatten();
+        let local = s.local_addr().ok();
         let tx = tx.clone();
         let conn = accepted;
         accepted += 1;
@@ -199,6 +206,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
             let (received, echoed, error) = echo(s);
             let _ = tx.send(Done {
                 conn,
+                local,
                 peer,
                 tfo,
                 received,
@@ -238,39 +246,52 @@ fn report(done: &Done, json: bool) {
 }
 
 fn serve_udp(net: &Net, args: &Args) -> Result<(), String> {
-    // A datagram socket has one family: that of the first --local address.
-    let v6 = args
-        .devices
-        .list
-        .iter()
-        .flat_map(|d| &d.local)
-        .next()
-        .is_some_and(|l| l.contains(':'));
-    let any = if v6 {
-        SocketAddr::from(([0u16; 8], args.port))
-    } else {
-        SocketAddr::from(([0u8; 4], args.port))
-    };
-    let sock =
-        UdpSocket::bind(net, any).map_err(|e| format!("bind UDP port {}: {e}", args.port))?;
+    // One socket per address of the stack, so that each reply leaves from the address its
+    // request came to (a kernel client's connected UDP socket drops replies from elsewhere).
+    let mut socks = Vec::new();
+    for local in args.devices.list.iter().flat_map(|d| &d.local) {
+        let ip: std::net::IpAddr = local
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("--local {local}: not ADDRESS/LEN"))?;
+        let addr = SocketAddr::new(ip, args.port);
+        socks.push(UdpSocket::bind(net, addr).map_err(|e| format!("bind UDP {addr}: {e}"))?);
+    }
+    if socks.is_empty() {
+        return Err("--udp needs at least one --local address".into());
+    }
     eprintln!("tun_server: ready, echoing UDP on port {}", args.port);
     let mut buf = vec![0u8; 65536];
     let mut n_done = 0;
     while args.count.is_none_or(|c| n_done < c) {
-        let (n, from) = sock.recv_from(&mut buf).map_err(|e| format!("recv: {e}"))?;
-        let echoed = sock
-            .send_to(&buf[..n], from)
-            .map_err(|e| format!("send to {from}: {e}"))?;
-        let done = Done {
-            conn: n_done,
-            peer: from,
-            tfo: None,
-            received: n,
-            echoed,
-            error: None,
-        };
-        report(&done, args.json);
-        n_done += 1;
+        let mut polled: Vec<PollFd> = socks.iter().map(|s| PollFd::new(s.fd(), POLLIN)).collect();
+        net.poll(&mut polled, None)
+            .map_err(|e| format!("poll: {e}"))?;
+        for (sock, p) in socks.iter().zip(&polled) {
+            if p.revents == 0 {
+                continue;
+            }
+            let (n, from) = match sock.recv_from(&mut buf) {
+                Ok(r) => r,
+                // ICMP errors about an earlier reply, a datagram already taken: nothing to echo.
+                Err(_) => continue,
+            };
+            let echoed = sock
+                .send_to(&buf[..n], from)
+                .map_err(|e| format!("send to {from}: {e}"))?;
+            let done = Done {
+                conn: n_done,
+                local: sock.local_addr().ok(),
+                peer: from,
+                tfo: None,
+                received: n,
+                echoed,
+                error: None,
+            };
+            report(&done, args.json);
+            n_done += 1;
+        }
     }
     Ok(())
 }
