@@ -497,19 +497,31 @@ fn demo_inner() -> Result<(), String> {
     let text = b"hello from connectx\n";
     for (n, to) in [(2, "192.0.2.1:7"), (3, "[2001:db8::1]:7")] {
         let to: SocketAddr = to.parse().expect("a valid address");
-        println!("{n}. TCP: connectx(fd, dst {to}, iov {:?}), then shutdown(SHUT_WR) and read to the end", String::from_utf8_lossy(text));
-        let r = tcp_exchange(
-            &net,
-            SaEndpoints::default(),
-            to,
-            text,
-            Duration::from_secs(5),
-            0,
+        // The IPv6 connection names its device, as a caller bound to an interface would: the
+        // source is then chosen among cx0's addresses (RFC 6724), whatever the routes say.
+        let from = if to.is_ipv6() {
+            SaEndpoints {
+                srcif: index,
+                ..SaEndpoints::default()
+            }
+        } else {
+            SaEndpoints::default()
+        };
+        let how = if from.srcif != 0 {
+            format!("sae_srcif {index} (cx0), ")
+        } else {
+            String::new()
+        };
+        println!(
+            "{n}. TCP: connectx(fd, {how}dst {to}, iov {:?}), then shutdown(SHUT_WR) and read to the end",
+            String::from_utf8_lossy(text)
         );
+        let r = tcp_exchange(&net, from, to, text, Duration::from_secs(5), 0);
         explain(&r, text, "handshake (SYN, SYN-ACK, ACK)")?;
     }
     let to: SocketAddr = "192.0.2.1:7".parse().expect("a valid address");
-    println!("4. UDP: connectx on a datagram socket associates it with {to}; the iov goes as one datagram");
+    println!("4. UDP: connectx on a datagram socket associates it with {to}; the iov goes as one datagram,");
+    println!("   only {to}'s datagrams are received, and disconnectx dissolves the association");
     let r = udp_exchange(
         &net,
         SaEndpoints::default(),

@@ -322,14 +322,46 @@ impl Net {
     /// - Datagram socket: sends without an address go to the peer, only its datagrams are
     ///   received, the iov data goes at once as one datagram; `len` receives its size.
     ///
+    /// Where the connection comes from: `srcif` (a kernel interface index, as
+    /// [`Net::if_nametoindex`] gives) makes it leave through that device, from an address of it
+    /// chosen for the destination (RFC 6724 for IPv6: never a link-local source for a global
+    /// destination), whatever the routing table says; `srcaddr` binds that address (and port,
+    /// if not 0) first, as `bind` then `connect` would, and so also picks the device that owns
+    /// it; with both, the address must be on that device. With neither: the routing table
+    /// (longest prefix, then the default route), then source selection.
+    ///
     /// # Errors
-    /// `EBADF`, `ENOTSOCK`; `EINVAL` (associd not `SAE_ASSOCID_ANY`, unknown flags, no
-    /// destination, iov without `len`); `EAFNOSUPPORT`; `EADDRNOTAVAIL` (port 0, a source not on
-    /// this stack or not on `srcif`); `ENXIO` (no interface with index `srcif`);
-    /// `ENETUNREACH`; `ENETDOWN`; `EALREADY`; `EISCONN`; `EOPNOTSUPP` (listening);
-    /// `EADDRINUSE`; `EMSGSIZE` (datagram too large; the socket is left as it was);
-    /// `EINPROGRESS` (non-blocking); `ECONNREFUSED`, `ETIMEDOUT`, `EHOSTUNREACH` (blocking);
-    /// `EINTR` (the stack stopped while waiting).
+    /// - `EBADF` (not an open descriptor), `ENOTSOCK` (a descriptor of the process that is not
+    ///   one of this stack's sockets).
+    /// - `EINVAL`: associd not `SAE_ASSOCID_ANY`, unknown flags, no destination, iov data
+    ///   without `len`. Darwin's "bad address length" and "unknown family" cases cannot be
+    ///   expressed: addresses are `SocketAddr`s.
+    /// - `EAFNOSUPPORT`: destination or source of another family than the socket's, or no
+    ///   address of the destination's family on the outgoing device.
+    /// - `EADDRNOTAVAIL`: port 0, a source address not on this stack, or not on `srcif`.
+    /// - `EADDRINUSE`: the source address and port are taken.
+    /// - `ENXIO`: no device of this stack has index `srcif`.
+    /// - `ENETUNREACH`: no route; or an ICMP "network unreachable" answered the SYN.
+    /// - `ENETDOWN`: the outgoing device is down (its kernel link was set down), or the stack
+    ///   was stopped.
+    /// - `ENOBUFS`: the connection's buffers would pass
+    ///   [`StackConfig::buffer_limit`](stack::StackConfig::buffer_limit) (or, for `socket`,
+    ///   the table of 65,536 descriptors is full).
+    /// - `EALREADY`: an attempt is in progress (non-blocking); `EISCONN`: already connected;
+    ///   `EOPNOTSUPP`: a listening socket.
+    /// - `EMSGSIZE`: iov data larger than one datagram carries; the socket is left exactly as
+    ///   it was.
+    /// - `EINPROGRESS`: non-blocking (the outcome comes from `poll` and `SO_ERROR`); also a
+    ///   blocking call whose send timeout ([`Net::set_timeouts`]) ran out first — the attempt
+    ///   goes on, as on Linux.
+    /// - `ECONNREFUSED` (the peer answered with a RST, or ICMP port unreachable),
+    ///   `EHOSTUNREACH` (ICMP host unreachable or time exceeded about our SYN), `ETIMEDOUT` (no
+    ///   answer within [`StackConfig::connect_timeout`](stack::StackConfig::connect_timeout)):
+    ///   from a blocking call, or from `SO_ERROR` after a non-blocking one.
+    /// - `EINTR`: what interrupts a blocking `connectx` is [`Net::stop`] (or dropping the last
+    ///   handle); signals do not, since the wait is not in a system call.
+    /// - `EFAULT` cannot happen: Darwin returns it for a pointer outside the address space,
+    ///   and every argument here is a reference or a slice the borrow checker vouches for.
     #[allow(clippy::too_many_arguments)]
     pub fn connectx(
         &self,
