@@ -324,6 +324,7 @@ fn main() -> ExitCode {
     if args.json {
         println!("{}", counters_json(&net));
     }
+    common::print_warnings("tun_server", &net);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

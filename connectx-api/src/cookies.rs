@@ -99,15 +99,15 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl Net {
-    /// Problems with the cookie cache file: a file that could not be read or parsed at start
-    /// (the cache then started empty), saves that failed. Empty when all went well or no file
-    /// was given.
-    pub fn cookie_cache_warnings(&self) -> Vec<String> {
+    /// Problems with the cookie cache file not reported yet: a file that could not be read or
+    /// parsed at start (the cache then started empty), saves that failed. Each is handed out
+    /// once. Empty when all went well or no file was given.
+    pub fn take_cookie_cache_warnings(&self) -> Vec<String> {
         self.shared()
             .lock()
             .cookie_file
-            .as_ref()
-            .map(|f| f.warnings.clone())
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.warnings))
             .unwrap_or_default()
     }
 }

@@ -323,7 +323,7 @@ impl NetBuilder {
 
     /// Keep the client cookie cache in `path`: loaded at start, saved (to a temporary file,
     /// then renamed over it) after each change. A missing file is an empty cache; an unreadable
-    /// or corrupt one too, with a warning in [`Net::cookie_cache_warnings`].
+    /// or corrupt one too, with a warning from [`Net::take_cookie_cache_warnings`].
     pub fn cookie_cache_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.cookie_file = Some(path.into());
         self

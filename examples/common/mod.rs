@@ -177,7 +177,7 @@ impl Devices {
 
 /// Print the cookie cache file's warnings, one line each, prefixed with the program's name.
 pub fn print_warnings(program: &str, net: &Net) {
-    for w in net.cookie_cache_warnings() {
+    for w in net.take_cookie_cache_warnings() {
         eprintln!("{program}: warning: {w}");
     }
 }
