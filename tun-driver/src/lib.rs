@@ -32,6 +32,7 @@
 mod config;
 mod device;
 pub mod error;
+pub mod kernel;
 pub mod netns;
 mod sys;
 mod wait;

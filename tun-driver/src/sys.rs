@@ -412,3 +412,75 @@ pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kernel-side peers of tests and benchmarks
+
+/// `connect(2)` to an IPv4 or IPv6 address (blocking unless the descriptor is not).
+pub(crate) fn connect(fd: BorrowedFd<'_>, to: &std::net::SocketAddr) -> io::Result<()> {
+    match to {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+            let mut sa: libc::sockaddr_in = unsafe { mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = a.port().to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            let len = socklen_of::<libc::sockaddr_in>();
+            // SAFETY: `sa` is a complete sockaddr_in that outlives the call; `len` is its size.
+            retry_eintr(|| unsafe {
+                syscall!(connect(
+                    fd.as_raw_fd(),
+                    (&raw const sa).cast::<libc::sockaddr>(),
+                    len
+                ))
+            })?;
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
+            let mut sa: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = a.port().to_be();
+            sa.sin6_addr.s6_addr = a.ip().octets();
+            sa.sin6_scope_id = a.scope_id();
+            let len = socklen_of::<libc::sockaddr_in6>();
+            // SAFETY: `sa` is a complete sockaddr_in6 that outlives the call; `len` is its size.
+            retry_eintr(|| unsafe {
+                syscall!(connect(
+                    fd.as_raw_fd(),
+                    (&raw const sa).cast::<libc::sockaddr>(),
+                    len
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `getrlimit(RLIMIT_NOFILE)`: (soft, hard).
+pub(crate) fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a live, writable struct rlimit.
+    unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &raw mut limit)) }?;
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// `setrlimit(RLIMIT_NOFILE)`.
+pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `limit` is a live struct rlimit.
+    unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &raw const limit)) }?;
+    Ok(())
+}
+
+/// `sysconf(_SC_CLK_TCK)`: clock ticks per second of `/proc` CPU times.
+pub(crate) fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf(3) takes no pointers.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).unwrap_or(100)
+}
