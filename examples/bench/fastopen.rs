@@ -1,0 +1,331 @@
+//! The `fastopen` section: what the TCP Fast Open layer costs on bulk throughput.
+//!
+//! Two stacks side by side in one namespace, alike but for `StackConfig::fast_open_layer`: one
+//! runs the layer, the other (`fast_open_layer: false`) bypasses it. Both are driven through the
+//! same calls, which without the layer make plain connections; the namespace's
+//! `net.ipv4.tcp_fastopen` is 1027 (client, server, and server on every listener). Runs are
+//! timed as in `throughput`.
+//!
+//! - `stack -> kernel`: the stack writes to a kernel listener. Each measured connection is made
+//!   with `connectx(CONNECT_DATA_IDEMPOTENT)` and its first 1000 bytes as data. With the layer,
+//!   a first connection has fetched the kernel's cookie, so that data (as much as the SYN takes:
+//!   all of it at MTU 1500) rides in the SYN, and the layer translates the sequence and
+//!   acknowledgement numbers of every later segment of the connection; a run counts only if
+//!   `fast_open_info` says the SYN carried data and the SYN-ACK acknowledged all of it.
+//! - `kernel -> stack`: a kernel client (`TCP_FASTOPEN_CONNECT`) writes to a stack listener with
+//!   Fast Open on (`set_fast_open`). With the layer, a first connection has fetched the stack's
+//!   cookie, so the kernel's first write rides in the SYN; a run counts only if
+//!   `server_fast_open_info` says its SYN carried a valid cookie and data.
+//!
+//! Each of the four (direction, variant) runs 3 times, interleaved (active then off, then off
+//! then active, …); the figures are medians, and the ratio is the median with the layer active
+//! over the median with it off.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use connectx_api::{Impairment, Net, StackConfig, TcpListener, CONNECT_DATA_IDEMPOTENT};
+
+use crate::bulk::{measure, Sample};
+use crate::cli::Options;
+use crate::conn::{
+    fast_open_client_check, fast_open_listener, kernel_accept, kernel_fast_open_connect,
+    kernel_listener, stack_accept, StackConn, LISTEN_PORT,
+};
+use crate::exchange::wait;
+use crate::netns::{start_stack, Netns, KERNEL_ADDR, STACK_ADDR, TUN};
+use crate::paired::Paired;
+use crate::progress;
+use crate::report::{cell, header, joined, json_num, json_str, Part};
+
+/// The second stack, the one without the layer: its TUN device, its address and the kernel's.
+const OFF_TUN: &str = "cxb1";
+const OFF_STACK_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const OFF_KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// Runs per (direction, variant).
+const FAST_OPEN_ROUNDS: usize = 3;
+/// What a Fast Open client connection gives `connectx` as data (the SYN carries what fits).
+const SYN_DATA: usize = 1000;
+
+/// The `fastopen` section: per direction, Gbit/s with the layer active (the variant) and off
+/// (the baseline).
+pub struct FastOpenCost {
+    stack_to_kernel: Paired,
+    kernel_to_stack: Paired,
+}
+
+/// One of the two stacks.
+struct Variant {
+    layer: bool,
+    net: Net,
+    kernel: Ipv4Addr,
+    listener: Arc<TcpListener>,
+    at: SocketAddrV4,
+}
+
+impl Variant {
+    fn name(&self) -> &'static str {
+        if self.layer {
+            "layer active"
+        } else {
+            "layer off"
+        }
+    }
+
+    fn start(
+        ns: &Netns,
+        layer: bool,
+        tun: &'static str,
+        (stack, kernel): (Ipv4Addr, Ipv4Addr),
+        mtu: u32,
+    ) -> Result<Variant, String> {
+        let mut config = StackConfig::default();
+        config.fast_open_layer = layer;
+        let net = start_stack(ns, tun, (stack, kernel), mtu, config, Impairment::default())?;
+        let at = SocketAddrV4::new(stack, LISTEN_PORT);
+        // Without the layer, Fast Open on the listener is accepted and does nothing.
+        let listener = fast_open_listener(&net, at.into())?;
+        Ok(Variant {
+            layer,
+            net,
+            kernel,
+            listener: Arc::new(listener),
+            at,
+        })
+    }
+
+    /// One connection each way, so that each side caches the other's cookie.
+    fn fetch_cookies(&self, ns: &Netns) -> Result<(), String> {
+        // The stack's client asks the kernel's server.
+        let listener = kernel_listener(ns, SocketAddr::from((self.kernel, 0)))?;
+        let to = listener.local_addr().map_err(|e| e.to_string())?;
+        let server = drain_one(move || kernel_accept(&listener));
+        let conn = StackConn::connect(&self.net, to, CONNECT_DATA_IDEMPOTENT, b"cookie")?;
+        drop(conn);
+        wait(server).map_err(|e| format!("fetching the kernel's cookie: {e}"))?;
+        if self.layer
+            && !self
+                .net
+                .cookie_cache()
+                .iter()
+                .any(|e| e.server == IpAddr::V4(self.kernel) && e.cookie.is_some())
+        {
+            return Err("the kernel's server gave the stack no Fast Open cookie".into());
+        }
+
+        // The kernel's client asks the stack's server.
+        let listener = Arc::clone(&self.listener);
+        let server = drain_one(move || stack_accept(&listener));
+        let mut client = kernel_fast_open_connect(ns, self.at)?;
+        client
+            .write_all(b"cookie")
+            .map_err(|e| format!("kernel client: {e}"))?;
+        drop(client);
+        wait(server).map_err(|e| format!("giving the kernel a cookie: {e}"))
+    }
+
+    /// Stack to kernel, on a connection made with `CONNECT_DATA_IDEMPOTENT`.
+    fn stack_to_kernel(&self, ns: &Netns, window: Duration) -> Result<(Sample, usize), String> {
+        let listener = kernel_listener(ns, SocketAddr::from((self.kernel, 0)))?;
+        let to = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut syn_data = 0;
+        let sample = measure(
+            window,
+            move || kernel_accept(&listener),
+            || {
+                let first = vec![0x5au8; SYN_DATA];
+                let conn = StackConn::connect(&self.net, to, CONNECT_DATA_IDEMPOTENT, &first)?;
+                let info = self
+                    .net
+                    .fast_open_info(conn.fd)
+                    .map_err(|e| format!("fast_open_info: {e}"))?;
+                if self.layer {
+                    syn_data = fast_open_client_check(info)?;
+                }
+                Ok(conn)
+            },
+        )?;
+        Ok((sample, syn_data))
+    }
+
+    /// Kernel to stack, from a kernel client with `TCP_FASTOPEN_CONNECT`.
+    fn kernel_to_stack(&self, ns: &Netns, window: Duration) -> Result<(Sample, usize), String> {
+        let listener = Arc::clone(&self.listener);
+        let net = self.net.clone();
+        let layer = self.layer;
+        let syn_data = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&syn_data);
+        let sample = measure(
+            window,
+            move || {
+                let s = stack_accept(&listener)?;
+                let info = net
+                    .server_fast_open_info(s.fd())
+                    .map_err(|e| format!("server_fast_open_info: {e}"))?;
+                if layer {
+                    match info {
+                        Some(i) if i.cookie_valid == Some(true) && i.syn_data > 0 => {
+                            seen.store(i.syn_data, Ordering::Relaxed);
+                        }
+                        other => {
+                            return Err(format!(
+                                "the kernel's connection was no Fast Open one: {other:?}"
+                            ))
+                        }
+                    }
+                }
+                Ok(s)
+            },
+            || kernel_fast_open_connect(ns, self.at),
+        )?;
+        Ok((sample, syn_data.load(Ordering::Relaxed)))
+    }
+}
+
+pub fn run(opts: &Options) -> Result<FastOpenCost, String> {
+    let window = Duration::from_secs_f64(opts.seconds);
+    let ns = Netns::new("bench-fastopen")?;
+    ns.enable_fast_open()?;
+    let variants = [
+        Variant::start(&ns, true, TUN, (STACK_ADDR, KERNEL_ADDR), opts.mtu)?,
+        Variant::start(
+            &ns,
+            false,
+            OFF_TUN,
+            (OFF_STACK_ADDR, OFF_KERNEL_ADDR),
+            opts.mtu,
+        )?,
+    ];
+    progress(opts, "Fast Open layer: fetching cookies");
+    for v in &variants {
+        v.fetch_cookies(&ns)
+            .map_err(|e| format!("{}: {e}", v.name()))?;
+    }
+    type Direction = fn(&Variant, &Netns, Duration) -> Result<(Sample, usize), String>;
+    let directions: [(&str, Direction); 2] = [
+        ("stack -> kernel", Variant::stack_to_kernel),
+        ("kernel -> stack", Variant::kernel_to_stack),
+    ];
+    let mut runs = [Paired::default(), Paired::default()];
+    for round in 0..FAST_OPEN_ROUNDS {
+        let order: [&Variant; 2] = if round % 2 == 0 {
+            [&variants[0], &variants[1]]
+        } else {
+            [&variants[1], &variants[0]]
+        };
+        for ((direction, measure), runs) in directions.iter().zip(&mut runs) {
+            for v in order {
+                let what = format!("{direction}, {}", v.name());
+                progress(
+                    opts,
+                    &format!(
+                        "Fast Open layer, round {}/{FAST_OPEN_ROUNDS}: {what}",
+                        round + 1
+                    ),
+                );
+                let (sample, syn) = measure(v, &ns, window).map_err(|e| format!("{what}: {e}"))?;
+                runs.push(v.layer, sample.gbps(), syn);
+            }
+        }
+    }
+    for v in &variants {
+        v.net.stop();
+    }
+    let [stack_to_kernel, kernel_to_stack] = runs;
+    Ok(FastOpenCost {
+        stack_to_kernel,
+        kernel_to_stack,
+    })
+}
+
+/// On a thread of its own: accept one connection and read it up to its end.
+fn drain_one<S: Read>(
+    accept: impl FnOnce() -> Result<S, String> + Send + 'static,
+) -> JoinHandle<Result<(), String>> {
+    thread::spawn(move || {
+        let mut s = accept()?;
+        io::copy(&mut s, &mut io::sink()).map_err(|e| format!("server reading: {e}"))?;
+        Ok(())
+    })
+}
+
+impl FastOpenCost {
+    fn directions(&self) -> [(&'static str, &'static str, &Paired); 2] {
+        [
+            ("stack_to_kernel", "stack -> kernel", &self.stack_to_kernel),
+            ("kernel_to_stack", "kernel -> stack", &self.kernel_to_stack),
+        ]
+    }
+}
+
+impl Part for FastOpenCost {
+    fn table(&self, opts: &Options, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "Fast Open layer cost: bulk throughput over TUN, MTU {}, layer active vs \
+             fast_open_layer: false",
+            opts.mtu
+        );
+        header(
+            out,
+            &[
+                ("direction", 15),
+                ("active Gbit/s", 13),
+                ("off Gbit/s", 10),
+                ("active/off", 10),
+            ],
+            "runs active / off (Gbit/s)",
+        );
+        for (_, label, runs) in self.directions() {
+            let _ = writeln!(
+                out,
+                "{label:<15} | {:>13.3} | {:>10.3} | {:>10} | {} / {}",
+                runs.variant_median(),
+                runs.baseline_median(),
+                cell(runs.ratio(), 3),
+                joined(runs.variant.iter().copied(), 3, " "),
+                joined(runs.baseline.iter().copied(), 3, " ")
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "medians of {FAST_OPEN_ROUNDS} runs per variant, interleaved, {} s each from the \
+             receiver's first byte; with the layer active every measured connection was a Fast \
+             Open one: stack -> kernel SYNs carried {} bytes, all acknowledged by the kernel; \
+             kernel -> stack SYNs carried a valid cookie and {} bytes",
+            opts.seconds,
+            self.stack_to_kernel.syn_range(),
+            self.kernel_to_stack.syn_range()
+        );
+    }
+
+    fn json(&self, opts: &Options, out: &mut String) {
+        let _ = write!(
+            out,
+            "{{\"mtu\":{},\"seconds\":{},\"rounds\":{FAST_OPEN_ROUNDS}",
+            opts.mtu, opts.seconds
+        );
+        for (key, _, runs) in self.directions() {
+            let _ = write!(
+                out,
+                ",{}:{{\"layer_active_gbit_per_s\":{:.4},\"layer_off_gbit_per_s\":{:.4},\
+                 \"ratio_active_to_off\":{},\"runs_layer_active_gbit_per_s\":[{}],\
+                 \"runs_layer_off_gbit_per_s\":[{}],\"syn_data_bytes\":[{}]}}",
+                json_str(key),
+                runs.variant_median(),
+                runs.baseline_median(),
+                json_num(runs.ratio(), 4),
+                joined(runs.variant.iter().copied(), 4, ","),
+                joined(runs.baseline.iter().copied(), 4, ","),
+                joined(runs.syn_data.iter().map(|&n| n as f64), 0, ",")
+            );
+        }
+        out.push('}');
+    }
+}

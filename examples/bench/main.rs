@@ -1,0 +1,132 @@
+//! What the connectx stack costs next to the Linux kernel, measured over TUN devices, with
+//! kernel-to-kernel figures from the same run for comparison.
+//!
+//! ```text
+//! sudo cargo run --release --example bench -- [--only LIST] [--mtu N] [--seconds S]
+//!     [--idle-seconds S] [--connections N] [--ttfb-connections N] [--json]
+//! ```
+//!
+//! Everything happens in network namespaces of the benchmark's own, made with
+//! `unshare(CLONE_NEWNET)` on dedicated threads: they vanish with those threads (or with the
+//! process), and nothing on the host changes. Each section makes its own. In each, the stack is
+//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen`:
+//! 203.0.113.2 on `cxb1`, the kernel 203.0.113.1); veth pairs join 198.51.100.1 and .2. The
+//! TUN devices and the veth pairs have the MTU of `--mtu` (default 1500).
+//!
+//! `--only LIST` runs some sections only (a comma list of these names; all by default). They
+//! are reported in this order; each module's documentation says exactly what it measures.
+//!
+//! - `throughput` ([`throughput`]): bulk TCP throughput, both ways, against kernel to kernel
+//!   over veth (offloads on and off) and loopback.
+//! - `fastopen` ([`fastopen`]): what the TCP Fast Open layer costs on bulk throughput.
+//! - `rate` ([`rate`]): connections per second, one at a time.
+//! - `ttfb` ([`ttfb`]): time to first byte with 20 ms of one-way delay, plain handshake
+//!   against Fast Open with a cached cookie, both ways (`--ttfb-connections`, default 10).
+//! - `idle` ([`idle`]): CPU time of the stack's runtime thread with idle connections
+//!   (`--idle-seconds`, default 10).
+//! - `memory` ([`memory`]): resident memory per connection (`--connections`, default 10000);
+//!   it runs first, so that memory freed by the others cannot hide growth.
+//!
+//! Bad arguments exit with status 2; a section that fails is reported, and the others still
+//! run, with exit status 1.
+//!
+//! Layout: [`cli`] (the command line), [`netns`] (namespaces, devices, stacks), [`conn`]
+//! (connections of both sides), [`bulk`] (timed bulk transfers), [`exchange`] (request and
+//! reply servers), [`hold`] (idle connections), [`paired`] (a variant against its baseline),
+//! [`proc`] (what `/proc` says), one module per section, [`report`] (the table and the JSON).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bulk;
+mod cli;
+mod conn;
+mod exchange;
+mod fastopen;
+mod hold;
+mod idle;
+mod memory;
+mod netns;
+mod paired;
+mod proc;
+mod rate;
+mod report;
+mod throughput;
+mod ttfb;
+
+use std::process::ExitCode;
+
+use cli::{Options, Parsed, Section};
+use report::Report;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse_args(&args) {
+        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Help) => {
+            println!("{}", cli::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("bench: {e} ({})", cli::usage());
+            return ExitCode::from(2);
+        }
+    };
+    if !tun_driver::is_root() {
+        eprintln!(
+            "bench: needs root: it creates private network namespaces (CAP_SYS_ADMIN), \
+             TUN devices and veth pairs inside them (CAP_NET_ADMIN)"
+        );
+        return ExitCode::from(1);
+    }
+    let report = run(&opts);
+    if opts.json {
+        println!("{}", report.json(&opts));
+    } else {
+        print!("{}", report.table(&opts));
+    }
+    if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Run the sections `opts` asks for, `memory` first.
+fn run(opts: &Options) -> Report {
+    let mut report = Report::default();
+    // Memory first, while the heap holds nothing freed by the other sections.
+    let order = [
+        Section::Memory,
+        Section::Throughput,
+        Section::FastOpen,
+        Section::Rate,
+        Section::Ttfb,
+        Section::Idle,
+    ];
+    for section in order.into_iter().filter(|s| opts.runs(*s)) {
+        let result = match section {
+            Section::Throughput => {
+                throughput::run(opts, &mut report.notes).map(|t| report.throughput = Some(t))
+            }
+            Section::FastOpen => fastopen::run(opts).map(|f| report.fast_open = Some(f)),
+            Section::Rate => rate::run(opts).map(|r| report.rate = Some(r)),
+            Section::Ttfb => ttfb::run(opts).map(|t| report.ttfb = Some(t)),
+            Section::Idle => idle::run(opts).map(|i| report.idle = Some(i)),
+            Section::Memory => memory::run(opts).map(|m| report.memory = Some(m)),
+        };
+        if let Err(e) = result {
+            eprintln!("bench: {}: {e}", section.name());
+            report.notes.push(format!("{} failed: {e}", section.name()));
+            report.failed.push(section);
+        }
+    }
+    report
+}
+
+/// Say on stderr what runs now (not with `--json`).
+fn progress(opts: &Options, what: &str) {
+    if !opts.json {
+        eprintln!("bench: {what}…");
+    }
+}

@@ -1,0 +1,204 @@
+//! Private network namespaces, the devices in them, and stacks on those devices.
+//!
+//! Only namespaces made here are touched: devices, addresses and sysctls are set on threads
+//! that have unshared their network namespace, never on the host's.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+
+use connectx_api::{Impairment, Net, StackConfig};
+use tun_driver::Link;
+
+/// The TUN device of a section's stack, its address and the kernel's.
+pub const TUN: &str = "cxb0";
+pub const STACK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The two ends of a veth pair and their addresses.
+pub const VETH_A: &str = "cxbvA";
+pub const VETH_B: &str = "cxbvB";
+const VETH_A_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const VETH_B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread living in a private network namespace of its own, running the jobs it is given.
+/// Sockets and devices made by a job belong to that namespace wherever they are used later;
+/// threads and processes a job starts are born in it too. The namespace goes away once the
+/// thread ends (when this is dropped) and the last socket or device in it is closed.
+pub struct Netns {
+    name: &'static str,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Netns {
+    pub fn new(name: &'static str) -> Result<Netns, String> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready, started) = mpsc::channel();
+        thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let entered = tun_driver::netns::unshare_net().map_err(|e| e.to_string());
+                let ok = entered.is_ok();
+                let _ = ready.send(entered);
+                if ok {
+                    for job in queue {
+                        job();
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start thread {name}: {e}"))?;
+        started
+            .recv()
+            .map_err(|_| format!("thread {name} died"))?
+            .map_err(|e| format!("private network namespace: {e}"))?;
+        Ok(Netns { name, jobs })
+    }
+
+    /// Run `f` on the namespace's thread and wait for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = mpsc::channel();
+        let died = || format!("thread {} died", self.name);
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| died())?;
+        rx.recv().map_err(|_| died())
+    }
+
+    /// `/proc/<pid>/task/<tid>/ns/net` of the namespace's thread: valid while it lives.
+    fn path(&self) -> Result<String, String> {
+        let link = self
+            .run(|| std::fs::read_link("/proc/thread-self"))?
+            .map_err(|e| format!("/proc/thread-self: {e}"))?;
+        Ok(format!("/proc/{}/ns/net", link.display()))
+    }
+
+    /// Let the kernel's sockets of the namespace use Fast Open: `net.ipv4.tcp_fastopen` 1027,
+    /// 0x1 client, 0x2 server, 0x400 server on every listener without the socket option.
+    pub fn enable_fast_open(&self) -> Result<(), String> {
+        self.set_sysctl("net/ipv4/tcp_fastopen", "1027")
+    }
+
+    /// Set a sysctl of the namespace (only ever one of ours).
+    fn set_sysctl(&self, path: &'static str, value: &'static str) -> Result<(), String> {
+        self.run(move || tun_driver::netns::set_sysctl(path, value))?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Run a command (in the calling thread's namespace) and fail with its stderr.
+fn command(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn configure(dev: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), String> {
+    let link = Link::by_name(dev).map_err(|e| e.to_string())?;
+    link.set_mtu(mtu).map_err(|e| e.to_string())?;
+    link.add_address(IpAddr::V4(addr), 24)
+        .map_err(|e| e.to_string())?;
+    link.set_up(true).map_err(|e| e.to_string())
+}
+
+/// Two namespaces joined by a veth pair: `VETH_A_ADDR` in the first, `VETH_B_ADDR` in the
+/// second.
+pub fn veth_pair(mtu: u32) -> Result<(Netns, Netns), String> {
+    let a = Netns::new("bench-veth-a")?;
+    let b = Netns::new("bench-veth-b")?;
+    let b_path = b.path()?;
+    a.run(move || -> Result<(), String> {
+        command(
+            "ip",
+            &[
+                "link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B,
+            ],
+        )?;
+        command("ip", &["link", "set", VETH_B, "netns", &b_path])?;
+        configure(VETH_A, VETH_A_ADDR, mtu)
+    })??;
+    b.run(move || configure(VETH_B, VETH_B_ADDR, mtu))??;
+    Ok((a, b))
+}
+
+/// Turn a device's TSO, GSO and GRO off, with ethtool if there is one. Returns how.
+pub fn offloads_off(dev: &str) -> Result<&'static str, String> {
+    let ethtool = command(
+        "ethtool",
+        &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+    );
+    match ethtool {
+        Ok(()) => Ok("ethtool -K tso off gso off gro off"),
+        Err(ethtool) => command("ip", &["link", "set", "dev", dev, "gso_max_segs", "1"])
+            .map(|()| "ip link set gso_max_segs 1 (no usable ethtool; veth GRO is off by default)")
+            .map_err(|ip| format!("{ethtool}; {ip}")),
+    }
+}
+
+/// `(tx_packets, tx_dropped)` of the kernel side of a device, from `/proc/thread-self/net/dev`
+/// (the calling thread's namespace).
+pub fn kernel_tx_stats(dev: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))?;
+    let fields: Vec<u64> = line
+        .split_once(':')?
+        .1
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop …
+    Some((*fields.get(9)?, *fields.get(11)?))
+}
+
+/// A stack on TUN device `tun` of `ns`: the stack at `stack`, the kernel at `kernel`, with
+/// `impairment` on its packet path.
+pub fn start_stack(
+    ns: &Netns,
+    tun: &'static str,
+    (stack, kernel): (Ipv4Addr, Ipv4Addr),
+    mtu: u32,
+    config: StackConfig,
+    impairment: Impairment,
+) -> Result<Net, String> {
+    ns.run(move || {
+        Net::builder()
+            .stack_config(config)
+            .impairment(impairment)
+            .tun(tun)
+            .address(&format!("{stack}/24"))
+            .peer(&format!("{kernel}/24"))
+            .mtu(mtu)
+            .start()
+    })?
+    .map_err(|e| format!("starting the stack on {tun}: {e}"))
+}
+
+/// The usual stack of a section: on `TUN` at `STACK_ADDR`, default configuration, a clean path.
+pub fn start_default_stack(ns: &Netns, mtu: u32) -> Result<Net, String> {
+    start_stack(
+        ns,
+        TUN,
+        (STACK_ADDR, KERNEL_ADDR),
+        mtu,
+        StackConfig::default(),
+        Impairment::default(),
+    )
+}
