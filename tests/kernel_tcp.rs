@@ -175,3 +175,39 @@ fn closing_then_stopping_the_stack_still_sends_the_fin() {
         },
     );
 }
+
+#[test]
+fn stopping_the_stack_sends_the_fin_an_impairment_still_holds() {
+    in_netns(
+        "stopping_the_stack_sends_the_fin_an_impairment_still_holds",
+        || {
+            let listener = std::net::TcpListener::bind("0.0.0.0:9101").unwrap();
+            for _ in 0..5 {
+                // Each packet is held 30 ms on its way out: at the stop, the FIN is still
+                // queued in the impairment.
+                let net = connectx_api::Net::builder()
+                    .tun("cx0")
+                    .address("192.0.2.2/24")
+                    .peer("192.0.2.1/24")
+                    .impairment(connectx_api::Impairment {
+                        delay: std::time::Duration::from_millis(30),
+                        ..Default::default()
+                    })
+                    .start()
+                    .unwrap();
+                let s = TcpStream::connect(&net, sa("192.0.2.1:9101")).unwrap();
+                let (mut peer, _) = listener.accept().unwrap();
+                drop(s);
+                drop(net);
+                peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut buf = [0u8; 8];
+                assert_eq!(
+                    peer.read(&mut buf).unwrap(),
+                    0,
+                    "the held FIN went out before the runtime ended"
+                );
+            }
+        },
+    );
+}

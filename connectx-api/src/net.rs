@@ -525,21 +525,30 @@ fn drain(stack: &mut Stack, io: &mut impl PacketIo, epoch: std::time::Instant) {
     while std::time::Instant::now() < until {
         let now = stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
         let outcome = stack.poll(now, io);
-        if !outcome.activity
-            && !outcome.more_pending
-            && stack.poll_delay(now) != Some(Duration::ZERO)
+        if outcome.activity || outcome.more_pending || stack.poll_delay(now) == Some(Duration::ZERO)
         {
-            break;
+            continue;
+        }
+        // Packets an impairment still holds (a delayed FIN) leave when they come due.
+        match io.next_due() {
+            Some(due) => {
+                let wait = Duration::from_micros((due - now.min(due)).total_micros());
+                std::thread::sleep(
+                    wait.min(until.saturating_duration_since(std::time::Instant::now())),
+                );
+            }
+            None => break,
         }
     }
 }
 
-/// The runtime thread: the only place that reads the clock. It sleeps in `poll(2)` until a
-/// device is readable, a call wakes it, or the stack's next timer is due.
 /// The packet path under the stack: the capture (what the stack itself sends and receives),
 /// the impairment, the devices. Either decorator costs one branch per packet when off.
 type PacketPath = Capture<Impaired<Devices>>;
 
+/// The runtime thread: the only place that reads the clock. It sleeps in `poll(2)` until a
+/// device is readable, a call wakes it, the stack's next timer is due, or a packet the
+/// impairment holds comes due.
 fn run(shared: &Shared, mut io: PacketPath, epoch: std::time::Instant) {
     let n = io.inner().inner().devices.len();
     let mut fds: Vec<RawFd> = io
