@@ -278,6 +278,32 @@ fn udp_both_ways_and_association_filter() {
 }
 
 #[test]
+fn udp_datagrams_sent_just_before_close_still_leave() {
+    let mut p = pair(1, 0.0, 9);
+    let srv = p.b.socket(Family::V4, SocketType::Datagram);
+    p.b.bind(srv, addr("192.0.2.1:5353")).unwrap();
+    let cli = p.a.socket(Family::V4, SocketType::Datagram);
+    p.a.bind(cli, addr("192.0.2.2:4000")).unwrap();
+    p.a.send_to(cli, b"last words", Some(addr("192.0.2.1:5353")))
+        .unwrap();
+    // Closed before any poll carried the datagram, as a program that sends and exits.
+    p.a.close(cli);
+    // The port stays taken until the datagram has left.
+    let again = p.a.socket(Family::V4, SocketType::Datagram);
+    assert!(p.a.bind(again, addr("192.0.2.2:4000")).is_err());
+    let mut buf = [0u8; 64];
+    let mut got = None;
+    p.drive_until(1000, |p| {
+        got = p.b.recv_from(srv, &mut buf).ok();
+        got.is_some()
+    });
+    let (n, from) = got.expect("the datagram arrives");
+    assert_eq!(&buf[..n], b"last words");
+    assert_eq!(from, addr("192.0.2.2:4000"));
+    assert_eq!(p.a.bind(again, addr("192.0.2.2:4000")), Ok(()));
+}
+
+#[test]
 fn udp_oversized_datagram_is_refused() {
     let mut p = pair(1, 0.0, 8);
     let cli = p.a.socket(Family::V4, SocketType::Datagram);

@@ -255,6 +255,7 @@ impl Stack {
             };
         }
         changed |= self.reap_orphans();
+        self.reap_udp_orphans();
         changed
     }
 

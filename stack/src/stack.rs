@@ -72,6 +72,8 @@ pub struct Stack {
     pub(crate) table: Table,
     bindings: HashMap<(Proto, u16), Vec<Binding>>,
     pub(crate) orphans: Vec<Orphan>,
+    /// smoltcp sockets of closed datagram sockets that still had datagrams to send.
+    pub(crate) udp_orphans: Vec<crate::udp::UdpOrphan>,
     next_orphan: u64,
     pub(crate) rng: StdRng,
     pub(crate) now: Instant,
@@ -98,6 +100,7 @@ impl Stack {
             table: Table::default(),
             bindings: HashMap::new(),
             orphans: Vec::new(),
+            udp_orphans: Vec::new(),
             next_orphan: 0,
             rng,
             now: Instant::ZERO,

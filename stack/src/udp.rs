@@ -62,6 +62,16 @@ impl UdpSocket {
     }
 }
 
+/// A smoltcp socket of a closed datagram socket, kept until its queued datagrams have left.
+#[derive(Debug)]
+pub(crate) struct UdpOrphan {
+    iface: IfaceId,
+    handle: SocketHandle,
+    port: Option<u16>,
+    /// The port binding's holder, shared by the orphans of one socket.
+    token: u64,
+}
+
 /// Payload bytes one datagram carries on an interface of this MTU (no fragmentation).
 pub(crate) fn datagram_limit(mtu: usize, family: Family) -> usize {
     let ip_header = if family == Family::V4 { 20 } else { 40 };
@@ -384,12 +394,60 @@ impl Stack {
         false
     }
 
+    /// A closed datagram socket's resources. Datagrams it sent but the interface has not
+    /// carried yet still go (as the kernel's, which leave at `sendto`): the smoltcp sockets that
+    /// hold some stay, with the port, until the next poll has sent them.
     pub(crate) fn udp_release(&mut self, id: SocketId, s: UdpSocket) {
+        let port = s.local.map(|l| l.port());
+        let mut token = None;
         for (iface, handle) in s.sockets {
-            self.remove_smol_socket(iface, handle);
+            let pending = self.ifaces[iface.0]
+                .sockets
+                .get::<udp::Socket<'_>>(handle)
+                .send_queue()
+                > 0;
+            if pending && self.ifaces[iface.0].up {
+                let token = *token.get_or_insert_with(|| match port {
+                    Some(p) => self.orphan_port(Proto::Udp, p, id),
+                    None => u64::MAX,
+                });
+                self.udp_orphans.push(UdpOrphan {
+                    iface,
+                    handle,
+                    port,
+                    token,
+                });
+            } else {
+                self.remove_smol_socket(iface, handle);
+            }
         }
-        if let Some(local) = s.local {
-            self.release_port(Proto::Udp, local.port(), Holder::Socket(id));
+        if let (Some(port), None) = (port, token) {
+            self.release_port(Proto::Udp, port, Holder::Socket(id));
+        }
+    }
+
+    /// Remove the orphaned datagram sockets whose datagrams have left (or whose interface went
+    /// down), and release their port when the last one of a socket is gone.
+    pub(crate) fn reap_udp_orphans(&mut self) {
+        let mut n = 0;
+        while n < self.udp_orphans.len() {
+            let o = &self.udp_orphans[n];
+            let sent = self.ifaces[o.iface.0]
+                .sockets
+                .get::<udp::Socket<'_>>(o.handle)
+                .send_queue()
+                == 0;
+            if !sent && self.ifaces[o.iface.0].up {
+                n += 1;
+                continue;
+            }
+            let o = self.udp_orphans.swap_remove(n);
+            self.remove_smol_socket(o.iface, o.handle);
+            if let Some(port) = o.port {
+                if !self.udp_orphans.iter().any(|x| x.token == o.token) {
+                    self.release_port(Proto::Udp, port, Holder::Orphan(o.token));
+                }
+            }
         }
     }
 }
