@@ -343,23 +343,7 @@ fn tun_server_with_kernel_fast_open_client() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait for the ready line on stderr.
-        let mut err = child.stderr.take().unwrap();
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while !line.ends_with(b"\n") {
-            assert_eq!(
-                std::io::Read::read(&mut err, &mut byte).unwrap(),
-                1,
-                "tun_server exited early"
-            );
-            line.push(byte[0]);
-        }
-        assert!(
-            String::from_utf8_lossy(&line).contains("ready"),
-            "{}",
-            String::from_utf8_lossy(&line)
-        );
+        support::wait_ready(&mut child);
         let py = r#"
 import socket, sys
 for data in (b"first", b"hello"):
@@ -383,13 +367,12 @@ for data in (b"first", b"hello"):
             .unwrap();
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
         assert!(
             client.status.success(),
-            "kernel client: {}\ntun_server stdout: {}\ntun_server stderr: {rest}",
+            "kernel client: {}\ntun_server stdout: {}\ntun_server stderr: {}",
             String::from_utf8_lossy(&client.stderr),
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let lines: Vec<&str> = stdout.lines().collect();

@@ -272,13 +272,7 @@ fn tun_server_serves_on_two_devices() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while !line.ends_with(b"\n") {
-            assert_eq!(err.read(&mut byte).unwrap(), 1, "tun_server exited early");
-            line.push(byte[0]);
-        }
+        support::wait_ready(&mut child);
         for to in ["192.0.2.2:8080", "198.51.100.2:8080"] {
             let back = support::kernel_client(to.parse().unwrap(), b"ping");
             assert_eq!(back, b"ping", "through {to}");
@@ -311,13 +305,7 @@ fn tun_server_udp_replies_from_the_address_each_request_came_to() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let mut err = child.stderr.take().unwrap();
-            let mut line = Vec::new();
-            let mut byte = [0u8; 1];
-            while !line.ends_with(b"\n") {
-                assert_eq!(err.read(&mut byte).unwrap(), 1, "tun_server exited early");
-                line.push(byte[0]);
-            }
+            support::wait_ready(&mut child);
             for (bind, to) in [
                 ("192.0.2.1:0", "192.0.2.2:5353"),
                 ("198.51.100.1:0", "198.51.100.2:5353"),

@@ -554,20 +554,6 @@ fn pcap_keeps_syn_and_rst_when_tun_client_fails() {
     });
 }
 
-/// Wait for a tool's one ready line on stderr; the rest of stderr stays in the child.
-#[track_caller]
-fn wait_ready(child: &mut Child) -> String {
-    let err = child.stderr.as_mut().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        let n = err.read(&mut byte).unwrap();
-        assert_eq!(n, 1, "exited before it was ready: {}", text(&line));
-        line.push(byte[0]);
-    }
-    text(&line)
-}
-
 /// Wait for `child` to exit on its own, at most `limit`; kill it and fail otherwise.
 #[track_caller]
 fn wait_exit(mut child: Child, limit: Duration) -> Output {
@@ -605,8 +591,7 @@ fn tun_server_pcap_with_kernel_client() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let ready = wait_ready(&mut child);
-        assert!(ready.contains("ready"), "{ready}");
+        support::wait_ready(&mut child);
         let data = b"through tun_server\n";
         let back = support::kernel_client("192.0.2.2:8080".parse().unwrap(), data);
         assert_eq!(back, data);

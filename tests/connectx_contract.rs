@@ -230,8 +230,12 @@ fn srcif_and_srcaddr_agreeing_work_and_mismatched_are_eaddrnotavail() {
                 dstaddr: Some(sa(dst)),
             };
             let v4 = sa(&format!("{SERVER_V4}:0"));
-            let mut ep = both(ifindex("cxb"), "198.51.100.2:0", "0.0.0.0:1");
-            ep.dstaddr = None;
+            // Agreeing: seen_from fills in the destination.
+            let ep = SaEndpoints {
+                srcif: ifindex("cxb"),
+                srcaddr: Some(sa("198.51.100.2:0")),
+                dstaddr: None,
+            };
             assert_eq!(seen_from(&net, v4, ep).ip(), sa("198.51.100.2:0").ip());
             let _l4 = TcpListener::bind(format!("{SERVER_V4}:7001")).unwrap();
             let _l6 = TcpListener::bind(format!("[{SERVER_V6}]:7001")).unwrap();

@@ -150,29 +150,32 @@ fn tcp_10mb_both_ways_intact() {
     });
 }
 
+/// Connect, then close and stop at once, as a program does when it exits, `rounds` times: the
+/// kernel peer must see the end of the stream, not silence.
+fn close_and_stop_sends_the_fin(port: u16, rounds: usize, start: impl Fn() -> connectx_api::Net) {
+    let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    for _ in 0..rounds {
+        let net = start();
+        let s = TcpStream::connect(&net, sa(&format!("192.0.2.1:{port}"))).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        drop(s);
+        drop(net);
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            peer.read(&mut buf).unwrap(),
+            0,
+            "the peer sees the end of the stream, not silence"
+        );
+    }
+}
+
 #[test]
 fn closing_then_stopping_the_stack_still_sends_the_fin() {
     in_netns(
         "closing_then_stopping_the_stack_still_sends_the_fin",
-        || {
-            let listener = std::net::TcpListener::bind("0.0.0.0:9100").unwrap();
-            for _ in 0..20 {
-                let net = net();
-                let s = TcpStream::connect(&net, sa("192.0.2.1:9100")).unwrap();
-                let (mut peer, _) = listener.accept().unwrap();
-                // Close and stop at once, as a program does when it exits.
-                drop(s);
-                drop(net);
-                peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                    .unwrap();
-                let mut buf = [0u8; 8];
-                assert_eq!(
-                    peer.read(&mut buf).unwrap(),
-                    0,
-                    "the peer sees the end of the stream, not silence"
-                );
-            }
-        },
+        || close_and_stop_sends_the_fin(9100, 20, net),
     );
 }
 
@@ -181,11 +184,10 @@ fn stopping_the_stack_sends_the_fin_an_impairment_still_holds() {
     in_netns(
         "stopping_the_stack_sends_the_fin_an_impairment_still_holds",
         || {
-            let listener = std::net::TcpListener::bind("0.0.0.0:9101").unwrap();
-            for _ in 0..5 {
-                // Each packet is held 30 ms on its way out: at the stop, the FIN is still
-                // queued in the impairment.
-                let net = connectx_api::Net::builder()
+            // Each packet is held 30 ms on its way out: at the stop, the FIN is still queued in
+            // the impairment.
+            close_and_stop_sends_the_fin(9101, 5, || {
+                connectx_api::Net::builder()
                     .tun("cx0")
                     .address("192.0.2.2/24")
                     .peer("192.0.2.1/24")
@@ -194,20 +196,8 @@ fn stopping_the_stack_sends_the_fin_an_impairment_still_holds() {
                         ..Default::default()
                     })
                     .start()
-                    .unwrap();
-                let s = TcpStream::connect(&net, sa("192.0.2.1:9101")).unwrap();
-                let (mut peer, _) = listener.accept().unwrap();
-                drop(s);
-                drop(net);
-                peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                    .unwrap();
-                let mut buf = [0u8; 8];
-                assert_eq!(
-                    peer.read(&mut buf).unwrap(),
-                    0,
-                    "the held FIN went out before the runtime ended"
-                );
-            }
+                    .unwrap()
+            })
         },
     );
 }

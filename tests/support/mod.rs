@@ -108,6 +108,28 @@ pub fn tcp_ext(name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no TcpExt counter {name}"))
 }
 
+/// Wait for a tool's one "ready" line on stderr (the rest of stderr stays with the child), so
+/// that the test talks to a server that listens. Fails if the tool exits first.
+#[track_caller]
+pub fn wait_ready(child: &mut std::process::Child) -> String {
+    let err = child.stderr.as_mut().expect("stderr piped");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        let n = err.read(&mut byte).expect("reading the tool's stderr");
+        assert_eq!(
+            n,
+            1,
+            "exited before it was ready: {}",
+            String::from_utf8_lossy(&line)
+        );
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    assert!(line.contains("ready"), "not a ready line: {line}");
+    line
+}
+
 /// Half-close `fd` and read until the peer closes.
 pub fn shutdown_and_read_all(net: &Net, fd: connectx_api::Fd) -> Vec<u8> {
     net.shutdown(fd, connectx_api::Shutdown::Write).unwrap();
