@@ -74,6 +74,12 @@ impl Tracker {
         self.syns.get(&(local, remote)).copied()
     }
 
+    /// How many attempts' SYNs are remembered.
+    #[cfg(test)]
+    pub(crate) fn syns_remembered(&self) -> usize {
+        self.syns.len()
+    }
+
     /// The attempt is over (connected, failed or closed): its SYN no longer matters.
     pub(crate) fn forget_syn(&mut self, local: SocketAddr, remote: SocketAddr) {
         self.syns.remove(&(local, remote));

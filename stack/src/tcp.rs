@@ -659,6 +659,7 @@ impl Stack {
             }
             self.remove_smol_socket(c.iface, c.handle);
             self.fo.forget(&(c.local, c.remote));
+            self.icmp.forget_syn(c.local, c.remote);
         }
     }
 
@@ -698,6 +699,8 @@ impl Stack {
                 }
             }
             TcpState::Connection(c) => {
+                // An attempt closed before it was answered: its SYN no longer matters.
+                self.icmp.forget_syn(c.local, c.remote);
                 let sock = self.ifaces[c.iface.0]
                     .sockets
                     .get_mut::<tcp::Socket<'_>>(c.handle);
@@ -991,4 +994,37 @@ impl Stack {
 /// `AF_INET` listener only IPv4 ones.
 fn family_admits_peer(family: Family, peer: &IpAddr) -> bool {
     family == Family::V6 || peer.is_ipv4()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::sim::{LinkConfig, Pair};
+    use crate::{ConnectOptions, Family, SocketType};
+
+    #[test]
+    fn attempts_closed_before_an_answer_forget_their_syn() {
+        let link = LinkConfig {
+            latency: Duration::from_millis(5),
+            loss: 0.0,
+            mtu: 1500,
+            seed: 3,
+        };
+        let mut p = Pair::new(link, &["192.0.2.2/24"], &["192.0.2.1/24"]);
+        // Nothing listens on B: but close each attempt before the RST can come back.
+        for _ in 0..50 {
+            let c = p.a.socket(Family::V4, SocketType::Stream);
+            p.a.connect(c, "192.0.2.1:9".parse().unwrap(), ConnectOptions::default())
+                .unwrap();
+            p.step();
+            p.a.close(c);
+        }
+        p.run_for(Duration::from_secs(1));
+        assert_eq!(
+            p.a.icmp.syns_remembered(),
+            0,
+            "the ISNs of closed attempts are forgotten, so the bounded table never fills up"
+        );
+    }
 }
