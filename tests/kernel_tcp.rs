@@ -201,3 +201,34 @@ fn stopping_the_stack_sends_the_fin_an_impairment_still_holds() {
         },
     );
 }
+
+/// The runtime sleeps without a timer while nothing is due; the connect timeout still counts
+/// from the call, not from the last time the runtime woke.
+#[test]
+fn connect_after_the_runtime_slept_longer_than_the_connect_timeout() {
+    in_netns(
+        "connect_after_the_runtime_slept_longer_than_the_connect_timeout",
+        || {
+            let mut config = connectx_api::StackConfig::default();
+            config.connect_timeout = std::time::Duration::from_secs(2);
+            let net = connectx_api::Net::builder()
+                .tun("cx0")
+                .address("192.0.2.2/24")
+                .peer("192.0.2.1/24")
+                .stack_config(config)
+                .start()
+                .unwrap();
+            let (addr, h) = kernel_echo("192.0.2.1:0", 1);
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            let started = std::time::Instant::now();
+            let mut s = TcpStream::connect(&net, addr).expect("connects after 3 s of idling");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+            s.write_all(b"ping").unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).unwrap();
+            assert_eq!(back, b"ping");
+            h.join().unwrap();
+        },
+    );
+}

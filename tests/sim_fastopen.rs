@@ -58,7 +58,7 @@ fn exchange(
         ..ConnectOptions::default()
     };
     let to = SocketAddr::new(addr(SERVER).ip(), p.b.local_addr(l).unwrap().port());
-    p.a.connect(c, to, opts).unwrap();
+    p.a.connect(c, to, opts, p.now()).unwrap();
     assert_eq!(p.a.queue_early(c, data).unwrap(), data.len());
     let mut s = None;
     let mut got = Vec::new();
@@ -313,7 +313,7 @@ fn over_ack_is_answered_with_rst_and_caches_nothing() {
         fast_open: FastOpenMode::Cookie,
         ..ConnectOptions::default()
     };
-    p.a.connect(c, addr(SERVER), opts).unwrap();
+    p.a.connect(c, addr(SERVER), opts, p.now()).unwrap();
     p.a.queue_early(c, b"data").unwrap();
     p.drive_until(10_000, |p| {
         p.a.fast_open_info(c)
@@ -376,7 +376,7 @@ fn pending_limit_turns_fast_open_syns_into_plain_ones() {
         fast_open: FastOpenMode::Cookie,
         ..ConnectOptions::default()
     };
-    p.a.connect(c1, addr(SERVER), opts).unwrap();
+    p.a.connect(c1, addr(SERVER), opts, p.now()).unwrap();
     p.a.queue_early(c1, b"one").unwrap();
     let port1 = p.a.local_addr(c1).unwrap().port();
     p.filter_to_b(move |pkt: &mut Vec<u8>| {
@@ -607,7 +607,7 @@ fn syn_data_stays_readable_after_rst_or_fin_before_accept() {
         fast_open: FastOpenMode::Cookie,
         ..ConnectOptions::default()
     };
-    p.a.connect(c, addr(SERVER), opts).unwrap();
+    p.a.connect(c, addr(SERVER), opts, p.now()).unwrap();
     p.a.queue_early(c, b"early").unwrap();
     p.drive_until(10_000, |p| {
         p.a.connect_status(c) == Some(ConnectStatus::Connected)
@@ -631,7 +631,7 @@ fn syn_data_stays_readable_after_rst_or_fin_before_accept() {
 
     // FIN: the client half-closes right after its SYN data; the server reads the data, then EOF.
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr(SERVER), opts).unwrap();
+    p.a.connect(c, addr(SERVER), opts, p.now()).unwrap();
     p.a.queue_early(c, b"and bye").unwrap();
     p.drive_until(10_000, |p| {
         p.a.connect_status(c) == Some(ConnectStatus::Connected)
@@ -661,7 +661,7 @@ fn data_and_fin_in_a_synack_are_accepted() {
         fast_open: FastOpenMode::Cookie,
         ..ConnectOptions::default()
     };
-    p.a.connect(c, addr("192.0.2.1:80"), opts).unwrap();
+    p.a.connect(c, addr("192.0.2.1:80"), opts, p.now()).unwrap();
     p.run_for(Duration::from_millis(20));
     let syn = syns.lock().unwrap()[0];
     let synack = forge_tcp(
@@ -782,7 +782,8 @@ fn fast_open_over_ipv6() {
             fast_open: FastOpenMode::Cookie,
             ..ConnectOptions::default()
         };
-        p.a.connect(c, addr("[2001:db8::1]:7"), opts).unwrap();
+        p.a.connect(c, addr("[2001:db8::1]:7"), opts, p.now())
+            .unwrap();
         p.a.queue_early(c, b"six").unwrap();
         let mut got = None;
         p.drive_until(10_000, |p| {

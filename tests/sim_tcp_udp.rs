@@ -33,7 +33,7 @@ fn echo_once(p: &mut Pair, family: Family, server: &str, payload: &[u8]) -> Vec<
     p.b.bind(l, addr(server)).unwrap();
     p.b.listen(l, 8).unwrap();
     let c = p.a.socket(family, SocketType::Stream);
-    p.a.connect(c, addr(server), ConnectOptions::default())
+    p.a.connect(c, addr(server), ConnectOptions::default(), p.now())
         .unwrap();
     assert_eq!(p.a.connect_status(c), Some(ConnectStatus::InProgress));
     p.drive_until(10_000, |p| {
@@ -90,7 +90,7 @@ fn echo_once(p: &mut Pair, family: Family, server: &str, payload: &[u8]) -> Vec<
             }
         }
         if server_eof && echoed.is_empty() && !server_closed {
-            p.b.close(s);
+            p.b.close(s, p.now());
             server_closed = true;
         }
         loop {
@@ -108,8 +108,8 @@ fn echo_once(p: &mut Pair, family: Family, server: &str, payload: &[u8]) -> Vec<
             p.step();
         }
     }
-    p.a.close(c);
-    p.b.close(l);
+    p.a.close(c, p.now());
+    p.b.close(l, p.now());
     back
 }
 
@@ -150,7 +150,7 @@ fn tcp_bulk_over_lossy_link_arrives_intact() {
 fn connect_to_closed_port_is_refused() {
     let mut p = pair(1, 0.0, 2);
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:81"), ConnectOptions::default())
+    p.a.connect(c, addr("192.0.2.1:81"), ConnectOptions::default(), p.now())
         .unwrap();
     p.drive_until(1000, |p| {
         p.a.connect_status(c) != Some(ConnectStatus::InProgress)
@@ -169,7 +169,7 @@ fn connect_without_answer_times_out() {
     let mut p = pair(1, 0.0, 3);
     p.filter_to_b(|_| false);
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:80"), ConnectOptions::default())
+    p.a.connect(c, addr("192.0.2.1:80"), ConnectOptions::default(), p.now())
         .unwrap();
     p.drive_until(100_000, |p| {
         p.a.connect_status(c) != Some(ConnectStatus::InProgress)
@@ -192,7 +192,7 @@ fn reset_of_established_connection_is_reported() {
     p.b.bind(l, addr("192.0.2.1:7")).unwrap();
     p.b.listen(l, 1).unwrap();
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default())
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default(), p.now())
         .unwrap();
     let mut s = None;
     p.drive_until(1000, |p| {
@@ -203,7 +203,7 @@ fn reset_of_established_connection_is_reported() {
     p.a.send(c, b"unread").unwrap();
     p.drive_until(1000, |p| p.b.readiness(s).readable);
     // Closing with unread data resets the connection.
-    p.b.close(s);
+    p.b.close(s, p.now());
     p.drive_until(1000, |p| p.a.readiness(c).error);
     let mut buf = [0u8; 8];
     assert_eq!(
@@ -218,28 +218,33 @@ fn bad_destinations_fail_at_once() {
     let mut p = pair(1, 0.0, 5);
     let c = p.a.socket(Family::V4, SocketType::Stream);
     assert_eq!(
-        p.a.connect(c, addr("192.0.2.1:0"), ConnectOptions::default()),
+        p.a.connect(c, addr("192.0.2.1:0"), ConnectOptions::default(), p.now()),
         Err(ConnectError::InvalidPort)
     );
     assert_eq!(
-        p.a.connect(c, addr("[2001:db8::1]:80"), ConnectOptions::default()),
+        p.a.connect(
+            c,
+            addr("[2001:db8::1]:80"),
+            ConnectOptions::default(),
+            p.now()
+        ),
         Err(ConnectError::FamilyMismatch)
     );
     assert!(matches!(
-        p.a.connect(c, addr("0.0.0.0:80"), ConnectOptions::default()),
+        p.a.connect(c, addr("0.0.0.0:80"), ConnectOptions::default(), p.now()),
         Err(ConnectError::Route(RouteError::InvalidDestination(_)))
     ));
     // The stack keeps serving: a good connect on the same socket still works.
     let l = p.b.socket(Family::V4, SocketType::Stream);
     p.b.bind(l, addr("192.0.2.1:7")).unwrap();
     p.b.listen(l, 1).unwrap();
-    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default())
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default(), p.now())
         .unwrap();
     p.drive_until(1000, |p| {
         p.a.connect_status(c) == Some(ConnectStatus::Connected)
     });
     assert_eq!(
-        p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()),
+        p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default(), p.now()),
         Err(ConnectError::AlreadyConnected)
     );
 }
@@ -272,8 +277,8 @@ fn udp_both_ways_and_association_filter() {
         });
         assert_eq!(&buf[..got.unwrap().0], b"pong");
         assert_eq!(got.unwrap().1, addr(server));
-        p.a.close(cli);
-        p.b.close(srv);
+        p.a.close(cli, p.now());
+        p.b.close(srv, p.now());
     }
 }
 
@@ -287,7 +292,7 @@ fn udp_datagrams_sent_just_before_close_still_leave() {
     p.a.send_to(cli, b"last words", Some(addr("192.0.2.1:5353")))
         .unwrap();
     // Closed before any poll carried the datagram, as a program that sends and exits.
-    p.a.close(cli);
+    p.a.close(cli, p.now());
     // The port stays taken until the datagram has left.
     let again = p.a.socket(Family::V4, SocketType::Datagram);
     assert!(p.a.bind(again, addr("192.0.2.2:4000")).is_err());
@@ -328,7 +333,7 @@ fn down_interface_and_missing_route() {
     let iface = p.a.interfaces()[0].id;
     p.a.set_interface_up(iface, false).unwrap();
     assert!(matches!(
-        p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default()),
+        p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default(), p.now()),
         Err(ConnectError::Route(RouteError::NetworkDown(_)))
     ));
     p.a.set_interface_up(iface, true).unwrap();
@@ -338,12 +343,22 @@ fn down_interface_and_missing_route() {
         .unwrap();
     let s = lone.socket(Family::V4, SocketType::Stream);
     assert!(matches!(
-        lone.connect(s, addr("203.0.113.1:7"), ConnectOptions::default()),
+        lone.connect(
+            s,
+            addr("203.0.113.1:7"),
+            ConnectOptions::default(),
+            stack::Instant::ZERO
+        ),
         Err(ConnectError::Route(RouteError::NetworkUnreachable(_)))
     ));
     assert!(
-        lone.connect(s, addr("192.0.2.1:7"), ConnectOptions::default())
-            .is_ok(),
+        lone.connect(
+            s,
+            addr("192.0.2.1:7"),
+            ConnectOptions::default(),
+            stack::Instant::ZERO
+        )
+        .is_ok(),
         "the connected route works"
     );
 }
@@ -389,7 +404,7 @@ fn an_orphan_waiting_out_time_wait_does_not_make_the_runtime_spin() {
     p.b.bind(l, addr("192.0.2.1:7")).unwrap();
     p.b.listen(l, 1).unwrap();
     let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default())
+    p.a.connect(c, addr("192.0.2.1:7"), ConnectOptions::default(), p.now())
         .unwrap();
     let mut s = None;
     p.drive_until(1000, |p| {
@@ -397,9 +412,9 @@ fn an_orphan_waiting_out_time_wait_does_not_make_the_runtime_spin() {
         s.is_some()
     });
     // A closes first (and so waits out TIME-WAIT); B closes after it.
-    p.a.close(c);
+    p.a.close(c, p.now());
     p.run_for(Duration::from_millis(20));
-    p.b.close(s.unwrap());
+    p.b.close(s.unwrap(), p.now());
     p.run_for(Duration::from_millis(500));
     let now = p.now();
     let delay = p.a.poll_delay(now);

@@ -215,7 +215,7 @@ impl Net {
         match state.fds.insert(Descriptor::new(id)) {
             Some(fd) => Ok(fd),
             None => {
-                state.stack.close(id);
+                state.stack.close(id, self.shared().clock.now());
                 Err(err(Errno::ENOBUFS))
             }
         }
@@ -272,7 +272,7 @@ impl Net {
                     Ok((new, peer)) => match state.fds.insert(Descriptor::new(new)) {
                         Some(nfd) => Ok(Wait::Done((nfd, peer))),
                         None => {
-                            state.stack.close(new);
+                            state.stack.close(new, self.shared().clock.now());
                             Err(err(Errno::ENOBUFS))
                         }
                     },
@@ -410,7 +410,8 @@ impl Net {
             Self::desc(&mut state, fd)?.deferred = Some(Deferred { remote, opts });
             return Ok(());
         }
-        state.stack.connect(id, remote, opts).map_err(err)?;
+        let now = self.shared().clock.now();
+        state.stack.connect(id, remote, opts, now).map_err(err)?;
         // A non-blocking call with SYN data takes what the SYN carries, and `len` says so; the
         // caller writes the rest once connected. Otherwise everything is queued for after the
         // handshake.
@@ -488,7 +489,8 @@ impl Net {
                 return Err(err(Errno::EMSGSIZE));
             }
         }
-        state.stack.connect(id, remote, opts).map_err(err)?;
+        let now = self.shared().clock.now();
+        state.stack.connect(id, remote, opts, now).map_err(err)?;
         if data_len > 0 {
             let data: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
             state.stack.send_to(id, &data, None).map_err(err)?;
@@ -553,7 +555,7 @@ impl Net {
                     };
                 }
                 let family = state.stack.socket_family(id).unwrap_or(Family::V4);
-                state.stack.close(id);
+                state.stack.close(id, self.shared().clock.now());
                 let fresh = state.stack.socket(family, SocketType::Stream);
                 Self::desc(&mut state, fd)?.socket = fresh;
             }
@@ -565,7 +567,7 @@ impl Net {
     }
 
     /// Start a connection `connectx` deferred, if any. Returns whether one started.
-    fn resume(state: &mut State, fd: Fd) -> io::Result<bool> {
+    fn resume(state: &mut State, fd: Fd, now: stack::Instant) -> io::Result<bool> {
         let d = Self::desc(state, fd)?;
         let Some(deferred) = d.deferred.take() else {
             return Ok(false);
@@ -573,7 +575,7 @@ impl Net {
         let id = d.socket;
         state
             .stack
-            .connect(id, deferred.remote, deferred.opts)
+            .connect(id, deferred.remote, deferred.opts, now)
             .map_err(err)?;
         Ok(true)
     }
@@ -594,7 +596,7 @@ impl Net {
             Errno::EAGAIN,
             |state| {
                 let id = Self::desc(state, fd)?.socket;
-                if first && Self::resume(state, fd)? {
+                if first && Self::resume(state, fd, self.shared().clock.now())? {
                     first = false;
                     // CONNECT_RESUME_ON_READ_WRITE: the first write's data goes first on the
                     // connection — into the SYN, as much as it carries, when a cookie is
@@ -693,7 +695,7 @@ impl Net {
             |d| d.recv_timeout,
             Errno::EAGAIN,
             |state| {
-                Self::resume(state, fd)?;
+                Self::resume(state, fd, self.shared().clock.now())?;
                 let id = Self::desc(state, fd)?.socket;
                 match state.stack.socket_type(id) {
                     Some(SocketType::Datagram) => match state.stack.recv_from(id, buf) {
@@ -740,7 +742,7 @@ impl Net {
             }));
         }
         if let Some(d) = state.fds.remove(fd) {
-            state.stack.close(d.socket);
+            state.stack.close(d.socket, self.shared().clock.now());
         }
         drop(state);
         self.shared().waker.wake();

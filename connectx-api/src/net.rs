@@ -40,7 +40,27 @@ impl State {
     }
 }
 
+/// The stack's clock: time since the runtime started, read afresh for every call that needs it
+/// (the stack keeps none of its own, so no deadline is ever computed from an old time).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    epoch: std::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> stack::Instant {
+        stack::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+}
+
 pub(crate) struct Shared {
+    pub(crate) clock: Clock,
     pub(crate) state: Mutex<State>,
     /// Notified whenever a poll changed something: blocked calls look again.
     pub(crate) changed: Condvar,
@@ -436,7 +456,7 @@ impl NetBuilder {
             dropped: 0,
         };
         let impaired = Impaired::new(devices, impairment).map_err(StartError::Impairment)?;
-        let epoch = std::time::Instant::now();
+        let clock = Clock::new();
         let io = match capture {
             Some(out) => {
                 let epoch_unix = std::time::SystemTime::now()
@@ -448,6 +468,7 @@ impl NetBuilder {
             None => Capture::off(impaired),
         };
         let shared = Arc::new(Shared {
+            clock,
             state: Mutex::new(State {
                 stack,
                 fds: FdTable::default(),
@@ -462,7 +483,7 @@ impl NetBuilder {
             .name("connectx-runtime".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(&shared, io, epoch)
+                move || run(&shared, io)
             })
             .map_err(StartError::Io)?;
         Ok(Net {
@@ -520,10 +541,10 @@ impl PacketIo for Devices {
 /// On stop, send what the sockets still have queued — above all the FINs of connections the
 /// application just closed — so that peers see an orderly end rather than silence. Bounded: at
 /// most 100 ms, and no waiting for acknowledgements.
-fn drain(stack: &mut Stack, io: &mut impl PacketIo, epoch: std::time::Instant) {
+fn drain(stack: &mut Stack, io: &mut impl PacketIo, clock: Clock) {
     let until = std::time::Instant::now() + Duration::from_millis(100);
     while std::time::Instant::now() < until {
-        let now = stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
+        let now = clock.now();
         let outcome = stack.poll(now, io);
         if outcome.activity || outcome.more_pending || stack.poll_delay(now) == Some(Duration::ZERO)
         {
@@ -549,7 +570,7 @@ type PacketPath = Capture<Impaired<Devices>>;
 /// The runtime thread: the only place that reads the clock. It sleeps in `poll(2)` until a
 /// device is readable, a call wakes it, the stack's next timer is due, or a packet the
 /// impairment holds comes due.
-fn run(shared: &Shared, mut io: PacketPath, epoch: std::time::Instant) {
+fn run(shared: &Shared, mut io: PacketPath) {
     let n = io.inner().inner().devices.len();
     let mut fds: Vec<RawFd> = io
         .inner()
@@ -564,10 +585,10 @@ fn run(shared: &Shared, mut io: PacketPath, epoch: std::time::Instant) {
         let timeout = {
             let mut state = shared.lock();
             if !state.running {
-                drain(&mut state.stack, &mut io, epoch);
+                drain(&mut state.stack, &mut io, shared.clock);
                 break;
             }
-            let now = stack::Instant::from_micros(epoch.elapsed().as_micros() as i64);
+            let now = shared.clock.now();
             let outcome = state.stack.poll(now, &mut io);
             if outcome.activity {
                 shared.changed.notify_all();

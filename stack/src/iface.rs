@@ -87,11 +87,13 @@ impl std::fmt::Debug for Iface {
 }
 
 impl Iface {
-    pub(crate) fn new(config: InterfaceConfig, seed: u64, now: Instant) -> Iface {
+    pub(crate) fn new(config: InterfaceConfig, seed: u64) -> Iface {
         let mut smol_config = Config::new(HardwareAddress::Ip);
         smol_config.random_seed = seed;
         let mut probe = Probe { mtu: config.mtu };
-        let mut iface = Interface::new(smol_config, &mut probe, now);
+        // smoltcp keeps no timer of its own for an IP-medium interface; every poll passes the
+        // time.
+        let mut iface = Interface::new(smol_config, &mut probe, Instant::ZERO);
         iface.update_ip_addrs(|addrs| {
             for cidr in &config.addresses {
                 // The caller checked the count against the capacity.

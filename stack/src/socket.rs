@@ -228,10 +228,10 @@ impl Stack {
     /// Close a socket: a connection sends FIN after its queued data (or RST when received data
     /// was left unread, as `close(2)` does) and finishes closing in the background; a listener
     /// resets the connections not yet accepted. Returns whether `id` was open.
-    pub fn close(&mut self, id: SocketId) -> bool {
+    pub fn close(&mut self, id: SocketId, now: smoltcp::time::Instant) -> bool {
         match self.table.remove(id) {
             Some(Entry::Tcp(s)) => {
-                self.tcp_release(id, s);
+                self.tcp_release(id, s, now);
                 true
             }
             Some(Entry::Udp(s)) => {
@@ -245,16 +245,16 @@ impl Stack {
     /// Settle what the last poll changed: connections that finished their handshake or failed,
     /// listeners that need fresh listening sockets, orphans that finished. Returns whether any
     /// socket changed.
-    pub(crate) fn settle(&mut self) -> bool {
+    pub(crate) fn settle(&mut self, now: smoltcp::time::Instant) -> bool {
         let mut changed = false;
         for id in self.table.ids() {
             changed |= match self.table.get(id) {
-                Some(Entry::Tcp(_)) => self.settle_tcp(id),
+                Some(Entry::Tcp(_)) => self.settle_tcp(id, now),
                 Some(Entry::Udp(_)) => self.settle_udp(id),
                 None => false,
             };
         }
-        changed |= self.reap_orphans();
+        changed |= self.reap_orphans(now);
         self.reap_udp_orphans();
         changed
     }
@@ -267,7 +267,7 @@ impl Stack {
         &self,
         now: smoltcp::time::Instant,
     ) -> Option<smoltcp::time::Instant> {
-        let orphans = self.orphans.iter().map(|o| o.deadline);
+        let orphans = self.orphans.iter().filter_map(|o| o.deadline);
         let connects = self.table.entries().filter_map(|e| match e {
             Entry::Tcp(s) => s.deadline(),
             Entry::Udp(_) => None,

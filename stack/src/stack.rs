@@ -46,7 +46,9 @@ struct Binding {
 pub(crate) struct Orphan {
     pub(crate) iface: IfaceId,
     pub(crate) handle: SocketHandle,
-    pub(crate) deadline: Instant,
+    /// When it is aborted if it has not finished closing (`None`: already aborted, kept until
+    /// its RST has gone out).
+    pub(crate) deadline: Option<Instant>,
     pub(crate) token: u64,
     pub(crate) port: Option<u16>,
     /// (local, remote), to forget the connection's Fast Open state with it.
@@ -76,7 +78,6 @@ pub struct Stack {
     pub(crate) udp_orphans: Vec<crate::udp::UdpOrphan>,
     next_orphan: u64,
     pub(crate) rng: StdRng,
-    pub(crate) now: Instant,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     /// TCP Fast Open: cookie cache, per-connection rewriting, listeners.
@@ -103,7 +104,6 @@ impl Stack {
             udp_orphans: Vec::new(),
             next_orphan: 0,
             rng,
-            now: Instant::ZERO,
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
             fo,
@@ -143,7 +143,7 @@ impl Stack {
         }
         let seed = self.rng.random();
         let mtu = config.mtu;
-        self.ifaces.push(Iface::new(config, seed, self.now));
+        self.ifaces.push(Iface::new(config, seed));
         if self.rx_buf.len() < mtu {
             self.rx_buf.resize(mtu, 0);
             self.tx_buf.resize(mtu, 0);
@@ -219,7 +219,6 @@ impl Stack {
     /// Move packets and run timers: read what arrived on each interface (up to a burst), let
     /// smoltcp process it, send what the sockets have queued, then settle connection states.
     pub fn poll(&mut self, now: Instant, io: &mut (impl PacketIo + ?Sized)) -> PollOutcome {
-        self.now = now;
         io.advance(now);
         let mut outcome = PollOutcome::default();
         let budget = self.config.rx_burst.max(1);
@@ -264,7 +263,7 @@ impl Stack {
             iface.tx_packets += port.tx_packets;
         }
         outcome.activity |= self.handle_icmp();
-        outcome.activity |= self.settle();
+        outcome.activity |= self.settle(now);
         io.flush();
         outcome
     }
@@ -285,11 +284,6 @@ impl Stack {
             take(deadline - now);
         }
         delay.map(|d| Duration::from_micros(d.total_micros()))
-    }
-
-    /// The time of the last poll.
-    pub fn now(&self) -> Instant {
-        self.now
     }
 
     // ----- paths -----

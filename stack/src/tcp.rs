@@ -312,6 +312,7 @@ impl Stack {
         id: SocketId,
         remote: SocketAddr,
         opts: ConnectOptions,
+        now: Instant,
     ) -> Result<(), ConnectError> {
         let s = match self.table.get_mut(id) {
             Some(Entry::Tcp(s)) => s,
@@ -394,13 +395,13 @@ impl Stack {
                 &self.fo.cache,
                 &self.fo.blackhole,
                 room,
-                self.now,
+                now,
             );
             self.fo
                 .conns
                 .insert((local, remote), crate::fastopen::Conn::Client(client));
         }
-        let deadline = self.now
+        let deadline = now
             + smoltcp::time::Duration::from_micros(self.config.connect_timeout.as_micros() as u64);
         let s = self.tcp_entry(id).expect("checked above");
         if owns_port {
@@ -664,7 +665,7 @@ impl Stack {
     }
 
     /// A closed socket's resources: connections linger as orphans until they finish closing.
-    pub(crate) fn tcp_release(&mut self, id: SocketId, s: TcpSocket) {
+    pub(crate) fn tcp_release(&mut self, id: SocketId, s: TcpSocket, now: Instant) {
         match s.state {
             TcpState::Fresh => {
                 if let Some(local) = s.local {
@@ -682,12 +683,11 @@ impl Stack {
                         .get_mut::<tcp::Socket<'_>>(handle);
                     let tuple = tuple_of(sock);
                     sock.abort();
-                    // Keep it until the RST has gone out.
-                    let deadline = self.now;
+                    // Kept until the RST has gone out.
                     self.orphans.push(Orphan {
                         iface,
                         handle,
-                        deadline,
+                        deadline: None,
                         token: u64::MAX,
                         port: None,
                         tuple,
@@ -719,14 +719,14 @@ impl Stack {
                     Some(p) => self.orphan_port(Proto::Tcp, p, id),
                     None => u64::MAX,
                 };
-                let deadline = self.now
+                let deadline = now
                     + smoltcp::time::Duration::from_micros(
                         self.config.orphan_timeout.as_micros() as u64
                     );
                 self.orphans.push(Orphan {
                     iface: c.iface,
                     handle: c.handle,
-                    deadline,
+                    deadline: Some(deadline),
                     token,
                     port,
                     tuple: Some((c.local, c.remote)),
@@ -736,8 +736,7 @@ impl Stack {
     }
 
     /// Remove orphans that finished closing; abort those past their deadline.
-    pub(crate) fn reap_orphans(&mut self) -> bool {
-        let now = self.now;
+    pub(crate) fn reap_orphans(&mut self, now: Instant) -> bool {
         let mut finished = Vec::new();
         for (n, o) in self.orphans.iter().enumerate() {
             let sock = self.ifaces[o.iface.0]
@@ -745,7 +744,7 @@ impl Stack {
                 .get_mut::<tcp::Socket<'_>>(o.handle);
             if sock.state() == tcp::State::Closed {
                 finished.push(n);
-            } else if now >= o.deadline && sock.state() != tcp::State::TimeWait {
+            } else if o.deadline.is_some_and(|d| now >= d) && sock.state() != tcp::State::TimeWait {
                 sock.abort();
             }
         }
@@ -764,8 +763,7 @@ impl Stack {
     }
 
     /// Look at one TCP socket after a poll. Returns whether it changed in a way waiters care about.
-    pub(crate) fn settle_tcp(&mut self, id: SocketId) -> bool {
-        let now = self.now;
+    pub(crate) fn settle_tcp(&mut self, id: SocketId, now: Instant) -> bool {
         let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
             return false;
         };
@@ -947,10 +945,11 @@ impl Stack {
                 .get_mut::<tcp::Socket<'_>>(handle);
             let tuple = tuple_of(sock);
             sock.abort();
+            // Kept until the RST has gone out.
             self.orphans.push(Orphan {
                 iface,
                 handle,
-                deadline: self.now,
+                deadline: None,
                 token: u64::MAX,
                 port: None,
                 tuple,
@@ -1015,10 +1014,15 @@ mod tests {
         // Nothing listens on B: but close each attempt before the RST can come back.
         for _ in 0..50 {
             let c = p.a.socket(Family::V4, SocketType::Stream);
-            p.a.connect(c, "192.0.2.1:9".parse().unwrap(), ConnectOptions::default())
-                .unwrap();
+            p.a.connect(
+                c,
+                "192.0.2.1:9".parse().unwrap(),
+                ConnectOptions::default(),
+                p.now(),
+            )
+            .unwrap();
             p.step();
-            p.a.close(c);
+            p.a.close(c, p.now());
         }
         p.run_for(Duration::from_secs(1));
         assert_eq!(
