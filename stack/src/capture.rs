@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use smoltcp::time::Instant;
 
-use crate::iface::{IfaceId, PacketIo};
+use crate::ids::IfaceId;
+use crate::iface::PacketIo;
 
 /// The pcap magic number; written in native byte order, a reader detects the order from it.
 const MAGIC: u32 = 0xa1b2_c3d4;

@@ -47,12 +47,25 @@ pub struct StackConfig {
     pub congestion_control: CongestionControl,
     /// Ephemeral ports (Linux's default range; RFC 6056 algorithm 1 picks at random in it).
     pub ephemeral_ports: RangeInclusive<u16>,
-    /// Listening sockets kept ready per listener and interface, so that SYNs arriving in one
-    /// burst each find one.
-    pub listen_pool: usize,
+    /// The largest `listen` backlog (Linux's `net.core.somaxconn`, 4096): a larger one is cut
+    /// to it. The backlog bounds both the accept queue and the handshakes under way per
+    /// listener.
+    pub max_backlog: usize,
+    /// Most handshakes peers may have half open at once, all listeners together; past it SYNs
+    /// are dropped (counted in `TCPReqQFullDrop`), so a flood of SYNs holds bounded memory.
+    pub max_half_open: usize,
+    /// How long a handshake a peer started may stay unfinished before it is dropped (Linux
+    /// gives up after 5 SYN-ACK retransmissions, about 63 s).
+    pub handshake_timeout: Duration,
     /// How long a connection closed by the application may linger (FIN-WAIT-2, or unacked data)
     /// before it is aborted — Linux's `tcp_fin_timeout`.
     pub orphan_timeout: Duration,
+    /// How long a connection that closed first on this side stays in TIME-WAIT (a compact
+    /// entry; its socket and buffers are freed at once): Linux's 60 s (`TCP_TIMEWAIT_LEN`).
+    pub time_wait: Duration,
+    /// Most connections in TIME-WAIT at once (Linux's `tcp_max_tw_buckets`); past it a
+    /// connection closes without the wait (`TCPTimeWaitOverflow`).
+    pub max_time_wait: usize,
     /// Most packets read from one interface in one round before the stack sends what is queued.
     pub rx_burst: usize,
     /// Run the TCP Fast Open layer (default). Off, segments pass between the devices and
@@ -63,7 +76,7 @@ pub struct StackConfig {
     /// socket a listener keeps ready) takes `tcp_rx_buffer + tcp_tx_buffer`, each UDP socket
     /// `udp_rx_buffer + udp_tx_buffer` per interface it lives on. A connection that would go
     /// past it fails with `ENOBUFS`; a listener keeps fewer sockets ready. Closed connections
-    /// hold theirs until they have finished closing. Default: no limit.
+    /// hold theirs until they have finished closing (or reached TIME-WAIT). Default: no limit.
     pub buffer_limit: usize,
 }
 
@@ -81,8 +94,12 @@ impl Default for StackConfig {
             ack_delay: Some(Duration::from_millis(10)),
             congestion_control: CongestionControl::default(),
             ephemeral_ports: 32768..=60999,
-            listen_pool: 4,
+            max_backlog: crate::tcp::SOMAXCONN,
+            max_half_open: 16384,
+            handshake_timeout: Duration::from_secs(63),
             orphan_timeout: Duration::from_secs(60),
+            time_wait: Duration::from_secs(60),
+            max_time_wait: 262_144,
             rx_burst: 64,
             fast_open_layer: true,
             buffer_limit: usize::MAX,

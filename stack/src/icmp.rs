@@ -16,16 +16,13 @@
 //! Path MTU discovery (fragmentation needed, packet too big) is not done: the stack sends
 //! nothing larger than its interface's MTU.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::wire::{Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet};
 
 use crate::error::ConnectionError;
-use crate::stack::Proto;
-
-/// Most connection attempts whose initial sequence number is remembered.
-const MAX_SYNS: usize = 1 << 16;
+use crate::ids::Proto;
+use crate::wire;
 
 /// An ICMP error about a packet this stack sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,90 +37,12 @@ pub(crate) struct Report {
     pub(crate) error: ConnectionError,
 }
 
-/// What the interfaces saw for ICMP during a poll, and the SYNs needed to check reports.
-#[derive(Debug, Default)]
-pub(crate) struct Tracker {
-    pub(crate) reports: Vec<Report>,
-    /// Initial sequence number of each connection attempt, by (local, remote).
-    syns: HashMap<(SocketAddr, SocketAddr), u32>,
-}
-
-impl Tracker {
-    /// Look at a packet that arrived; keep it if it is an ICMP error about one of ours.
-    pub(crate) fn arrived(&mut self, packet: &[u8]) {
-        if let Some(r) = parse(packet) {
-            // A flood of ICMP errors costs at most this much until the next settle.
-            if self.reports.len() < 1024 {
-                self.reports.push(r);
-            }
-        }
-    }
-
-    /// Look at a packet about to leave: remember the sequence number of a SYN.
-    pub(crate) fn sent(&mut self, packet: &[u8]) {
-        let Some((local, remote, seq)) = outgoing_syn(packet) else {
-            return;
-        };
-        if self.syns.len() < MAX_SYNS || self.syns.contains_key(&(local, remote)) {
-            self.syns.insert((local, remote), seq);
-        }
-    }
-
-    /// The sequence number of the SYN of attempt (`local`, `remote`).
-    pub(crate) fn syn_seq(&self, local: SocketAddr, remote: SocketAddr) -> Option<u32> {
-        self.syns.get(&(local, remote)).copied()
-    }
-
-    /// How many attempts' SYNs are remembered.
-    #[cfg(test)]
-    pub(crate) fn syns_remembered(&self) -> usize {
-        self.syns.len()
-    }
-
-    /// The attempt is over (connected, failed or closed): its SYN no longer matters.
-    pub(crate) fn forget_syn(&mut self, local: SocketAddr, remote: SocketAddr) {
-        self.syns.remove(&(local, remote));
-    }
-}
-
-fn ipv4(b: Option<&[u8]>) -> Option<Ipv4Addr> {
-    let b: [u8; 4] = b?.try_into().ok()?;
-    Some(Ipv4Addr::from(b))
-}
-
-fn ipv6(b: Option<&[u8]>) -> Option<Ipv6Addr> {
-    let b: [u8; 16] = b?.try_into().ok()?;
-    Some(Ipv6Addr::from(b))
-}
-
 fn be16(b: Option<&[u8]>) -> Option<u16> {
     Some(u16::from_be_bytes(b?.try_into().ok()?))
 }
 
 fn be32(b: Option<&[u8]>) -> Option<u32> {
     Some(u32::from_be_bytes(b?.try_into().ok()?))
-}
-
-/// (source, destination, header length, protocol) of an IP header, possibly truncated after
-/// its first 8 bytes of payload, as ICMP quotes it. IPv6 extension headers are not followed.
-fn ip_header(p: &[u8]) -> Option<(IpAddr, IpAddr, usize, u8)> {
-    match p.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(p.first()? & 0x0f) * 4;
-            if ihl < 20 {
-                return None;
-            }
-            let src = ipv4(p.get(12..16))?;
-            let dst = ipv4(p.get(16..20))?;
-            Some((src.into(), dst.into(), ihl, *p.get(9)?))
-        }
-        6 => {
-            let src = ipv6(p.get(8..24))?;
-            let dst = ipv6(p.get(24..40))?;
-            Some((src.into(), dst.into(), 40, *p.get(6)?))
-        }
-        _ => None,
-    }
 }
 
 /// The ICMP error in `packet`, if it is one (checksums verified) about a TCP or UDP packet sent
@@ -168,7 +87,7 @@ pub(crate) fn parse(packet: &[u8]) -> Option<Report> {
         }
         _ => return None,
     };
-    let (src, dst, hlen, proto) = ip_header(quoted)?;
+    let (src, dst, hlen, proto) = wire::ip_prefix(quoted)?;
     if src != to {
         return None;
     }
@@ -191,27 +110,6 @@ pub(crate) fn parse(packet: &[u8]) -> Option<Report> {
         seq,
         error,
     })
-}
-
-/// (local, remote, sequence number) of a TCP SYN without ACK about to be sent.
-fn outgoing_syn(packet: &[u8]) -> Option<(SocketAddr, SocketAddr, u32)> {
-    let (src, dst, hlen, proto) = match packet.first()? >> 4 {
-        4 if packet.get(9) == Some(&6) => ip_header(packet)?,
-        6 if packet.get(6) == Some(&6) => ip_header(packet)?,
-        _ => return None,
-    };
-    debug_assert_eq!(proto, 6);
-    let tcp = packet.get(hlen..)?;
-    let flags = *tcp.get(13)?;
-    // SYN set, ACK clear.
-    if flags & 0x12 != 0x02 {
-        return None;
-    }
-    Some((
-        SocketAddr::new(src, be16(tcp.get(0..2))?),
-        SocketAddr::new(dst, be16(tcp.get(2..4))?),
-        be32(tcp.get(4..8))?,
-    ))
 }
 
 #[cfg(test)]
@@ -273,9 +171,10 @@ mod tests {
         assert_eq!(r.remote, "198.51.100.7:80".parse().unwrap());
         assert_eq!(r.seq, Some(1234));
         assert_eq!(r.error, ConnectionError::HostUnreachable);
+        let t = wire::parse(&syn).unwrap();
         assert_eq!(
-            outgoing_syn(&syn),
-            Some((r.local, r.remote, 1234)),
+            (t.src, t.dst, t.seq),
+            (r.local, r.remote, 1234),
             "the SYN's own sequence number is what the report quotes"
         );
     }
@@ -315,7 +214,6 @@ mod tests {
         let p = icmp_v4(3, 1, &syn_v4(), [192, 0, 2, 2]);
         for n in 0..p.len() {
             let _ = parse(&p[..n]);
-            let _ = outgoing_syn(&p[..n]);
         }
         let mut x: u32 = 12345;
         for _ in 0..20_000 {
@@ -329,23 +227,6 @@ mod tests {
                 *b = if x & 1 == 0 { 0x45 } else { 0x60 };
             }
             let _ = parse(&buf);
-            let _ = outgoing_syn(&buf);
         }
-    }
-
-    #[test]
-    fn tracker_remembers_syns_and_forgets_them() {
-        let mut t = Tracker::default();
-        let syn = syn_v4();
-        t.sent(&syn);
-        let (l, r) = (
-            "192.0.2.2:40000".parse().unwrap(),
-            "198.51.100.7:80".parse().unwrap(),
-        );
-        assert_eq!(t.syn_seq(l, r), Some(1234));
-        t.forget_syn(l, r);
-        assert_eq!(t.syn_seq(l, r), None);
-        t.arrived(&icmp_v4(3, 1, &syn, [192, 0, 2, 2]));
-        assert_eq!(t.reports.len(), 1);
     }
 }

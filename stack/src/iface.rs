@@ -1,9 +1,11 @@
-//! Interfaces: one smoltcp `Interface` and one `SocketSet` each, and the adapter that lets
-//! smoltcp read and write packets through the caller's [`PacketIo`].
+//! Interfaces: one smoltcp `Interface` each, and the adapter ([`Path`]) through which smoltcp
+//! reads one packet and writes its answers through the caller's [`PacketIo`].
 //!
-//! A `SocketSet` is never shared between interfaces: smoltcp resets a TCP socket polled by an
-//! interface that does not own its source address, and a UDP socket would leave through
-//! whichever interface polled first.
+//! A shard is only ever polled by the interface it belongs to: smoltcp resets a TCP socket
+//! polled by an interface that does not own its source address, and a UDP socket would leave
+//! through whichever interface polled it.
+
+use std::net::IpAddr;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -12,11 +14,10 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use crate::addr::Cidr;
 use crate::config::InterfaceConfig;
-use crate::fastopen::Layer;
-
-/// An interface of a [`Stack`](crate::Stack), by position; stable for the stack's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IfaceId(pub usize);
+use crate::fastopen;
+use crate::ids::IfaceId;
+use crate::shard::TcpConn;
+use crate::wire;
 
 /// Where packets come from and go to: a TUN device, a socketpair, a simulated link.
 ///
@@ -72,7 +73,9 @@ pub(crate) struct Iface {
     pub(crate) config: InterfaceConfig,
     pub(crate) up: bool,
     pub(crate) iface: Interface,
-    pub(crate) sockets: SocketSet<'static>,
+    /// An empty set: packets no shard takes go here, and smoltcp answers them as a host with
+    /// no socket would (a RST, an ICMP port unreachable, an echo reply).
+    pub(crate) nobody: SocketSet<'static>,
     pub(crate) rx_packets: u64,
     pub(crate) tx_packets: u64,
 }
@@ -87,6 +90,24 @@ impl std::fmt::Debug for Iface {
 }
 
 impl Iface {
+    /// Whether `ip` is one of this interface's addresses.
+    pub(crate) fn owns(&self, ip: &IpAddr) -> bool {
+        self.config.addresses.iter().any(|c| c.addr() == *ip)
+    }
+
+    pub(crate) fn info(&self, id: IfaceId) -> InterfaceInfo {
+        InterfaceInfo {
+            id,
+            name: self.config.name.clone(),
+            kernel_index: self.config.kernel_index,
+            mtu: self.config.mtu,
+            addresses: self.config.addresses.clone(),
+            up: self.up,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
+        }
+    }
+
     pub(crate) fn new(config: InterfaceConfig, seed: u64) -> Iface {
         let mut smol_config = Config::new(HardwareAddress::Ip);
         smol_config.random_seed = seed;
@@ -121,7 +142,7 @@ impl Iface {
             config,
             up: true,
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            nobody: SocketSet::new(Vec::new()),
             rx_packets: 0,
             tx_packets: 0,
         }
@@ -166,80 +187,41 @@ fn capabilities(mtu: usize) -> DeviceCapabilities {
     caps
 }
 
-/// The per-poll view smoltcp gets of one interface's packet path.
-pub(crate) struct Port<'a, P: PacketIo + ?Sized> {
+/// smoltcp's view of one interface while it handles one shard (or the interface's default set):
+/// the packet to hand over, if any, and the way out, through the layers of the packet path.
+pub(crate) struct Path<'a, P: PacketIo + ?Sized> {
     pub(crate) io: &'a mut P,
-    pub(crate) id: IfaceId,
-    pub(crate) rx: &'a mut [u8],
-    pub(crate) tx: &'a mut [u8],
+    pub(crate) iface: IfaceId,
+    /// A down interface sends nothing.
+    pub(crate) up: bool,
     pub(crate) mtu: usize,
-    /// Packets this poll may still read.
-    pub(crate) budget: usize,
-    pub(crate) rx_packets: u64,
-    pub(crate) tx_packets: u64,
-    /// The Fast Open layer, which may rewrite, drop, inject and answer segments.
-    pub(crate) fo: &'a mut Layer,
-    /// ICMP errors arriving, SYNs leaving.
-    pub(crate) icmp: &'a mut crate::icmp::Tracker,
+    /// The packet to hand to smoltcp (taken by the first `receive`).
+    pub(crate) rx: Option<&'a [u8]>,
+    pub(crate) tx: &'a mut [u8],
+    /// The connection these segments belong to, and the Fast Open layer, for TCP shards.
+    pub(crate) conn: Option<(&'a mut TcpConn, &'a mut fastopen::Layer)>,
     pub(crate) now: Instant,
+    /// Packets sent.
+    pub(crate) sent: u64,
 }
 
-impl<P: PacketIo + ?Sized> phy::Device for Port<'_, P> {
+impl<'a, P: PacketIo + ?Sized> phy::Device for Path<'a, P> {
     type RxToken<'b>
         = RxToken<'b>
     where
         Self: 'b;
     type TxToken<'b>
-        = TxToken<'b, P>
+        = TxToken<'b, 'a, P>
     where
         Self: 'b;
 
-    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, P>)> {
-        while let Some(p) = self.fo.take_outgoing(self.id) {
-            self.io.send(self.id, &p);
-            self.tx_packets += 1;
-        }
-        let n = loop {
-            if let Some(p) = self.fo.take_injected(self.id) {
-                let n = p.len().min(self.rx.len());
-                self.rx[..n].copy_from_slice(&p[..n]);
-                break n;
-            }
-            if self.budget == 0 {
-                return None;
-            }
-            let n = self.io.recv(self.id, self.rx)?.min(self.rx.len());
-            self.budget -= 1;
-            self.rx_packets += 1;
-            self.icmp.arrived(&self.rx[..n]);
-            let n = self.fo.ingress(self.id, self.rx, n, self.now);
-            if n > 0 {
-                break n;
-            }
-        };
-        let packet = &self.rx[..n];
-        let tx = TxToken {
-            io: &mut *self.io,
-            id: self.id,
-            buf: &mut *self.tx,
-            sent: &mut self.tx_packets,
-            fo: &mut *self.fo,
-            icmp: &mut *self.icmp,
-            now: self.now,
-        };
-        Some((RxToken { packet }, tx))
+    fn receive(&mut self, _: Instant) -> Option<(RxToken<'_>, TxToken<'_, 'a, P>)> {
+        let packet = self.rx.take()?;
+        Some((RxToken { packet }, TxToken { path: self }))
     }
 
-    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_, P>> {
-        Some(TxToken {
-            io: &mut *self.io,
-            id: self.id,
-            buf: &mut *self.tx,
-            sent: &mut self.tx_packets,
-            fo: &mut *self.fo,
-            icmp: &mut *self.icmp,
-            now: self.now,
-        })
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_, 'a, P>> {
+        Some(TxToken { path: self })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -257,28 +239,59 @@ impl phy::RxToken for RxToken<'_> {
     }
 }
 
-pub(crate) struct TxToken<'a, P: PacketIo + ?Sized> {
-    io: &'a mut P,
-    id: IfaceId,
-    buf: &'a mut [u8],
-    sent: &'a mut u64,
-    fo: &'a mut Layer,
-    icmp: &'a mut crate::icmp::Tracker,
-    now: Instant,
+pub(crate) struct TxToken<'b, 'a, P: PacketIo + ?Sized> {
+    path: &'b mut Path<'a, P>,
 }
 
-impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, P> {
+impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let p = self.path;
         // smoltcp never asks for more than the MTU, which sized the buffer.
-        let len = len.min(self.buf.len());
-        let packet = &mut self.buf[..len];
-        let r = f(packet);
-        let n = self.fo.egress(self.id, self.buf, len, self.now);
-        if n > 0 {
-            self.icmp.sent(&self.buf[..n]);
-            self.io.send(self.id, &self.buf[..n]);
-            *self.sent += 1;
+        let len = len.min(p.tx.len());
+        let r = f(&mut p.tx[..len]);
+        let mut n = len;
+        if let Some((conn, fo)) = p.conn.as_mut() {
+            n = egress_layers(conn, fo, p.tx, n, p.now);
+        }
+        if n > 0 && p.up {
+            p.io.send(p.iface, &p.tx[..n]);
+            p.sent += 1;
         }
         r
     }
+}
+
+/// The layers a connection's outgoing segment passes: Fast Open (which may rewrite or drop
+/// it), then the records the stack keeps from the wire (the SYN's sequence number for ICMP, the
+/// sequence numbers for TIME-WAIT). Returns the segment's new length.
+fn egress_layers(
+    conn: &mut TcpConn,
+    fo: &mut fastopen::Layer,
+    buf: &mut [u8],
+    len: usize,
+    now: Instant,
+) -> usize {
+    let Some(mut t) = wire::parse(buf.get(..len).unwrap_or(&[])) else {
+        return len;
+    };
+    let mut len = len;
+    if let Some(state) = conn.fo.as_mut() {
+        len = fo.egress(state, &t, buf, len, now, &mut conn.inject);
+        if len == 0 {
+            return 0;
+        }
+        match wire::parse(buf.get(..len).unwrap_or(&[])) {
+            Some(nt) => t = nt,
+            None => return len,
+        }
+    }
+    if t.has(wire::SYN) && !t.has(wire::ACK) {
+        conn.syn_isn = Some(t.seq);
+    }
+    conn.wire.sent(
+        t.seq,
+        t.seq_len(),
+        t.has(wire::ACK).then_some((t.ack, t.window)),
+    );
+    len
 }

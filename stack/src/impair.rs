@@ -42,7 +42,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 
-use crate::iface::{IfaceId, PacketIo};
+use crate::ids::IfaceId;
+use crate::iface::PacketIo;
 
 /// Most packets one queue (one direction of one interface) holds; more are dropped.
 pub const QUEUE_LIMIT: usize = 10_000;

@@ -27,18 +27,24 @@
 pub mod addr;
 pub mod capture;
 pub mod config;
+mod demux;
+mod engine;
 pub mod error;
 pub mod fastopen;
 mod icmp;
+mod ids;
 mod iface;
 pub mod impair;
+mod ports;
 pub mod route;
+mod shard;
 pub mod sim;
 mod socket;
 mod source;
 mod stack;
 mod tcp;
 mod udp;
+pub(crate) mod wire;
 
 pub use addr::{Cidr, CidrError};
 pub use capture::Capture;
@@ -51,10 +57,11 @@ pub use fastopen::{
     CookieEntry, CookieKey, Counters as FastOpenCounters, Fallback, FastOpenInfo, KeyUsed,
     Mode as FastOpenMode, ServerConfig as FastOpenServerConfig, ServerInfo as FastOpenServerInfo,
 };
-pub use iface::{IfaceId, InterfaceInfo, PacketIo};
+pub use ids::{Family, IfaceId, SocketId};
+pub use iface::{InterfaceInfo, PacketIo};
 pub use impair::{ImpairStats, Impaired, Impairment, ImpairmentError};
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
-pub use socket::{Family, Readiness, Shutdown, SocketId, SocketType};
+pub use socket::{Readiness, Shutdown, SocketType};
 pub use source::select_source;
-pub use stack::{PollOutcome, Stack, MAX_ADDRESSES_PER_INTERFACE};
-pub use tcp::{ConnectOptions, ConnectStatus};
+pub use stack::{PollOutcome, Stack, TcpCounters, MAX_ADDRESSES_PER_INTERFACE};
+pub use tcp::{ConnectOptions, ConnectStatus, SOMAXCONN};

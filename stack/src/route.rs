@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use crate::addr::Cidr;
-use crate::iface::IfaceId;
+use crate::ids::IfaceId;
 
 /// One route: destinations in `dest` leave through `iface`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

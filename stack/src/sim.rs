@@ -13,7 +13,8 @@ use smoltcp::time::Instant;
 
 use crate::addr::Cidr;
 use crate::config::{InterfaceConfig, StackConfig};
-use crate::iface::{IfaceId, PacketIo};
+use crate::ids::IfaceId;
+use crate::iface::PacketIo;
 use crate::stack::Stack;
 
 /// The link between the two stacks.
@@ -362,7 +363,7 @@ pub struct TcpView {
 
 /// The TCP header of an IPv4 or IPv6 packet; `None` for anything else.
 pub fn tcp_view(pkt: &[u8]) -> Option<TcpView> {
-    let t = crate::fastopen::segment::parse(pkt)?;
+    let t = crate::wire::parse(pkt)?;
     Some(TcpView {
         src: t.src,
         dst: t.dst,
@@ -375,17 +376,17 @@ pub fn tcp_view(pkt: &[u8]) -> Option<TcpView> {
 
 /// The TCP options of a packet.
 pub fn tcp_options(pkt: &[u8]) -> Vec<u8> {
-    crate::fastopen::segment::parse(pkt)
+    crate::wire::parse(pkt)
         .map(|t| t.options(pkt).to_vec())
         .unwrap_or_default()
 }
 
 /// Set a segment's acknowledgement number (checksums fixed). Returns false if it is not TCP.
 pub fn set_tcp_ack(pkt: &mut [u8], ack: u32) -> bool {
-    let Some(t) = crate::fastopen::segment::parse(pkt) else {
+    let Some(t) = crate::wire::parse(pkt) else {
         return false;
     };
-    crate::fastopen::segment::set_seq_ack(pkt, &t, t.seq, ack, 0);
+    crate::wire::set_seq_ack(pkt, &t, t.seq, ack, 0);
     true
 }
 
@@ -401,10 +402,10 @@ pub fn forge_tcp(
     payload: &[u8],
 ) -> Option<Vec<u8>> {
     let mut plain = vec![0u8; 60];
-    let n = crate::fastopen::segment::build(src, dst, seq, ack, flags, 65535, &[], &mut plain)?;
-    let t = crate::fastopen::segment::parse(&plain[..n])?;
+    let n = crate::wire::build(src, dst, seq, ack, flags, 65535, &[], &mut plain)?;
+    let t = crate::wire::parse(&plain[..n])?;
     let mut out = vec![0u8; 40 + 60 + payload.len()];
-    let m = crate::fastopen::segment::rebuild(&plain[..n], &t, options, payload, &mut out)?;
+    let m = crate::wire::rebuild(&plain[..n], &t, options, payload, &mut out)?;
     out.truncate(m);
     Some(out)
 }
@@ -412,14 +413,14 @@ pub fn forge_tcp(
 /// Keep only the first `keep` bytes of a segment's payload (checksums fixed): a middlebox, or a
 /// server that takes only part of a SYN's data. Returns false if it is not TCP.
 pub fn truncate_tcp_payload(pkt: &mut Vec<u8>, keep: usize) -> bool {
-    let Some(t) = crate::fastopen::segment::parse(pkt) else {
+    let Some(t) = crate::wire::parse(pkt) else {
         return false;
     };
     let payload = t.payload(pkt);
     let payload = payload[..keep.min(payload.len())].to_vec();
     let opts = t.options(pkt).to_vec();
     let mut out = vec![0u8; pkt.len()];
-    match crate::fastopen::segment::rebuild(pkt, &t, &opts, &payload, &mut out) {
+    match crate::wire::rebuild(pkt, &t, &opts, &payload, &mut out) {
         Some(n) => {
             out.truncate(n);
             *pkt = out;

@@ -1,114 +1,142 @@
-//! The [`Stack`]: interfaces, routing, the socket table and the poll loop.
+//! The [`Stack`]: the table of contents of the core. Each method is short and hands the work to
+//! the module that owns it:
+//!
+//! - interfaces and paths: `iface`, `route`, `source` (here: [`Stack::add_interface`] …);
+//! - the engine: a poll round (`engine`): packets in, through `demux` to their shard, timers,
+//!   packets out through the layers, connections settled, readiness events out;
+//! - sockets: `tcp` (connections, listeners with Linux's backlog, TIME-WAIT), `udp`
+//!   (datagrams, association), `ports` (bindings);
+//! - layers of the packet path: `fastopen` (RFC 7413), `icmp` (errors about our packets).
+//!
+//! Time: the core never reads a clock and keeps none. [`Stack::poll`] takes the time of the
+//! round, and every call that sets a deadline ([`Stack::connect`], [`Stack::close`]) takes the
+//! time of the call.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use smoltcp::iface::SocketHandle;
 use smoltcp::time::Instant;
 
 use crate::addr::{is_unicast_destination, Cidr};
 use crate::config::{InterfaceConfig, StackConfig};
-use crate::error::{BindError, InterfaceError, RouteError};
-use crate::iface::{Iface, IfaceId, InterfaceInfo, PacketIo, Port};
+use crate::demux::Demux;
+use crate::error::{
+    AcceptError, BindError, ConnectError, ConnectionError, InterfaceError, ListenError, RecvError,
+    RouteError, SendError, ShutdownError,
+};
+use crate::fastopen;
+use crate::ids::{Family, IfaceId, Proto, ShardId, Slab, SocketId};
+use crate::iface::{Iface, InterfaceInfo, PacketIo};
+use crate::ports::{Holder, Ports};
 use crate::route::RoutingTable;
-use crate::socket::{Family, SocketId, Table};
+use crate::shard::{Kind, Shards};
+use crate::socket::{Entry, Readiness, Shutdown, SocketType};
 use crate::source::select_source;
+use crate::tcp::{ConnectOptions, ConnectStatus, TcpSocket, TcpState};
+use crate::udp::UdpSocket;
 
 /// Most addresses one interface holds (smoltcp's `iface-max-addr-count-8`).
 pub const MAX_ADDRESSES_PER_INTERFACE: usize = 8;
 
-/// Transport protocol of a port binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Proto {
-    Tcp,
-    Udp,
-}
-
-/// Who holds a port binding: an open socket, or a connection the application closed that is
-/// still finishing (FIN-WAIT, TIME-WAIT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Holder {
-    Socket(SocketId),
-    Orphan(u64),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Binding {
-    addr: IpAddr,
-    holder: Holder,
-}
-
-/// A TCP connection the application closed, kept until it has finished closing.
-#[derive(Debug)]
-pub(crate) struct Orphan {
-    pub(crate) iface: IfaceId,
-    pub(crate) handle: SocketHandle,
-    /// When it is aborted if it has not finished closing (`None`: already aborted, kept until
-    /// its RST has gone out).
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) token: u64,
-    pub(crate) port: Option<u16>,
-    /// (local, remote), to forget the connection's Fast Open state with it.
-    pub(crate) tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
-}
-
 /// What a poll did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollOutcome {
-    /// Packets were read or written, or a socket changed state: waiters should look again.
+    /// Packets were read or written, or a socket changed: [`Stack::take_events`] says which.
     pub activity: bool,
-    /// An interface still had packets waiting when its read budget ran out: poll again soon.
+    /// Work is left for another round at once: an interface still had packets when its read
+    /// budget ran out, or a connection had more to send than one round sends.
     pub more_pending: bool,
 }
 
+/// The stack's TCP counters, named as Linux's `TcpExt` and `Tcp` MIBs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(non_snake_case)]
+pub struct TcpCounters {
+    /// SYNs dropped because the listener's accept queue was full.
+    pub ListenOverflows: u64,
+    /// SYNs to a listener dropped for any reason (full accept queue, too many half-open).
+    pub ListenDrops: u64,
+    /// SYNs dropped because too many handshakes were half open.
+    pub TCPReqQFullDrop: u64,
+    /// TIME-WAIT entries that ran their course.
+    pub TW: u64,
+    /// Connections that closed without a TIME-WAIT entry because the table was full.
+    pub TCPTimeWaitOverflow: u64,
+    /// Segments the stack checked itself and found with a bad checksum (dropped).
+    pub InCsumErrors: u64,
+}
+
+impl TcpCounters {
+    /// (name, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("ListenOverflows", self.ListenOverflows),
+            ("ListenDrops", self.ListenDrops),
+            ("TCPReqQFullDrop", self.TCPReqQFullDrop),
+            ("TW", self.TW),
+            ("TCPTimeWaitOverflow", self.TCPTimeWaitOverflow),
+            ("InCsumErrors", self.InCsumErrors),
+        ]
+        .into_iter()
+    }
+}
+
 /// The protocol core: interfaces, routes and sockets. No threads, no clock, no descriptors:
-/// time is passed to [`Stack::poll`], packets move through the caller's [`PacketIo`].
+/// time is passed in, packets move through the caller's [`PacketIo`].
 #[derive(Debug)]
 pub struct Stack {
     pub(crate) config: StackConfig,
+    pub(crate) rng: StdRng,
     pub(crate) ifaces: Vec<Iface>,
     pub(crate) routes: RoutingTable,
-    pub(crate) table: Table,
-    bindings: HashMap<(Proto, u16), Vec<Binding>>,
-    pub(crate) orphans: Vec<Orphan>,
-    /// smoltcp sockets of closed datagram sockets that still had datagrams to send.
-    pub(crate) udp_orphans: Vec<crate::udp::UdpOrphan>,
-    next_orphan: u64,
-    pub(crate) rng: StdRng,
-    rx_buf: Vec<u8>,
-    tx_buf: Vec<u8>,
-    /// TCP Fast Open: cookie cache, per-connection rewriting, listeners.
-    pub(crate) fo: crate::fastopen::Layer,
-    /// Bytes of socket buffers held by smoltcp sockets (see `StackConfig::buffer_limit`).
-    committed: usize,
-    /// ICMP errors about our packets, and the SYNs they may quote.
-    pub(crate) icmp: crate::icmp::Tracker,
+    /// The application's sockets.
+    pub(crate) sockets: Slab<Entry>,
+    /// Every smoltcp socket, each in a set of its own, with its timer.
+    pub(crate) shards: Shards,
+    pub(crate) demux: Demux,
+    pub(crate) ports: Ports,
+    /// TCP Fast Open: cookie cache, suspensions, counters.
+    pub(crate) fo: fastopen::Layer,
+    pub(crate) counters: TcpCounters,
+    /// Handshakes peers started that are not finished yet, all listeners together.
+    pub(crate) half_open: usize,
+    /// Sockets whose readiness may have changed since the last [`Stack::take_events`].
+    pub(crate) events: std::collections::HashSet<SocketId>,
+    /// Events raised in the current round (repeats included).
+    pub(crate) raised: usize,
+    /// Packets the stack sends itself (ACKs of TIME-WAIT entries), sent before the round ends.
+    pub(crate) pending_tx: Vec<(IfaceId, Vec<u8>)>,
+    pub(crate) rx_buf: Vec<u8>,
+    pub(crate) tx_buf: Vec<u8>,
+    pub(crate) work: Vec<ShardId>,
 }
 
 impl Stack {
     /// A stack with no interfaces yet.
     pub fn new(config: StackConfig) -> Stack {
         let rng = StdRng::seed_from_u64(config.random_seed);
-        let mut fo = crate::fastopen::Layer::default();
+        let mut fo = fastopen::Layer::default();
         fo.disabled = !config.fast_open_layer;
         Stack {
             config,
+            rng,
             ifaces: Vec::new(),
             routes: RoutingTable::default(),
-            table: Table::default(),
-            bindings: HashMap::new(),
-            orphans: Vec::new(),
-            udp_orphans: Vec::new(),
-            next_orphan: 0,
-            rng,
+            sockets: Slab::default(),
+            shards: Shards::default(),
+            demux: Demux::default(),
+            ports: Ports::default(),
+            fo,
+            counters: TcpCounters::default(),
+            half_open: 0,
+            events: std::collections::HashSet::new(),
+            raised: 0,
+            pending_tx: Vec::new(),
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
-            fo,
-            committed: 0,
-            icmp: crate::icmp::Tracker::default(),
+            work: Vec::new(),
         }
     }
 
@@ -116,6 +144,8 @@ impl Stack {
     pub fn config(&self) -> &StackConfig {
         &self.config
     }
+
+    // ----- interfaces and routes -----
 
     /// Add an interface. Its addresses also give connected routes for their networks.
     ///
@@ -187,16 +217,7 @@ impl Stack {
         self.ifaces
             .iter()
             .enumerate()
-            .map(|(n, i)| InterfaceInfo {
-                id: IfaceId(n),
-                name: i.config.name.clone(),
-                kernel_index: i.config.kernel_index,
-                mtu: i.config.mtu,
-                addresses: i.config.addresses.clone(),
-                up: i.up,
-                rx_packets: i.rx_packets,
-                tx_packets: i.tx_packets,
-            })
+            .map(|(n, i)| i.info(IfaceId(n)))
             .collect()
     }
 
@@ -216,77 +237,469 @@ impl Stack {
             .map(IfaceId)
     }
 
-    /// Move packets and run timers: read what arrived on each interface (up to a burst), let
-    /// smoltcp process it, send what the sockets have queued, then settle connection states.
-    pub fn poll(&mut self, now: Instant, io: &mut (impl PacketIo + ?Sized)) -> PollOutcome {
-        io.advance(now);
-        let mut outcome = PollOutcome::default();
-        let budget = self.config.rx_burst.max(1);
-        for (n, iface) in self.ifaces.iter_mut().enumerate() {
-            let id = IfaceId(n);
-            if !iface.up {
-                while io.recv(id, &mut self.rx_buf).is_some() {}
-                continue;
-            }
-            let mtu = iface.config.mtu;
-            let mut port = Port {
-                io: &mut *io,
-                id,
-                rx: &mut self.rx_buf[..mtu],
-                tx: &mut self.tx_buf[..mtu],
-                mtu,
-                budget,
-                rx_packets: 0,
-                tx_packets: 0,
-                fo: &mut self.fo,
-                icmp: &mut self.icmp,
-                now,
-            };
-            let mut changed = iface.iface.poll(now, &mut port, &mut iface.sockets);
-            // Segments the Fast Open layer plays to smoltcp (a server's view of the client's
-            // final ACK and SYN data) are taken at once, so the application sees them now.
-            for _ in 0..4 {
-                if !port.fo.has_injected(id) {
-                    break;
-                }
-                if iface.iface.poll(now, &mut port, &mut iface.sockets)
-                    == smoltcp::iface::PollResult::SocketStateChanged
-                {
-                    changed = smoltcp::iface::PollResult::SocketStateChanged;
-                }
-            }
-            outcome.activity |= changed == smoltcp::iface::PollResult::SocketStateChanged
-                || port.rx_packets > 0
-                || port.tx_packets > 0;
-            outcome.more_pending |= port.budget == 0;
-            iface.rx_packets += port.rx_packets;
-            iface.tx_packets += port.tx_packets;
-        }
-        outcome.activity |= self.handle_icmp();
-        outcome.activity |= self.settle(now);
-        io.flush();
-        outcome
+    // ----- the engine -----
+
+    /// Run one round at time `now`: read what arrived on each interface (up to a burst) and
+    /// hand each packet to its connection, run the timers that are due, send what the sockets
+    /// have queued, and settle the connections this touched. Work is proportional to what
+    /// happened, not to how many sockets exist.
+    pub fn poll(&mut self, now: Instant, io: &mut (impl PacketIo + ?Sized)) -> crate::PollOutcome {
+        self.round(now, io)
     }
 
-    /// How long until [`Stack::poll`] has something to do if no packet arrives: a retransmission,
-    /// a delayed ACK, a connect timeout. `None`: nothing until a packet or a call.
+    /// When [`Stack::poll`] next has something to do if no packet arrives and no call is made:
+    /// a retransmission, a delayed ACK, a deadline, a TIME-WAIT entry's end. A time already past
+    /// means at once; `None`: nothing until a packet or a call.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.shards.has_work() {
+            return Some(Instant::ZERO);
+        }
+        match (self.shards.next_timer(), self.demux.next_time_wait()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// [`Stack::poll_timeout`] as a delay from `now`.
     pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        let mut delay: Option<smoltcp::time::Duration> = None;
-        let mut take = |d: smoltcp::time::Duration| {
-            delay = Some(delay.map_or(d, |cur| cur.min(d)));
-        };
-        for iface in &mut self.ifaces {
-            if let Some(d) = iface.iface.poll_delay(now, &iface.sockets) {
-                take(d);
-            }
-        }
-        if let Some(deadline) = self.next_deadline(now) {
-            take(deadline - now);
-        }
-        delay.map(|d| Duration::from_micros(d.total_micros()))
+        self.poll_timeout()
+            .map(|at| Duration::from_micros((at.max(now) - now).total_micros()))
     }
 
-    // ----- paths -----
+    /// The sockets whose readiness may have changed since the last call (each once): wake
+    /// whoever waits on them. These are what packets, timers and calls did.
+    pub fn take_events(&mut self, into: &mut Vec<SocketId>) {
+        into.extend(self.events.drain());
+    }
+
+    /// A socket's readiness may have changed.
+    pub(crate) fn notify(&mut self, id: SocketId) {
+        self.events.insert(id);
+        self.raised += 1;
+    }
+
+    /// Whether calls queued work that only a [`Stack::poll`] sends (data, a FIN, a SYN).
+    pub fn needs_poll(&self) -> bool {
+        self.shards.has_work()
+    }
+
+    // ----- sockets -----
+
+    /// Open a socket. It is not bound to anything until `bind`, `listen`, `connect` or a send.
+    pub fn socket(&mut self, family: Family, ty: SocketType) -> SocketId {
+        let entry = match ty {
+            SocketType::Stream => Entry::Tcp(TcpSocket::new(family)),
+            SocketType::Datagram => Entry::Udp(UdpSocket::new(family)),
+        };
+        SocketId(self.sockets.insert(entry))
+    }
+
+    /// Bind a socket (stream or datagram) to a local address; port 0 picks an ephemeral port.
+    ///
+    /// # Errors
+    /// [`BindError::NoSuchSocket`], [`BindError::AlreadyBound`], [`BindError::FamilyMismatch`],
+    /// [`BindError::AddressNotAvailable`] (not an address of this stack),
+    /// [`BindError::AddressInUse`], [`BindError::NoPortsLeft`].
+    pub fn bind(&mut self, id: SocketId, addr: SocketAddr) -> Result<(), BindError> {
+        let (family, bound, proto) = match self.sockets.get(id.0) {
+            Some(Entry::Tcp(s)) => (
+                s.family,
+                s.local.is_some() || !matches!(s.state, TcpState::Fresh),
+                Proto::Tcp,
+            ),
+            Some(Entry::Udp(s)) => (s.family, s.local.is_some(), Proto::Udp),
+            None => return Err(BindError::NoSuchSocket),
+        };
+        if bound {
+            return Err(BindError::AlreadyBound);
+        }
+        if !family.admits(&addr.ip()) {
+            return Err(BindError::FamilyMismatch);
+        }
+        self.check_local_addr(&addr.ip())?;
+        let port = self.ports.bind(
+            proto,
+            addr.ip(),
+            addr.port(),
+            Holder::Socket(id),
+            &self.config.ephemeral_ports,
+            &mut self.rng,
+        )?;
+        let local = SocketAddr::new(addr.ip(), port);
+        match self.sockets.get_mut(id.0) {
+            Some(Entry::Tcp(s)) => {
+                s.local = Some(local);
+                Ok(())
+            }
+            Some(Entry::Udp(_)) => {
+                let attached = self.udp_attach(id, local);
+                if attached.is_err() {
+                    self.ports.release(proto, port, Holder::Socket(id));
+                }
+                attached
+            }
+            None => Err(BindError::NoSuchSocket),
+        }
+    }
+
+    /// Listen for connections, binding to an ephemeral port on every address if not bound.
+    /// `backlog` bounds the accept queue and the handshakes under way (at most
+    /// [`StackConfig::max_backlog`], as Linux caps it at `somaxconn`); a SYN that finds them
+    /// full is dropped and counted, never refused.
+    ///
+    /// # Errors
+    /// [`ListenError::NoSuchSocket`], [`ListenError::NotStream`], [`ListenError::Connected`],
+    /// [`ListenError::Bind`] when the implicit bind fails.
+    pub fn listen(&mut self, id: SocketId, backlog: usize) -> Result<(), ListenError> {
+        self.tcp_listen(id, backlog)
+    }
+
+    /// Take an established connection from a listener's queue.
+    ///
+    /// # Errors
+    /// [`AcceptError::NoSuchSocket`], [`AcceptError::NotListening`], [`AcceptError::WouldBlock`]
+    /// when none is ready.
+    pub fn accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr), AcceptError> {
+        self.tcp_accept(id)
+    }
+
+    /// Start connecting a stream socket (returns at once; [`Stack::connect_status`] and
+    /// readiness tell the outcome), or associate a datagram socket with a peer. The connect
+    /// timeout counts from `now`.
+    ///
+    /// # Errors
+    /// [`ConnectError::NoSuchSocket`]; [`ConnectError::FamilyMismatch`];
+    /// [`ConnectError::InvalidPort`] for port 0; [`ConnectError::Route`] when no interface or
+    /// source fits; [`ConnectError::AlreadyConnected`], [`ConnectError::InProgress`],
+    /// [`ConnectError::Listening`] for a socket in the wrong state; [`ConnectError::Bind`] when
+    /// the source is taken or no ephemeral port is left; [`ConnectError::NoBuffers`] past
+    /// [`StackConfig::buffer_limit`].
+    pub fn connect(
+        &mut self,
+        id: SocketId,
+        remote: SocketAddr,
+        opts: ConnectOptions,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        match self.sockets.get(id.0) {
+            Some(Entry::Tcp(_)) => self.tcp_connect(id, remote, opts, now),
+            Some(Entry::Udp(_)) => self.udp_connect(id, remote, opts),
+            None => Err(ConnectError::NoSuchSocket),
+        }
+    }
+
+    /// The progress of a connection attempt; `None` for a socket that never tried.
+    pub fn connect_status(&self, id: SocketId) -> Option<ConnectStatus> {
+        match self.sockets.get(id.0)? {
+            Entry::Tcp(s) => self.tcp_connect_status(s),
+            Entry::Udp(u) => u.peer.map(|_| ConnectStatus::Connected),
+        }
+    }
+
+    /// Queue bytes on a connection whose handshake is under way; they are sent as soon as it is
+    /// established (a Fast Open connection puts what its SYN carries there). Returns how many
+    /// were taken (up to the send buffer's size in all).
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] when no handshake is under way
+    /// (use [`Stack::send`] on an established connection).
+    pub fn queue_early(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
+        self.tcp_queue_early(id, data)
+    }
+
+    /// Queue bytes on a connection (returns how many were taken: at least 1 unless `data` is
+    /// empty), or send one datagram to the associated peer.
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] (never connected);
+    /// [`SendError::WouldBlock`] (buffer full, or handshake under way);
+    /// [`SendError::Shutdown`] (after `shutdown(Write)` or the connection's end);
+    /// [`SendError::Connection`] for a reset or failed connection (reported once); and for
+    /// datagrams those of [`Stack::send_to`].
+    pub fn send(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
+        self.tcp_send(id, data)
+    }
+
+    /// Send one datagram to `dest`, or to the associated peer when `dest` is `None` (on a stream
+    /// socket: [`Stack::send`]).
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::NoDestination`] with no destination at all;
+    /// [`SendError::FamilyMismatch`]; [`SendError::Route`]; [`SendError::MessageTooLong`] above
+    /// the path's datagram limit; [`SendError::WouldBlock`] with the send buffer full;
+    /// [`SendError::Bind`] when no ephemeral port is left.
+    pub fn send_to(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        dest: Option<SocketAddr>,
+    ) -> Result<usize, SendError> {
+        self.udp_send_to(id, data, dest)
+    }
+
+    /// Read received bytes; `Ok(0)` is the end of the stream.
+    ///
+    /// # Errors
+    /// [`RecvError::NoSuchSocket`]; [`RecvError::NotConnected`] (never connected);
+    /// [`RecvError::WouldBlock`] (nothing yet, or handshake under way);
+    /// [`RecvError::Connection`] for a reset or failed connection (reported once; then `Ok(0)`).
+    pub fn recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.tcp_recv(id, buf)
+    }
+
+    /// Receive one datagram: its length (the part that fit in `buf`; the rest is discarded,
+    /// as with `recvfrom(2)`) and its source. With an association, datagrams from other sources
+    /// are dropped unread. On a stream socket: [`Stack::recv`] and the peer.
+    ///
+    /// # Errors
+    /// [`RecvError::NoSuchSocket`]; [`RecvError::WouldBlock`] when nothing is queued.
+    pub fn recv_from(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), RecvError> {
+        self.udp_recv_from(id, buf)
+    }
+
+    /// Shut down one or both halves of a connection.
+    ///
+    /// # Errors
+    /// [`ShutdownError::NoSuchSocket`]; [`ShutdownError::NotConnected`] for a socket with no
+    /// connection (or a datagram socket without an association).
+    pub fn shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<(), ShutdownError> {
+        self.tcp_shutdown(id, how)
+    }
+
+    /// Close a socket: a connection sends FIN after its queued data (or RST when received data
+    /// was left unread, as `close(2)` does) and finishes closing in the background, lingering at
+    /// most [`StackConfig::orphan_timeout`] from `now`; a listener resets the connections not
+    /// yet accepted. Returns whether `id` was open.
+    pub fn close(&mut self, id: SocketId, now: Instant) -> bool {
+        match self.sockets.remove(id.0) {
+            Some(Entry::Tcp(s)) => {
+                self.tcp_release(id, s, now);
+                true
+            }
+            Some(Entry::Udp(s)) => {
+                self.udp_release(id, s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Dissolve a datagram socket's association. Returns whether it had one.
+    pub fn disconnect_datagram(&mut self, id: SocketId) -> bool {
+        self.udp_disconnect(id)
+    }
+
+    /// Bytes received and not yet read, and bytes queued and not yet acknowledged.
+    pub fn queued(&self, id: SocketId) -> Option<(usize, usize)> {
+        match self.sockets.get(id.0)? {
+            Entry::Tcp(s) => self.tcp_queued(s),
+            Entry::Udp(_) => None,
+        }
+    }
+
+    /// Readiness of a socket; an id that is not open reads as hung up.
+    pub fn readiness(&self, id: SocketId) -> Readiness {
+        match self.sockets.get(id.0) {
+            Some(Entry::Tcp(s)) => self.tcp_readiness(s),
+            Some(Entry::Udp(s)) => self.udp_readiness(s),
+            None => Readiness {
+                hangup: true,
+                ..Readiness::default()
+            },
+        }
+    }
+
+    /// Take the pending error of a socket (`getsockopt(SO_ERROR)`): reported once.
+    pub fn take_error(&mut self, id: SocketId) -> Option<ConnectionError> {
+        match self.sockets.get_mut(id.0)? {
+            Entry::Tcp(s) => s.error.take(),
+            Entry::Udp(s) => s.error.take(),
+        }
+    }
+
+    /// The local address a socket is bound to (port 0 and the unspecified address until bound).
+    pub fn local_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        match self.sockets.get(id.0)? {
+            Entry::Tcp(s) => Some(s.local_addr()),
+            Entry::Udp(s) => Some(s.local_addr()),
+        }
+    }
+
+    /// The peer of a connected (or connecting) socket, or of an associated datagram socket.
+    pub fn peer_addr(&self, id: SocketId) -> Option<SocketAddr> {
+        match self.sockets.get(id.0)? {
+            Entry::Tcp(s) => s.peer_addr(),
+            Entry::Udp(s) => s.peer,
+        }
+    }
+
+    /// Stream or datagram; `None` for an id that is not open.
+    pub fn socket_type(&self, id: SocketId) -> Option<SocketType> {
+        match self.sockets.get(id.0)? {
+            Entry::Tcp(_) => Some(SocketType::Stream),
+            Entry::Udp(_) => Some(SocketType::Datagram),
+        }
+    }
+
+    /// The family a socket was opened with.
+    pub fn socket_family(&self, id: SocketId) -> Option<Family> {
+        match self.sockets.get(id.0)? {
+            Entry::Tcp(s) => Some(s.family),
+            Entry::Udp(s) => Some(s.family),
+        }
+    }
+
+    /// Whether `id` names an open socket.
+    pub fn is_open(&self, id: SocketId) -> bool {
+        self.sockets.get(id.0).is_some()
+    }
+
+    /// How many sockets are open.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// The largest datagram a socket can send to `dest` (or to its peer).
+    pub fn datagram_limit(&self, id: SocketId, dest: Option<SocketAddr>) -> Option<usize> {
+        self.udp_datagram_limit(id, dest)
+    }
+
+    /// The largest datagram a socket could send to `dest` through the path `opts` would choose,
+    /// without changing the socket.
+    ///
+    /// # Errors
+    /// [`SendError::NoSuchSocket`]; [`SendError::FamilyMismatch`]; [`SendError::Route`].
+    pub fn datagram_limit_via(
+        &self,
+        id: SocketId,
+        dest: SocketAddr,
+        opts: ConnectOptions,
+    ) -> Result<usize, SendError> {
+        self.udp_datagram_limit_via(id, dest, opts)
+    }
+
+    // ----- TCP Fast Open -----
+
+    /// Switch Fast Open on (or off, with `None`) for a bound or listening stream socket: SYNs
+    /// to it get cookies, and data behind a valid cookie goes to the application (S-01…S-09).
+    ///
+    /// # Errors
+    /// [`ListenError::NoSuchSocket`]; [`ListenError::NotStream`] for a datagram socket or one
+    /// with no local port yet.
+    pub fn set_fast_open(
+        &mut self,
+        id: SocketId,
+        config: Option<fastopen::ServerConfig>,
+    ) -> Result<(), ListenError> {
+        let disabled = self.fo.disabled;
+        match self.sockets.get_mut(id.0) {
+            Some(Entry::Tcp(s)) if s.local.is_some() => {
+                s.fast_open = config
+                    .filter(|_| !disabled)
+                    .map(fastopen::server::Listener::new);
+                Ok(())
+            }
+            Some(_) => Err(ListenError::NotStream),
+            None => Err(ListenError::NoSuchSocket),
+        }
+    }
+
+    /// The Fast Open state of a socket's connection.
+    fn fast_open_state(&self, id: SocketId) -> Option<&fastopen::Conn> {
+        let Some(Entry::Tcp(TcpSocket {
+            state: TcpState::Connection(c),
+            ..
+        })) = self.sockets.get(id.0)
+        else {
+            return None;
+        };
+        self.shards.get(c.shard)?.conn()?.fo.as_ref()
+    }
+
+    /// What Fast Open did on a client connection (`None`: not a Fast Open connection).
+    pub fn fast_open_info(&self, id: SocketId) -> Option<fastopen::FastOpenInfo> {
+        match self.fast_open_state(id)? {
+            fastopen::Conn::Client(c) => Some(c.info),
+            fastopen::Conn::Server(_) => None,
+        }
+    }
+
+    /// What Fast Open did on an accepted connection (`None`: its SYN had nothing to do with
+    /// Fast Open, or its listener has it off).
+    pub fn server_fast_open_info(&self, id: SocketId) -> Option<fastopen::ServerInfo> {
+        match self.fast_open_state(id)? {
+            fastopen::Conn::Server(s) => Some(s.info),
+            fastopen::Conn::Client(_) => None,
+        }
+    }
+
+    /// How many more bytes the SYN of a Fast Open connection can carry: `None` when the
+    /// connection does not carry data in its SYN (no cookie, or Fast Open off).
+    pub fn syn_data_room(&self, id: SocketId) -> Option<usize> {
+        match self.fast_open_state(id)? {
+            fastopen::Conn::Client(c) if c.syn_room() > 0 || !c.syn_data.is_empty() => {
+                Some(c.syn_room())
+            }
+            _ => None,
+        }
+    }
+
+    /// The Fast Open counters.
+    pub fn fast_open_counters(&self) -> fastopen::Counters {
+        self.fo.counters
+    }
+
+    /// The client cookie cache.
+    pub fn cookie_cache(&self) -> Vec<fastopen::CookieEntry> {
+        self.fo.cache.entries()
+    }
+
+    /// Put an entry in the client cookie cache (as loaded from a file).
+    pub fn insert_cookie(&mut self, entry: fastopen::CookieEntry) {
+        self.fo.cache.insert(entry);
+    }
+
+    /// A number that changes whenever the client cookie cache does (to save it when it has).
+    pub fn cookie_cache_generation(&self) -> u64 {
+        self.fo.cache.generation()
+    }
+
+    /// Empty the client cookie cache.
+    pub fn flush_cookie_cache(&mut self) {
+        self.fo.cache.flush();
+    }
+
+    /// How long Fast Open towards `server` is suspended after its last failure (C-08).
+    pub fn fast_open_backoff(&self, server: IpAddr) -> Option<Duration> {
+        self.fo
+            .blackhole
+            .backoff(server)
+            .map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+    // ----- counters and sizes -----
+
+    /// The TCP counters (Linux's names).
+    pub fn tcp_counters(&self) -> TcpCounters {
+        self.counters
+    }
+
+    /// Bytes of socket buffers the stack holds now.
+    pub fn buffers_committed(&self) -> usize {
+        self.shards.committed()
+    }
+
+    /// TCP connections the stack keeps a socket for (handshakes, open and closing ones), and
+    /// connections in TIME-WAIT (a compact entry each).
+    pub fn connection_counts(&self) -> (usize, usize) {
+        (self.demux.connections(), self.demux.time_wait_count())
+    }
+
+    // ----- paths (internal) -----
 
     /// Choose the interface and source address for `dest`.
     ///
@@ -306,7 +719,7 @@ impl Stack {
         let (id, src) = match (via, src) {
             (Some(id), Some(src)) => {
                 let iface = self.ifaces.get(id.0).ok_or(RouteError::NoSuchInterface)?;
-                if !iface.config.addresses.iter().any(|c| c.addr() == src) {
+                if !iface.owns(&src) {
                     return Err(RouteError::AddressNotAvailable(src));
                 }
                 (id, src)
@@ -345,10 +758,7 @@ impl Stack {
 
     /// The interface that owns address `ip`.
     pub(crate) fn interface_owning(&self, ip: &IpAddr) -> Option<IfaceId> {
-        self.ifaces
-            .iter()
-            .position(|i| i.config.addresses.iter().any(|c| c.addr() == *ip))
-            .map(IfaceId)
+        self.ifaces.iter().position(|i| i.owns(ip)).map(IfaceId)
     }
 
     /// Whether a datagram or connection from `ip` can use this stack: unspecified, or owned.
@@ -382,89 +792,7 @@ impl Stack {
         }
     }
 
-    // ----- ports -----
-
-    /// Register `holder` on (`addr`, `port`), or on a random ephemeral port when `port` is 0.
-    /// Two bindings clash when their addresses overlap (equal, or either unspecified).
-    pub(crate) fn bind_port(
-        &mut self,
-        proto: Proto,
-        addr: IpAddr,
-        port: u16,
-        holder: Holder,
-    ) -> Result<u16, BindError> {
-        if port != 0 {
-            if self.port_taken(proto, &addr, port) {
-                return Err(BindError::AddressInUse);
-            }
-            self.bindings
-                .entry((proto, port))
-                .or_default()
-                .push(Binding { addr, holder });
-            return Ok(port);
-        }
-        // RFC 6056 algorithm 1: a random start, then the next free port.
-        let range = self.config.ephemeral_ports.clone();
-        let (lo, hi) = (u32::from(*range.start()), u32::from(*range.end()));
-        let count = hi.saturating_sub(lo) + 1;
-        let start = self.rng.random_range(0..count);
-        for step in 0..count {
-            // `lo + offset` stays within the u16 range by construction.
-            let candidate = (lo + (start + step) % count) as u16;
-            if !self.port_taken(proto, &addr, candidate) {
-                self.bindings
-                    .entry((proto, candidate))
-                    .or_default()
-                    .push(Binding { addr, holder });
-                return Ok(candidate);
-            }
-        }
-        Err(BindError::NoPortsLeft)
-    }
-
-    fn port_taken(&self, proto: Proto, addr: &IpAddr, port: u16) -> bool {
-        self.bindings.get(&(proto, port)).is_some_and(|list| {
-            list.iter().any(|b| {
-                b.addr.is_ipv4() == addr.is_ipv4()
-                    && (b.addr == *addr || b.addr.is_unspecified() || addr.is_unspecified())
-            })
-        })
-    }
-
-    pub(crate) fn release_port(&mut self, proto: Proto, port: u16, holder: Holder) {
-        if let Some(list) = self.bindings.get_mut(&(proto, port)) {
-            list.retain(|b| b.holder != holder);
-            if list.is_empty() {
-                self.bindings.remove(&(proto, port));
-            }
-        }
-    }
-
-    /// Hand a socket's port binding over to an orphan.
-    pub(crate) fn orphan_port(&mut self, proto: Proto, port: u16, from: SocketId) -> u64 {
-        let token = self.next_orphan;
-        self.next_orphan += 1;
-        if let Some(list) = self.bindings.get_mut(&(proto, port)) {
-            for b in list.iter_mut().filter(|b| b.holder == Holder::Socket(from)) {
-                b.holder = Holder::Orphan(token);
-            }
-        }
-        token
-    }
-
-    /// Fail the attempts and associations that ICMP errors of this poll concern.
-    fn handle_icmp(&mut self) -> bool {
-        let mut changed = false;
-        for r in std::mem::take(&mut self.icmp.reports) {
-            changed |= match r.proto {
-                Proto::Tcp => self.tcp_icmp_error(&r),
-                Proto::Udp => self.udp_icmp_error(&r),
-            };
-        }
-        changed
-    }
-
-    // ----- socket buffers -----
+    // ----- socket buffers (internal) -----
 
     pub(crate) fn tcp_buffer_size(&self) -> usize {
         self.config.tcp_rx_buffer + self.config.tcp_tx_buffer
@@ -476,45 +804,13 @@ impl Stack {
 
     /// Whether `bytes` more of socket buffers fit under the limit.
     pub(crate) fn buffers_fit(&self, bytes: usize) -> bool {
-        self.committed.saturating_add(bytes) <= self.config.buffer_limit
+        self.shards.committed().saturating_add(bytes) <= self.config.buffer_limit
     }
 
-    /// Put a smoltcp socket on an interface, counting its buffers.
-    pub(crate) fn add_smol_socket<T: smoltcp::socket::AnySocket<'static>>(
-        &mut self,
-        iface: IfaceId,
-        socket: T,
-        bytes: usize,
-    ) -> SocketHandle {
-        self.committed = self.committed.saturating_add(bytes);
-        self.ifaces[iface.0].sockets.add(socket)
-    }
-
-    /// Take a smoltcp socket off its interface, releasing its buffers.
-    pub(crate) fn remove_smol_socket(&mut self, iface: IfaceId, handle: SocketHandle) {
-        let bytes = match self.ifaces[iface.0].sockets.remove(handle) {
-            smoltcp::socket::Socket::Tcp(_) => self.tcp_buffer_size(),
-            smoltcp::socket::Socket::Udp(_) => self.udp_buffer_size(),
-            #[allow(unreachable_patterns)]
-            _ => 0,
-        };
-        self.committed = self.committed.saturating_sub(bytes);
-    }
-
-    /// Bytes of socket buffers the stack holds now.
-    pub fn buffers_committed(&self) -> usize {
-        self.committed
-    }
-
-    // ----- sockets -----
-
-    /// Whether `id` names an open socket.
-    pub fn is_open(&self, id: SocketId) -> bool {
-        self.table.get(id).is_some()
-    }
-
-    /// How many sockets are open.
-    pub fn socket_count(&self) -> usize {
-        self.table.len()
+    /// The kind of a shard (for the engine's dispatch).
+    pub(crate) fn shard_is_tcp(&self, shard: ShardId) -> Option<bool> {
+        self.shards
+            .get(shard)
+            .map(|s| matches!(s.kind, Kind::Tcp(_)))
     }
 }

@@ -1,27 +1,38 @@
-//! TCP: connect, listen and accept, send and receive, shutdown and close, over smoltcp sockets.
+//! TCP: connect, listen and accept, send and receive, shutdown and close, on smoltcp sockets
+//! that each live in a shard of their own.
 //!
-//! smoltcp keeps no backlog: a listening socket *becomes* the connection when a SYN arrives. A
-//! listener here is a small pool of listening smoltcp sockets per interface; each one that
-//! completes a handshake moves to the accept queue and a fresh one takes its place
-//! (at most `backlog` connections half-open or waiting to be accepted).
+//! smoltcp keeps no backlog: a listening socket *becomes* the connection when a SYN arrives. So
+//! the stack keeps the listen queue itself, as Linux does (`inet_csk_reqsk_queue`,
+//! `sk_acceptq`): a SYN that finds no connection and a listener on its port gets a fresh smoltcp
+//! socket of its own, listening on exactly that address, and is handed to it — unless the accept
+//! queue is full (`ListenOverflows`) or too many handshakes are half open (`TCPReqQFullDrop`),
+//! in which case the SYN is dropped and counted (`ListenDrops`), never answered with a RST: the
+//! client retransmits.
+//!
+//! A connection that closes first on our side leaves a compact TIME-WAIT entry (the `demux`
+//! module) and gives its smoltcp socket and buffers back at once.
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
 use crate::addr::{from_smoltcp, to_smoltcp};
 use crate::config::CongestionControl;
+use crate::demux::{ack_segment, TimeWait};
 use crate::error::{
     AcceptError, BindError, ConnectError, ConnectionError, ListenError, RecvError, SendError,
     ShutdownError,
 };
-use crate::iface::IfaceId;
-use crate::socket::{Entry, Family, Readiness, Shutdown, SocketId};
-use crate::stack::{Holder, Orphan, Proto, Stack};
+use crate::fastopen;
+use crate::ids::{Family, IfaceId, Proto, ShardId, SocketId};
+use crate::ports::Holder;
+use crate::shard::{Kind, Owner, TcpConn, WireSeq};
+use crate::socket::{Entry, Readiness, Shutdown};
+use crate::stack::Stack;
+use crate::wire::Tcp;
 
 /// Where a connection should come from: `sae_srcif` and `sae_srcaddr` of `connectx`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,7 +42,7 @@ pub struct ConnectOptions {
     /// Bind to this source (port 0: an ephemeral port) before connecting.
     pub source: Option<SocketAddr>,
     /// TCP Fast Open (`CONNECT_DATA_IDEMPOTENT`, `CONNECT_DATA_AUTHENTICATED`).
-    pub fast_open: crate::fastopen::Mode,
+    pub fast_open: fastopen::Mode,
 }
 
 /// Progress of a connection attempt.
@@ -45,6 +56,9 @@ pub enum ConnectStatus {
     Failed(ConnectionError),
 }
 
+/// The most a `listen` backlog can be (Linux's `net.core.somaxconn`).
+pub const SOMAXCONN: usize = 4096;
+
 #[derive(Debug)]
 pub(crate) struct TcpSocket {
     pub(crate) family: Family,
@@ -53,6 +67,8 @@ pub(crate) struct TcpSocket {
     pub(crate) state: TcpState,
     /// An error not yet reported.
     pub(crate) error: Option<ConnectionError>,
+    /// Fast Open on this (bound or listening) socket's SYNs.
+    pub(crate) fast_open: Option<fastopen::server::Listener>,
 }
 
 #[derive(Debug)]
@@ -65,31 +81,23 @@ pub(crate) enum TcpState {
 #[derive(Debug)]
 pub(crate) struct Listener {
     backlog: usize,
-    /// Listening (or half-open) smoltcp sockets.
-    pool: Vec<(IfaceId, SocketHandle)>,
     /// Established connections waiting for `accept`.
-    /// With their endpoints, learnt when they arrived (a reset before `accept` clears them
-    /// in smoltcp).
-    ready: VecDeque<(IfaceId, SocketHandle, SocketAddr, SocketAddr)>,
+    accept: VecDeque<ShardId>,
+    /// Handshakes under way.
+    pending: HashSet<ShardId>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) iface: IfaceId,
-    pub(crate) handle: SocketHandle,
+    pub(crate) shard: ShardId,
     pub(crate) local: SocketAddr,
     pub(crate) remote: SocketAddr,
     /// Reached ESTABLISHED at some point.
     pub(crate) established: bool,
-    /// Connect deadline while the handshake is under way.
-    deadline: Option<Instant>,
     /// The connection is over (closed normally, reset, refused or timed out).
     ended: bool,
-    last_state: tcp::State,
     shut_read: bool,
     shut_write: bool,
-    /// This socket registered its own port binding (an active open on an ephemeral port).
-    owns_port: bool,
     /// Data queued before the handshake finished (`connectx` iov data, a write on a
     /// `CONNECT_RESUME_ON_READ_WRITE` socket); it enters the connection once established.
     early: Vec<u8>,
@@ -102,11 +110,8 @@ impl TcpSocket {
             local: None,
             state: TcpState::Fresh,
             error: None,
+            fast_open: None,
         }
-    }
-
-    pub(crate) fn take_error(&mut self) -> Option<ConnectionError> {
-        self.error.take()
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -124,13 +129,6 @@ impl TcpSocket {
             _ => None,
         }
     }
-
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        match &self.state {
-            TcpState::Connection(c) => c.deadline,
-            _ => None,
-        }
-    }
 }
 
 fn endpoint(addr: SocketAddr) -> IpEndpoint {
@@ -141,12 +139,16 @@ fn socket_addr(ep: IpEndpoint) -> SocketAddr {
     SocketAddr::new(from_smoltcp(ep.addr), ep.port)
 }
 
-/// (local, remote) of a smoltcp socket that has both.
-fn tuple_of(sock: &tcp::Socket<'_>) -> Option<(SocketAddr, SocketAddr)> {
-    Some((
-        socket_addr(sock.local_endpoint()?),
-        socket_addr(sock.remote_endpoint()?),
-    ))
+pub(crate) fn micros(d: std::time::Duration) -> Duration {
+    Duration::from_micros(d.as_micros().min(u128::from(u64::MAX)) as u64)
+}
+
+/// States in which the handshake is over and the connection is (or was) synchronized.
+fn synchronized(state: tcp::State) -> bool {
+    !matches!(
+        state,
+        tcp::State::Closed | tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived
+    )
 }
 
 impl Stack {
@@ -155,11 +157,7 @@ impl Stack {
         let tx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(self.config.nagle);
-        s.set_ack_delay(
-            self.config
-                .ack_delay
-                .map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
-        );
+        s.set_ack_delay(self.config.ack_delay.map(micros));
         s.set_congestion_control(match self.config.congestion_control {
             CongestionControl::None => tcp::CongestionControl::None,
             CongestionControl::Reno => tcp::CongestionControl::Reno,
@@ -169,68 +167,31 @@ impl Stack {
     }
 
     fn tcp_entry(&mut self, id: SocketId) -> Option<&mut TcpSocket> {
-        match self.table.get_mut(id)? {
+        match self.sockets.get_mut(id.0)? {
             Entry::Tcp(s) => Some(s),
             Entry::Udp(_) => None,
         }
     }
 
-    /// Bind a socket (stream or datagram) to a local address; port 0 picks an ephemeral port.
-    ///
-    /// # Errors
-    /// [`BindError::NoSuchSocket`], [`BindError::AlreadyBound`], [`BindError::FamilyMismatch`],
-    /// [`BindError::AddressNotAvailable`] (not an address of this stack),
-    /// [`BindError::AddressInUse`], [`BindError::NoPortsLeft`].
-    pub fn bind(&mut self, id: SocketId, addr: SocketAddr) -> Result<(), BindError> {
-        let (family, bound, proto) = match self.table.get(id) {
-            Some(Entry::Tcp(s)) => (
-                s.family,
-                s.local.is_some() || !matches!(s.state, TcpState::Fresh),
-                Proto::Tcp,
-            ),
-            Some(Entry::Udp(s)) => (s.family, s.local.is_some(), Proto::Udp),
-            None => return Err(BindError::NoSuchSocket),
-        };
-        if bound {
-            return Err(BindError::AlreadyBound);
-        }
-        if !family.admits(&addr.ip()) {
-            return Err(BindError::FamilyMismatch);
-        }
-        self.check_local_addr(&addr.ip())?;
-        let port = self.bind_port(proto, addr.ip(), addr.port(), Holder::Socket(id))?;
-        let local = SocketAddr::new(addr.ip(), port);
-        match proto {
-            Proto::Tcp => {
-                if let Some(s) = self.tcp_entry(id) {
-                    s.local = Some(local);
-                }
-                Ok(())
-            }
-            Proto::Udp => {
-                let attached = self.udp_attach(id, local);
-                if attached.is_err() {
-                    self.release_port(proto, port, Holder::Socket(id));
-                }
-                attached
-            }
-        }
+    /// The smoltcp socket of an application's connection.
+    fn conn_socket(&self, shard: ShardId) -> Option<&tcp::Socket<'static>> {
+        self.shards.get(shard).map(|s| s.tcp())
     }
 
-    /// Listen for connections, binding to an ephemeral port on every address if not bound.
-    ///
-    /// # Errors
-    /// [`ListenError::NoSuchSocket`], [`ListenError::NotStream`], [`ListenError::Connected`],
-    /// [`ListenError::Bind`] when the implicit bind fails.
-    pub fn listen(&mut self, id: SocketId, backlog: usize) -> Result<(), ListenError> {
-        let s = match self.table.get_mut(id) {
+    fn conn_socket_mut(&mut self, shard: ShardId) -> Option<&mut tcp::Socket<'static>> {
+        self.shards.get_mut(shard).map(|s| s.tcp_mut())
+    }
+
+    pub(crate) fn tcp_listen(&mut self, id: SocketId, backlog: usize) -> Result<(), ListenError> {
+        let s = match self.sockets.get_mut(id.0) {
             Some(Entry::Tcp(s)) => s,
             Some(Entry::Udp(_)) => return Err(ListenError::NotStream),
             None => return Err(ListenError::NoSuchSocket),
         };
+        let backlog = backlog.min(self.config.max_backlog);
         match &mut s.state {
             TcpState::Listening(l) => {
-                l.backlog = backlog.max(1);
+                l.backlog = backlog;
                 return Ok(());
             }
             TcpState::Connection(_) => return Err(ListenError::Connected),
@@ -240,84 +201,74 @@ impl Stack {
             let any = SocketAddr::new(s.family.unspecified(), 0);
             self.bind(id, any)?;
         }
-        if let Some(s) = self.tcp_entry(id) {
-            s.state = TcpState::Listening(Listener {
-                backlog: backlog.max(1),
-                pool: Vec::new(),
-                ready: VecDeque::new(),
-            });
-        }
-        self.refill_listener(id);
+        let Some(s) = self.tcp_entry(id) else {
+            return Err(ListenError::NoSuchSocket);
+        };
+        s.state = TcpState::Listening(Listener {
+            backlog,
+            accept: VecDeque::new(),
+            pending: HashSet::new(),
+        });
+        let (local, family) = (s.local_addr(), s.family);
+        self.demux.add_listener(local, family, id);
         Ok(())
     }
 
-    /// Take an established connection from a listener's queue.
-    ///
-    /// # Errors
-    /// [`AcceptError::NoSuchSocket`], [`AcceptError::NotListening`], [`AcceptError::WouldBlock`]
-    /// when none is ready.
-    pub fn accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr), AcceptError> {
-        let (family, (iface, handle, local, remote)) = match self.table.get_mut(id) {
+    pub(crate) fn tcp_accept(
+        &mut self,
+        id: SocketId,
+    ) -> Result<(SocketId, SocketAddr), AcceptError> {
+        let (family, shard) = match self.sockets.get_mut(id.0) {
             Some(Entry::Tcp(TcpSocket {
                 family,
                 state: TcpState::Listening(l),
                 ..
-            })) => (*family, l.ready.pop_front().ok_or(AcceptError::WouldBlock)?),
+            })) => (
+                *family,
+                l.accept.pop_front().ok_or(AcceptError::WouldBlock)?,
+            ),
             Some(_) => return Err(AcceptError::NotListening),
             None => return Err(AcceptError::NoSuchSocket),
         };
-        let state = self.ifaces[iface.0]
-            .sockets
-            .get::<tcp::Socket<'_>>(handle)
-            .state();
-        // Reset while queued (S-08): its data stays readable, then the reset shows.
-        let reset = state == tcp::State::Closed;
-        let conn = Conn {
-            iface,
-            handle,
-            local,
-            remote,
-            established: true,
-            deadline: None,
-            ended: reset,
-            last_state: state,
-            shut_read: false,
-            shut_write: false,
-            owns_port: false,
-            early: Vec::new(),
+        let Some(sh) = self.shards.get(shard) else {
+            return Err(AcceptError::WouldBlock);
         };
-        let remote = conn.remote;
-        let local = conn.local;
-        let new = self.table.insert(Entry::Tcp(TcpSocket {
+        let Some((local, remote)) = sh.conn().map(|c| c.tuple) else {
+            return Err(AcceptError::WouldBlock);
+        };
+        // Reset while queued (S-08): its data stays readable, then the reset shows.
+        let reset = sh.tcp().state() == tcp::State::Closed;
+        let new = SocketId(self.sockets.insert(Entry::Tcp(TcpSocket {
             family,
             local: Some(local),
-            state: TcpState::Connection(conn),
+            state: TcpState::Connection(Conn {
+                shard,
+                local,
+                remote,
+                established: true,
+                ended: reset,
+                shut_read: false,
+                shut_write: false,
+                early: Vec::new(),
+            }),
             error: reset.then_some(ConnectionError::Reset),
-        }));
-        self.refill_listener(id);
+            fast_open: None,
+        })));
+        if let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) {
+            c.owner = Owner::Socket(new);
+        }
         Ok((new, remote))
     }
 
-    /// Start connecting. Returns at once; [`Stack::connect_status`] and readiness tell the outcome.
-    ///
-    /// # Errors
-    /// [`ConnectError::NoSuchSocket`]; [`ConnectError::FamilyMismatch`];
-    /// [`ConnectError::InvalidPort`] for port 0; [`ConnectError::Route`] when no interface or
-    /// source fits; [`ConnectError::AlreadyConnected`], [`ConnectError::InProgress`],
-    /// [`ConnectError::Listening`] for a socket in the wrong state; [`ConnectError::Bind`] when
-    /// the source is taken or no ephemeral port is left; [`ConnectError::NoBuffers`] past
-    /// [`StackConfig::buffer_limit`](crate::StackConfig::buffer_limit).
-    pub fn connect(
+    pub(crate) fn tcp_connect(
         &mut self,
         id: SocketId,
         remote: SocketAddr,
         opts: ConnectOptions,
         now: Instant,
     ) -> Result<(), ConnectError> {
-        let s = match self.table.get_mut(id) {
-            Some(Entry::Tcp(s)) => s,
-            Some(Entry::Udp(_)) => return self.udp_connect(id, remote, opts),
-            None => return Err(ConnectError::NoSuchSocket),
+        let Some(s) = self.tcp_entry(id) else {
+            return Err(ConnectError::NoSuchSocket);
         };
         let stale = match &s.state {
             TcpState::Listening(_) => return Err(ConnectError::Listening),
@@ -333,15 +284,9 @@ impl Stack {
             }
             TcpState::Fresh => false,
         };
-        let family = s.family;
-        let bound = s.local;
-        if !family.admits(&remote.ip()) {
+        let (family, bound) = (s.family, s.local);
+        if !family.admits(&remote.ip()) || opts.source.is_some_and(|a| !family.admits(&a.ip())) {
             return Err(ConnectError::FamilyMismatch);
-        }
-        if let Some(src) = opts.source {
-            if !family.admits(&src.ip()) {
-                return Err(ConnectError::FamilyMismatch);
-            }
         }
         if remote.port() == 0 {
             return Err(ConnectError::InvalidPort);
@@ -351,22 +296,43 @@ impl Stack {
         if stale {
             self.drop_connection(id);
         }
-        if !self.buffers_fit(self.tcp_buffer_size()) {
+        let bytes = self.tcp_buffer_size();
+        if !self.buffers_fit(bytes) {
             return Err(ConnectError::NoBuffers);
         }
-        // The source port: the bound one, the one asked for, or an ephemeral one.
-        let (port, owns_port) = match (bound, opts.source) {
+        // The source port: the bound one, the one asked for, or an ephemeral one whose tuple is
+        // unused.
+        let (port, explicit) = match (bound, opts.source) {
             (Some(b), _) => (b.port(), false),
-            (None, Some(src_addr)) => (
-                self.bind_port(Proto::Tcp, src, src_addr.port(), Holder::Socket(id))?,
-                true,
-            ),
-            (None, None) => (
-                self.bind_port(Proto::Tcp, src, 0, Holder::Socket(id))?,
-                true,
-            ),
+            (None, Some(a)) if a.port() != 0 => {
+                let p = self.ports.bind(
+                    Proto::Tcp,
+                    src,
+                    a.port(),
+                    Holder::Socket(id),
+                    &self.config.ephemeral_ports,
+                    &mut self.rng,
+                )?;
+                (p, true)
+            }
+            (None, _) => {
+                let demux = &self.demux;
+                let p = self.ports.pick_for_connection(
+                    src,
+                    &self.config.ephemeral_ports,
+                    &mut self.rng,
+                    |p| !demux.tuple_in_use(&(SocketAddr::new(src, p), remote)),
+                )?;
+                (p, false)
+            }
         };
         let local = SocketAddr::new(src, port);
+        if self.demux.tuple_in_use(&(local, remote)) {
+            if explicit {
+                self.ports.release(Proto::Tcp, port, Holder::Socket(id));
+            }
+            return Err(ConnectError::Bind(BindError::AddressInUse));
+        }
         let mut sock = self.new_tcp_socket();
         let cx = self.ifaces[iface.0].iface.context();
         if sock
@@ -378,107 +344,96 @@ impl Stack {
             .is_err()
         {
             // Only unspecified addresses or port 0 make smoltcp refuse, and both were checked.
-            if owns_port {
-                self.release_port(Proto::Tcp, port, Holder::Socket(id));
+            if explicit {
+                self.ports.release(Proto::Tcp, port, Holder::Socket(id));
             }
             return Err(ConnectError::InvalidPort);
         }
-        let bytes = self.tcp_buffer_size();
-        let handle = self.add_smol_socket(iface, sock, bytes);
-        if opts.fast_open != crate::fastopen::Mode::Off && !self.fo.disabled {
+        let fo = (opts.fast_open != fastopen::Mode::Off && !self.fo.disabled).then(|| {
             let mtu = self.ifaces[iface.0].config.mtu;
             let room = mtu.saturating_sub(if src.is_ipv4() { 40 } else { 60 });
-            let client = crate::fastopen::client::Client::new(
-                opts.fast_open,
-                src,
-                remote.ip(),
-                &self.fo.cache,
-                &self.fo.blackhole,
-                room,
-                now,
-            );
-            self.fo
-                .conns
-                .insert((local, remote), crate::fastopen::Conn::Client(client));
-        }
-        let deadline = now
-            + smoltcp::time::Duration::from_micros(self.config.connect_timeout.as_micros() as u64);
-        let s = self.tcp_entry(id).expect("checked above");
-        if owns_port {
+            fastopen::Conn::Client(self.fo.client(opts.fast_open, src, remote.ip(), room, now))
+        });
+        let conn = TcpConn {
+            tuple: (local, remote),
+            owner: Owner::Socket(id),
+            deadline: Some(now + micros(self.config.connect_timeout)),
+            last_state: tcp::State::SynSent,
+            fo,
+            syn_isn: None,
+            wire: WireSeq::default(),
+            inject: Vec::new(),
+            registered: true,
+        };
+        let shard = self
+            .shards
+            .insert(iface, sock, bytes, Kind::Tcp(Box::new(conn)));
+        self.demux.insert_connection((local, remote), shard);
+        self.ports.connection_added(port);
+        let Some(s) = self.tcp_entry(id) else {
+            return Err(ConnectError::NoSuchSocket);
+        };
+        if explicit {
             s.local = Some(local);
         }
         s.state = TcpState::Connection(Conn {
-            iface,
-            handle,
+            shard,
             local,
             remote,
             established: false,
-            deadline: Some(deadline),
             ended: false,
-            last_state: tcp::State::SynSent,
             shut_read: false,
             shut_write: false,
-            owns_port,
             early: Vec::new(),
         });
         Ok(())
     }
 
-    /// The progress of a connection attempt; `None` for a socket that never tried.
-    pub fn connect_status(&self, id: SocketId) -> Option<ConnectStatus> {
-        match self.table.get(id)? {
-            Entry::Tcp(TcpSocket {
-                state: TcpState::Connection(c),
-                error,
-                ..
-            }) => Some(if c.established {
+    pub(crate) fn tcp_connect_status(&self, s: &TcpSocket) -> Option<ConnectStatus> {
+        match &s.state {
+            TcpState::Connection(c) => Some(if c.established {
                 ConnectStatus::Connected
             } else if c.ended {
-                ConnectStatus::Failed(error.unwrap_or(ConnectionError::Refused))
+                ConnectStatus::Failed(s.error.unwrap_or(ConnectionError::Refused))
             } else {
                 ConnectStatus::InProgress
             }),
-            Entry::Udp(u) => u.peer.map(|_| ConnectStatus::Connected),
             _ => None,
         }
     }
 
-    /// Queue bytes on a connection whose handshake is under way; they are sent as soon as it is
-    /// established. Returns how many were taken (up to the send buffer's size in all).
-    ///
-    /// # Errors
-    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] when no handshake is under way
-    /// (use [`Stack::send`] on an established connection).
-    pub fn queue_early(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
+    pub(crate) fn tcp_queue_early(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+    ) -> Result<usize, SendError> {
         let cap = self.config.tcp_tx_buffer;
-        let (n, tuple) = match self.tcp_entry(id) {
+        let (n, shard) = match self.tcp_entry(id) {
             Some(TcpSocket {
                 state: TcpState::Connection(c),
                 ..
             }) if !c.established && !c.ended => {
                 let n = data.len().min(cap.saturating_sub(c.early.len()));
                 c.early.extend_from_slice(&data[..n]);
-                (n, (c.local, c.remote))
+                (n, c.shard)
             }
             Some(_) => return Err(SendError::NotConnected),
             None => return Err(SendError::NoSuchSocket),
         };
         // A Fast Open connection also offers its first bytes for the SYN.
-        if let Some(crate::fastopen::Conn::Client(fo)) = self.fo.conns.get_mut(&tuple) {
+        if let Some(fastopen::Conn::Client(fo)) = self
+            .shards
+            .get_mut(shard)
+            .and_then(|s| s.conn_mut())
+            .and_then(|c| c.fo.as_mut())
+        {
             fo.offer(&data[..n]);
         }
         Ok(n)
     }
 
-    /// Queue bytes on a connection; returns how many were taken (at least 1 unless `data` is empty).
-    ///
-    /// # Errors
-    /// [`SendError::NoSuchSocket`]; [`SendError::NotConnected`] (never connected);
-    /// [`SendError::WouldBlock`] (buffer full, or handshake under way);
-    /// [`SendError::Shutdown`] (after `shutdown(Write)` or the connection's end);
-    /// [`SendError::Connection`] for a reset or failed connection (reported once).
-    pub fn send(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
-        let (iface, handle) = match self.table.get_mut(id) {
+    pub(crate) fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize, SendError> {
+        let shard = match self.sockets.get_mut(id.0) {
             Some(Entry::Tcp(s)) => match &s.state {
                 TcpState::Connection(c) => {
                     if let Some(e) = s.error.take() {
@@ -494,38 +449,34 @@ impl Stack {
                     if !c.established {
                         return Err(SendError::WouldBlock);
                     }
-                    (c.iface, c.handle)
+                    c.shard
                 }
                 TcpState::Listening(_) => return Err(SendError::Listening),
                 TcpState::Fresh => return Err(SendError::NotConnected),
             },
-            Some(Entry::Udp(_)) => return self.send_to(id, data, None),
+            Some(Entry::Udp(_)) => return self.udp_send_to(id, data, None),
             None => return Err(SendError::NoSuchSocket),
         };
-        let sock = self.ifaces[iface.0]
-            .sockets
-            .get_mut::<tcp::Socket<'_>>(handle);
+        let Some(sock) = self.conn_socket_mut(shard) else {
+            return Err(SendError::Shutdown);
+        };
         if !sock.may_send() {
             return Err(SendError::Shutdown);
         }
         if data.is_empty() {
             return Ok(0);
         }
-        match sock.send_slice(data) {
-            Ok(0) => Err(SendError::WouldBlock),
-            Ok(n) => Ok(n),
-            Err(tcp::SendError::InvalidState) => Err(SendError::Shutdown),
-        }
+        let n = match sock.send_slice(data) {
+            Ok(0) => return Err(SendError::WouldBlock),
+            Ok(n) => n,
+            Err(tcp::SendError::InvalidState) => return Err(SendError::Shutdown),
+        };
+        self.shards.mark(shard);
+        Ok(n)
     }
 
-    /// Read received bytes; `Ok(0)` is the end of the stream.
-    ///
-    /// # Errors
-    /// [`RecvError::NoSuchSocket`]; [`RecvError::NotConnected`] (never connected);
-    /// [`RecvError::WouldBlock`] (nothing yet, or handshake under way);
-    /// [`RecvError::Connection`] for a reset or failed connection (reported once; then `Ok(0)`).
-    pub fn recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, RecvError> {
-        let (iface, handle) = match self.table.get_mut(id) {
+    pub(crate) fn tcp_recv(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let shard = match self.sockets.get_mut(id.0) {
             Some(Entry::Tcp(s)) => match &s.state {
                 TcpState::Connection(c) if c.shut_read => return Ok(0),
                 TcpState::Connection(c) if !c.established => {
@@ -535,23 +486,25 @@ impl Stack {
                         None => RecvError::WouldBlock,
                     });
                 }
-                TcpState::Connection(c) => (c.iface, c.handle),
+                TcpState::Connection(c) => c.shard,
                 TcpState::Listening(_) => return Err(RecvError::Listening),
                 TcpState::Fresh => return Err(RecvError::NotConnected),
             },
-            Some(Entry::Udp(_)) => return self.recv_from(id, buf).map(|(n, _)| n),
+            Some(Entry::Udp(_)) => return self.udp_recv_from(id, buf).map(|(n, _)| n),
             None => return Err(RecvError::NoSuchSocket),
         };
         // Data that arrived before a reset or a FIN is read first (S-08: the SYN data of a
         // connection reset before it was accepted stays readable); then the error, once; then
         // the end of the stream.
-        let sock = self.ifaces[iface.0]
-            .sockets
-            .get_mut::<tcp::Socket<'_>>(handle);
-        if sock.can_recv() && !buf.is_empty() {
-            return Ok(sock.recv_slice(buf).unwrap_or(0));
+        if let Some(sock) = self.conn_socket_mut(shard) {
+            if sock.can_recv() && !buf.is_empty() {
+                let n = sock.recv_slice(buf).unwrap_or(0);
+                // Reading may open the window enough to say so.
+                self.shards.mark(shard);
+                return Ok(n);
+            }
         }
-        let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
+        let Some(s) = self.tcp_entry(id) else {
             return Err(RecvError::NoSuchSocket);
         };
         if let Some(e) = s.error.take() {
@@ -560,9 +513,9 @@ impl Stack {
         if matches!(&s.state, TcpState::Connection(c) if c.ended) {
             return Ok(0);
         }
-        let sock = self.ifaces[iface.0]
-            .sockets
-            .get_mut::<tcp::Socket<'_>>(handle);
+        let Some(sock) = self.conn_socket_mut(shard) else {
+            return Ok(0);
+        };
         match sock.recv_slice(buf) {
             Ok(0) if !buf.is_empty() => Err(RecvError::WouldBlock),
             Ok(n) => Ok(n),
@@ -571,13 +524,12 @@ impl Stack {
         }
     }
 
-    /// Shut down one or both halves of a connection.
-    ///
-    /// # Errors
-    /// [`ShutdownError::NoSuchSocket`]; [`ShutdownError::NotConnected`] for a socket with no
-    /// connection (or a datagram socket without an association).
-    pub fn shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<(), ShutdownError> {
-        let (iface, handle, write) = match self.table.get_mut(id) {
+    pub(crate) fn tcp_shutdown(
+        &mut self,
+        id: SocketId,
+        how: Shutdown,
+    ) -> Result<(), ShutdownError> {
+        let (shard, write) = match self.sockets.get_mut(id.0) {
             Some(Entry::Tcp(TcpSocket {
                 state: TcpState::Connection(c),
                 ..
@@ -589,31 +541,26 @@ impl Stack {
                 if write {
                     c.shut_write = true;
                 }
-                (c.iface, c.handle, write)
+                (c.shard, write)
             }
             Some(Entry::Udp(u)) if u.peer.is_some() => return Ok(()),
             Some(_) => return Err(ShutdownError::NotConnected),
             None => return Err(ShutdownError::NoSuchSocket),
         };
         if write {
-            self.ifaces[iface.0]
-                .sockets
-                .get_mut::<tcp::Socket<'_>>(handle)
-                .close();
+            if let Some(sock) = self.conn_socket_mut(shard) {
+                sock.close();
+            }
         }
+        self.shards.mark(shard);
+        self.notify(id);
         Ok(())
     }
 
-    /// Bytes received and not yet read, and bytes queued and not yet acknowledged.
-    pub fn queued(&self, id: SocketId) -> Option<(usize, usize)> {
-        match self.table.get(id)? {
-            Entry::Tcp(TcpSocket {
-                state: TcpState::Connection(c),
-                ..
-            }) => {
-                let s = self.ifaces[c.iface.0]
-                    .sockets
-                    .get::<tcp::Socket<'_>>(c.handle);
+    pub(crate) fn tcp_queued(&self, s: &TcpSocket) -> Option<(usize, usize)> {
+        match &s.state {
+            TcpState::Connection(c) => {
+                let s = self.conn_socket(c.shard)?;
                 Some((s.recv_queue(), s.send_queue()))
             }
             _ => None,
@@ -629,13 +576,18 @@ impl Stack {
                 ..Readiness::default()
             },
             TcpState::Listening(l) => Readiness {
-                readable: !l.ready.is_empty(),
+                readable: !l.accept.is_empty(),
                 ..Readiness::default()
             },
             TcpState::Connection(c) => {
-                let sock = self.ifaces[c.iface.0]
-                    .sockets
-                    .get::<tcp::Socket<'_>>(c.handle);
+                let Some(sock) = self.conn_socket(c.shard) else {
+                    return Readiness {
+                        readable: true,
+                        writable: true,
+                        error,
+                        hangup: true,
+                    };
+                };
                 let eof = c.established && (!sock.may_recv() || c.ended || c.shut_read);
                 Readiness {
                     readable: error || sock.can_recv() || eof || (c.ended && !c.established),
@@ -650,385 +602,506 @@ impl Stack {
         }
     }
 
-    /// Drop the smoltcp socket of a failed attempt before a new one.
+    /// Drop the shard of a failed attempt before a new one.
     fn drop_connection(&mut self, id: SocketId) {
         let Some(s) = self.tcp_entry(id) else { return };
         if let TcpState::Connection(c) = std::mem::replace(&mut s.state, TcpState::Fresh) {
-            if c.owns_port {
-                s.local = None;
-                self.release_port(Proto::Tcp, c.local.port(), Holder::Socket(id));
-            }
-            self.remove_smol_socket(c.iface, c.handle);
-            self.fo.forget(&(c.local, c.remote));
-            self.icmp.forget_syn(c.local, c.remote);
+            self.remove_tcp_shard(c.shard);
         }
     }
 
-    /// A closed socket's resources: connections linger as orphans until they finish closing.
-    pub(crate) fn tcp_release(&mut self, id: SocketId, s: TcpSocket, now: Instant) {
-        match s.state {
-            TcpState::Fresh => {
-                if let Some(local) = s.local {
-                    self.release_port(Proto::Tcp, local.port(), Holder::Socket(id));
+    /// Take a connection's shard out of the demux table (its tuple may be used again; packets
+    /// for it now draw a RST). The shard itself stays as long as its owner needs it.
+    fn unregister(&mut self, shard: ShardId) {
+        let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) else {
+            return;
+        };
+        if !c.registered {
+            return;
+        }
+        c.registered = false;
+        let tuple = c.tuple;
+        self.demux.remove_connection(&tuple, shard);
+        self.ports.connection_removed(tuple.0.port());
+    }
+
+    /// Remove a connection's shard for good.
+    pub(crate) fn remove_tcp_shard(&mut self, shard: ShardId) {
+        self.unregister(shard);
+        self.leave_listener(shard);
+        if let Some(sh) = self.shards.remove(shard) {
+            if let Kind::Tcp(c) = sh.kind {
+                if let Some(fastopen::Conn::Server(s)) = c.fo {
+                    self.release_fast_open_slot(s.listener, &c.tuple);
                 }
             }
+        }
+    }
+
+    /// A Fast Open connection no longer counts against its listener's pending limit.
+    pub(crate) fn release_fast_open_slot(
+        &mut self,
+        listener: Option<SocketId>,
+        tuple: &crate::ids::Tuple,
+    ) {
+        if let Some(Entry::Tcp(TcpSocket {
+            fast_open: Some(fl),
+            ..
+        })) = listener.and_then(|l| self.sockets.get_mut(l.0))
+        {
+            fl.release(tuple);
+        }
+    }
+
+    /// If a listener still counts this shard (a handshake, or the accept queue), it stops.
+    fn leave_listener(&mut self, shard: ShardId) {
+        let Some(Owner::Listener { id, queued }) = self
+            .shards
+            .get(shard)
+            .and_then(|s| s.conn())
+            .map(|c| c.owner)
+        else {
+            return;
+        };
+        if let Some(Entry::Tcp(TcpSocket {
+            state: TcpState::Listening(l),
+            ..
+        })) = self.sockets.get_mut(id.0)
+        {
+            if queued {
+                l.accept.retain(|s| *s != shard);
+            } else {
+                l.pending.remove(&shard);
+            }
+        }
+        if !queued {
+            self.half_open = self.half_open.saturating_sub(1);
+        }
+        if let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) {
+            c.owner = Owner::Orphan;
+        }
+    }
+
+    /// A closed socket's resources: a connection lingers as an orphan until it finishes
+    /// closing; a listener resets the connections not yet accepted.
+    pub(crate) fn tcp_release(&mut self, id: SocketId, s: TcpSocket, now: Instant) {
+        if let Some(local) = s.local {
+            self.ports
+                .release(Proto::Tcp, local.port(), Holder::Socket(id));
+        }
+        let port = s.local_addr().port();
+        match s.state {
+            TcpState::Fresh => {}
             TcpState::Listening(l) => {
-                for (iface, handle) in l
-                    .pool
-                    .into_iter()
-                    .chain(l.ready.into_iter().map(|(i, h, _, _)| (i, h)))
-                {
-                    let sock = self.ifaces[iface.0]
-                        .sockets
-                        .get_mut::<tcp::Socket<'_>>(handle);
-                    let tuple = tuple_of(sock);
-                    sock.abort();
-                    // Kept until the RST has gone out.
-                    self.orphans.push(Orphan {
-                        iface,
-                        handle,
-                        deadline: None,
-                        token: u64::MAX,
-                        port: None,
-                        tuple,
-                    });
-                }
-                if let Some(local) = s.local {
-                    self.fo.listeners.remove(&local.port());
-                    self.release_port(Proto::Tcp, local.port(), Holder::Socket(id));
+                self.demux.remove_listener(port, id);
+                // The queued and half-open connections of this listener are reset.
+                self.half_open = self.half_open.saturating_sub(l.pending.len());
+                for shard in l.accept.into_iter().chain(l.pending) {
+                    self.orphan(shard, None, true);
                 }
             }
             TcpState::Connection(c) => {
-                // An attempt closed before it was answered: its SYN no longer matters.
-                self.icmp.forget_syn(c.local, c.remote);
-                let sock = self.ifaces[c.iface.0]
-                    .sockets
-                    .get_mut::<tcp::Socket<'_>>(c.handle);
-                if sock.recv_queue() > 0 {
-                    // RFC 2525 §2.17, as Linux: closing with unread data resets the connection.
+                let Some(sock) = self.conn_socket_mut(c.shard) else {
+                    return;
+                };
+                // RFC 2525 §2.17, as Linux: closing with unread data resets the connection.
+                let abort = sock.recv_queue() > 0;
+                if abort {
                     sock.abort();
                 } else {
                     sock.close();
                 }
-                let port = if c.owns_port || s.local.is_some_and(|l| l.port() == c.local.port()) {
-                    Some(c.local.port())
-                } else {
-                    None
-                };
-                let token = match port {
-                    Some(p) => self.orphan_port(Proto::Tcp, p, id),
-                    None => u64::MAX,
-                };
-                let deadline = now
-                    + smoltcp::time::Duration::from_micros(
-                        self.config.orphan_timeout.as_micros() as u64
-                    );
-                self.orphans.push(Orphan {
-                    iface: c.iface,
-                    handle: c.handle,
-                    deadline: Some(deadline),
-                    token,
-                    port,
-                    tuple: Some((c.local, c.remote)),
-                });
+                let linger = now + micros(self.config.orphan_timeout);
+                self.orphan(c.shard, (!abort).then_some(linger), abort);
             }
         }
     }
 
-    /// Remove orphans that finished closing; abort those past their deadline.
-    pub(crate) fn reap_orphans(&mut self, now: Instant) -> bool {
-        let mut finished = Vec::new();
-        for (n, o) in self.orphans.iter().enumerate() {
-            let sock = self.ifaces[o.iface.0]
-                .sockets
-                .get_mut::<tcp::Socket<'_>>(o.handle);
-            if sock.state() == tcp::State::Closed {
-                finished.push(n);
-            } else if o.deadline.is_some_and(|d| now >= d) && sock.state() != tcp::State::TimeWait {
-                sock.abort();
-            }
-        }
-        let any = !finished.is_empty();
-        for n in finished.into_iter().rev() {
-            let o = self.orphans.swap_remove(n);
-            self.remove_smol_socket(o.iface, o.handle);
-            if let Some(tuple) = o.tuple {
-                self.fo.forget(&tuple);
-            }
-            if let Some(port) = o.port {
-                self.release_port(Proto::Tcp, port, Holder::Orphan(o.token));
-            }
-        }
-        any
-    }
-
-    /// Look at one TCP socket after a poll. Returns whether it changed in a way waiters care about.
-    pub(crate) fn settle_tcp(&mut self, id: SocketId, now: Instant) -> bool {
-        let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
-            return false;
+    /// Hand a connection to the stack to finish: `deadline` bounds how long it may linger;
+    /// `abort` resets it (it is removed once its RST has left).
+    fn orphan(&mut self, shard: ShardId, deadline: Option<Instant>, abort: bool) {
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return;
         };
-        match &mut s.state {
-            TcpState::Fresh => false,
-            TcpState::Listening(_) => self.refill_listener(id),
-            TcpState::Connection(c) => {
-                if c.ended {
-                    return false;
-                }
-                let sock = self.ifaces[c.iface.0]
-                    .sockets
-                    .get_mut::<tcp::Socket<'_>>(c.handle);
-                let state = sock.state();
-                let before = c.last_state;
-                c.last_state = state;
-                if !c.established {
-                    if !matches!(state, tcp::State::SynSent | tcp::State::SynReceived) {
-                        self.icmp.forget_syn(c.local, c.remote);
-                    }
-                    match state {
-                        tcp::State::SynSent | tcp::State::SynReceived => {
-                            if c.deadline.is_some_and(|d| now >= d) {
-                                sock.abort();
-                                c.ended = true;
-                                c.deadline = None;
-                                s.error = Some(ConnectionError::TimedOut);
-                                self.icmp.forget_syn(c.local, c.remote);
-                                return true;
-                            }
-                            false
-                        }
-                        tcp::State::Closed | tcp::State::Listen => {
-                            // RFC 9293 §3.10.7.3: a RST acceptable in SYN-SENT refuses the
-                            // connection. smoltcp closes the socket for no other reason here.
-                            c.ended = true;
-                            c.deadline = None;
-                            s.error = Some(ConnectionError::Refused);
-                            true
-                        }
-                        _ => {
-                            c.established = true;
-                            c.deadline = None;
-                            // What the SYN-ACK acknowledged of Fast Open SYN data is already
-                            // delivered; the rest goes now, right after the handshake (C-05).
-                            let acked = match self.fo.conns.get(&(c.local, c.remote)) {
-                                Some(crate::fastopen::Conn::Client(fo)) => fo.offset as usize,
-                                _ => 0,
-                            };
-                            if !c.early.is_empty() {
-                                // Both are bounded by the send buffer's size, so it all fits.
-                                let early = std::mem::take(&mut c.early);
-                                let rest = early.get(acked..).unwrap_or(&[]);
-                                let n = sock.send_slice(rest).unwrap_or(0);
-                                c.early.extend_from_slice(&rest[n..]);
-                            }
-                            // Its local endpoint is now fixed.
-                            if let Some(ep) = sock.local_endpoint() {
-                                c.local = socket_addr(ep);
-                            }
-                            true
-                        }
-                    }
-                } else if state == tcp::State::Closed {
-                    c.ended = true;
-                    // The normal ends pass through TIME-WAIT or LAST-ACK; any other way to
-                    // CLOSED is a reset.
-                    if !matches!(before, tcp::State::TimeWait | tcp::State::LastAck) {
-                        s.error = Some(ConnectionError::Reset);
-                    }
-                    true
-                } else {
-                    state != before
-                }
-            }
+        if abort {
+            sh.tcp_mut().abort();
         }
+        if let Some(c) = sh.conn_mut() {
+            c.owner = Owner::Orphan;
+            c.deadline = deadline;
+        }
+        self.shards.mark(shard);
     }
 
-    /// An ICMP error about one of our SYNs: the attempt fails with it (see the `icmp` module).
-    /// Returns whether an attempt ended.
-    pub(crate) fn tcp_icmp_error(&mut self, r: &crate::icmp::Report) -> bool {
-        if r.seq.is_none() || self.icmp.syn_seq(r.local, r.remote) != r.seq {
-            // Not the sequence number of a SYN we sent: stale, or a guess.
-            return false;
-        }
-        for id in self.table.ids() {
-            let Some(Entry::Tcp(s)) = self.table.get_mut(id) else {
-                continue;
-            };
-            let TcpState::Connection(c) = &mut s.state else {
-                continue;
-            };
-            if c.established || c.ended || c.local != r.local || c.remote != r.remote {
-                continue;
-            }
-            let sock = self.ifaces[c.iface.0]
-                .sockets
-                .get_mut::<tcp::Socket<'_>>(c.handle);
-            if sock.state() != tcp::State::SynSent {
-                return false;
-            }
-            sock.abort();
-            c.ended = true;
-            c.deadline = None;
-            s.error = Some(r.error);
-            self.icmp.forget_syn(r.local, r.remote);
-            return true;
-        }
-        false
-    }
-
-    /// Move established connections to the accept queue and keep listening sockets ready.
-    fn refill_listener(&mut self, id: SocketId) -> bool {
-        let (family, local) = match self.table.get(id) {
-            Some(Entry::Tcp(TcpSocket {
-                family,
-                local: Some(local),
-                state: TcpState::Listening(_),
-                ..
-            })) => (*family, *local),
-            _ => return false,
-        };
-        let ifaces = self.interfaces_for(&local.ip(), family);
-        let pool_target = self.config.listen_pool.max(1);
-        let mut fresh = Vec::new();
-        for &iface in &ifaces {
-            // The count of listening sockets this interface will need.
-            fresh.push((iface, 0usize));
-        }
-        let mut changed = false;
-        let mut to_abort = Vec::new();
-        {
+    /// Admit a SYN (checksum verified, destination one of `iface`'s addresses) to the listener
+    /// `lid`: a new connection of its own, unless the listener's queues are full. Returns the
+    /// new shard and the SYN's new length (the Fast Open layer takes data and option out).
+    pub(crate) fn tcp_admit(
+        &mut self,
+        lid: SocketId,
+        iface: IfaceId,
+        t: &Tcp,
+        pkt: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Option<(ShardId, usize)> {
+        let bytes = self.tcp_buffer_size();
+        let fits = self.buffers_fit(bytes);
+        let half_open_room = self.half_open < self.config.max_half_open;
+        let fo_off = self.fo.disabled;
+        let (len, fo) = {
             let Some(Entry::Tcp(TcpSocket {
                 state: TcpState::Listening(l),
+                fast_open,
                 ..
-            })) = self.table.get_mut(id)
+            })) = self.sockets.get_mut(lid.0)
             else {
-                return false;
+                return None;
             };
-            let mut keep = Vec::with_capacity(l.pool.len());
-            let mut listening = vec![0usize; self.ifaces.len()];
-            for (iface, handle) in l.pool.drain(..) {
-                let sock = self.ifaces[iface.0].sockets.get::<tcp::Socket<'_>>(handle);
-                match sock.state() {
-                    tcp::State::Listen => {
-                        listening[iface.0] += 1;
-                        keep.push((iface, handle));
-                    }
-                    tcp::State::SynReceived => keep.push((iface, handle)),
-                    tcp::State::Closed | tcp::State::TimeWait => to_abort.push((iface, handle)),
-                    _ => {
-                        let wrong_family = sock
-                            .remote_endpoint()
-                            .is_some_and(|ep| !family_admits_peer(family, &from_smoltcp(ep.addr)));
-                        if wrong_family {
-                            to_abort.push((iface, handle));
-                        } else {
-                            match tuple_of(sock) {
-                                Some((local, remote)) => {
-                                    l.ready.push_back((iface, handle, local, remote))
-                                }
-                                None => to_abort.push((iface, handle)),
-                            }
-                            changed = true;
-                        }
-                    }
+            // Linux: a full accept queue drops the SYN (`ListenOverflows`), as does a full
+            // queue of half-open connections (`TCPReqQFullDrop`); both count `ListenDrops`. The
+            // client retransmits; nothing is answered.
+            if l.accept.len() > l.backlog {
+                self.counters.ListenOverflows += 1;
+                self.counters.ListenDrops += 1;
+                return None;
+            }
+            if l.pending.len() >= l.backlog.max(1) || !half_open_room || !fits {
+                self.counters.TCPReqQFullDrop += 1;
+                self.counters.ListenDrops += 1;
+                return None;
+            }
+            match fast_open.as_mut().filter(|_| !fo_off) {
+                Some(fl) => {
+                    let (n, server) = self.fo.server_syn(fl, t, pkt, len, now);
+                    let fo = server.map(|mut s| {
+                        s.listener = Some(lid);
+                        fastopen::Conn::Server(s)
+                    });
+                    (n, fo)
                 }
+                None => (len, None),
             }
-            l.pool = keep;
-            let pending = l.pool.len() - listening.iter().sum::<usize>() + l.ready.len();
-            let room = l.backlog.saturating_sub(pending);
-            for (iface, need) in &mut fresh {
-                *need = pool_target.saturating_sub(listening[iface.0]).min(room);
-            }
-        }
-        for (iface, handle) in to_abort {
-            let sock = self.ifaces[iface.0]
-                .sockets
-                .get_mut::<tcp::Socket<'_>>(handle);
-            let tuple = tuple_of(sock);
-            sock.abort();
-            // Kept until the RST has gone out.
-            self.orphans.push(Orphan {
-                iface,
-                handle,
-                deadline: None,
-                token: u64::MAX,
-                port: None,
-                tuple,
-            });
-        }
-        let listen_ep = IpListenEndpoint {
-            addr: if local.ip().is_unspecified() {
-                None
-            } else {
-                Some(to_smoltcp(local.ip()))
-            },
-            port: local.port(),
         };
-        let mut added = Vec::new();
-        for (iface, need) in fresh {
-            for _ in 0..need {
-                let bytes = self.tcp_buffer_size();
-                if !self.buffers_fit(bytes) {
-                    // Past the buffer limit a listener keeps fewer sockets ready; SYNs that find
-                    // none go unanswered (the peer retries), as under a full backlog.
-                    break;
-                }
-                let mut sock = self.new_tcp_socket();
-                if sock.listen(listen_ep).is_ok() {
-                    added.push((iface, self.add_smol_socket(iface, sock, bytes)));
-                }
-            }
-        }
+        let tuple = t.arriving_tuple();
+        let mut sock = self.new_tcp_socket();
+        let listen = IpListenEndpoint {
+            addr: Some(to_smoltcp(tuple.0.ip())),
+            port: tuple.0.port(),
+        };
+        // Only port 0 makes smoltcp refuse, and a SYN to port 0 finds no listener.
+        let _ = sock.listen(listen);
+        let conn = TcpConn {
+            tuple,
+            owner: Owner::Listener {
+                id: lid,
+                queued: false,
+            },
+            deadline: Some(now + micros(self.config.handshake_timeout)),
+            last_state: tcp::State::Listen,
+            fo,
+            syn_isn: None,
+            wire: WireSeq::default(),
+            inject: Vec::new(),
+            registered: true,
+        };
+        let shard = self
+            .shards
+            .insert(iface, sock, bytes, Kind::Tcp(Box::new(conn)));
         if let Some(Entry::Tcp(TcpSocket {
             state: TcpState::Listening(l),
             ..
-        })) = self.table.get_mut(id)
+        })) = self.sockets.get_mut(lid.0)
         {
-            l.pool.extend(added);
+            l.pending.insert(shard);
         }
-        changed
+        self.half_open += 1;
+        self.demux.insert_connection(tuple, shard);
+        self.ports.connection_added(tuple.0.port());
+        Some((shard, len))
     }
-}
 
-/// An `AF_INET6` listener accepts IPv4 peers too (as Linux with `IPV6_V6ONLY` off); an
-/// `AF_INET` listener only IPv4 ones.
-fn family_admits_peer(family: Family, peer: &IpAddr) -> bool {
-    family == Family::V6 || peer.is_ipv4()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use crate::sim::{LinkConfig, Pair};
-    use crate::{ConnectOptions, Family, SocketType};
-
-    #[test]
-    fn attempts_closed_before_an_answer_forget_their_syn() {
-        let link = LinkConfig {
-            latency: Duration::from_millis(5),
-            loss: 0.0,
-            mtu: 1500,
-            seed: 3,
+    /// Look at a connection after its packets, calls and timers of this round: handshakes that
+    /// finished or failed, deadlines, the move to TIME-WAIT, the end of orphans.
+    pub(crate) fn settle_tcp(&mut self, shard: ShardId, now: Instant) {
+        let tw_len = micros(self.config.time_wait);
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return;
         };
-        let mut p = Pair::new(link, &["192.0.2.2/24"], &["192.0.2.1/24"]);
-        // Nothing listens on B: but close each attempt before the RST can come back.
-        for _ in 0..50 {
-            let c = p.a.socket(Family::V4, SocketType::Stream);
-            p.a.connect(
-                c,
-                "192.0.2.1:9".parse().unwrap(),
-                ConnectOptions::default(),
-                p.now(),
-            )
-            .unwrap();
-            p.step();
-            p.a.close(c, p.now());
+        let iface = sh.iface;
+        let state = sh.tcp().state();
+        let recv_queue = sh.tcp().recv_queue();
+        let Some(c) = sh.conn_mut() else { return };
+        let before = std::mem::replace(&mut c.last_state, state);
+        if !matches!(state, tcp::State::SynSent) {
+            c.syn_isn = None;
         }
-        p.run_for(Duration::from_secs(1));
-        assert_eq!(
-            p.a.icmp.syns_remembered(),
-            0,
-            "the ISNs of closed attempts are forgotten, so the bounded table never fills up"
+        let owner = c.owner;
+        let deadline_passed = c.deadline.is_some_and(|d| now >= d);
+        match owner {
+            Owner::Socket(id) => self.settle_app_conn(id, shard, state, before, now),
+            Owner::Listener { id, queued: false } => {
+                if synchronized(state) {
+                    self.handshake_done(id, shard);
+                } else if state == tcp::State::Listen {
+                    // smoltcp did not take the SYN, or a RST in SYN-RECEIVED sent it back to
+                    // listening: nothing to answer.
+                    self.leave_listener(shard);
+                    self.remove_tcp_shard(shard);
+                    return;
+                } else if state == tcp::State::Closed || deadline_passed {
+                    // Reset, refused by smoltcp, or the peer never finished (Linux gives up
+                    // after its SYN-ACK retransmissions).
+                    self.leave_listener(shard);
+                    self.orphan(shard, None, true);
+                }
+            }
+            Owner::Listener { id, queued: true } => {
+                self.notify(id);
+                if state == tcp::State::Closed {
+                    self.unregister(shard);
+                }
+            }
+            Owner::Orphan => {
+                if state == tcp::State::Closed {
+                    // Reap after the RST (if any) left: smoltcp forgets the tuple then.
+                    if self
+                        .shards
+                        .get(shard)
+                        .is_some_and(|s| s.tcp().local_endpoint().is_none())
+                    {
+                        self.remove_tcp_shard(shard);
+                        return;
+                    }
+                } else if deadline_passed && state != tcp::State::TimeWait {
+                    self.orphan(shard, None, true);
+                }
+            }
+        }
+        // TIME-WAIT: a compact entry instead of the socket.
+        let owner = self
+            .shards
+            .get(shard)
+            .and_then(|s| s.conn())
+            .map(|c| c.owner);
+        if state == tcp::State::TimeWait
+            && self
+                .shards
+                .get(shard)
+                .and_then(|s| s.conn())
+                .is_some_and(|c| c.registered)
+        {
+            self.enter_time_wait(shard, iface, now, tw_len);
+            let keep = matches!(owner, Some(Owner::Socket(_))) && recv_queue > 0;
+            if !keep && !matches!(owner, Some(Owner::Socket(_))) {
+                self.remove_tcp_shard(shard);
+                return;
+            }
+        }
+        self.schedule_tcp(shard, now);
+    }
+
+    fn handshake_done(&mut self, lid: SocketId, shard: ShardId) {
+        let ok = if let Some(Entry::Tcp(TcpSocket {
+            state: TcpState::Listening(l),
+            ..
+        })) = self.sockets.get_mut(lid.0)
+        {
+            l.pending.remove(&shard);
+            l.accept.push_back(shard);
+            true
+        } else {
+            false
+        };
+        self.half_open = self.half_open.saturating_sub(1);
+        if let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) {
+            c.owner = Owner::Listener {
+                id: lid,
+                queued: true,
+            };
+            c.deadline = None;
+        }
+        if ok {
+            self.notify(lid);
+        }
+    }
+
+    fn settle_app_conn(
+        &mut self,
+        id: SocketId,
+        shard: ShardId,
+        state: tcp::State,
+        before: tcp::State,
+        now: Instant,
+    ) {
+        self.notify(id);
+        let fo_offset = match self
+            .shards
+            .get(shard)
+            .and_then(|s| s.conn())
+            .and_then(|c| c.fo.as_ref())
+        {
+            Some(fastopen::Conn::Client(fo)) => fo.offset as usize,
+            _ => 0,
+        };
+        let deadline = self
+            .shards
+            .get(shard)
+            .and_then(|s| s.conn())
+            .and_then(|c| c.deadline);
+        let Some(Entry::Tcp(s)) = self.sockets.get_mut(id.0) else {
+            return;
+        };
+        let TcpState::Connection(c) = &mut s.state else {
+            return;
+        };
+        if c.ended {
+            if state == tcp::State::Closed {
+                self.unregister(shard);
+            }
+            return;
+        }
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return;
+        };
+        if !c.established {
+            match state {
+                tcp::State::SynSent | tcp::State::SynReceived => {
+                    if deadline.is_some_and(|d| now >= d) {
+                        sh.tcp_mut().abort();
+                        c.ended = true;
+                        s.error = Some(ConnectionError::TimedOut);
+                        if let Some(conn) = sh.conn_mut() {
+                            conn.deadline = None;
+                        }
+                        self.shards.mark(shard);
+                    }
+                }
+                tcp::State::Closed | tcp::State::Listen => {
+                    // RFC 9293 §3.10.7.3: a RST acceptable in SYN-SENT refuses the
+                    // connection. smoltcp closes the socket for no other reason here.
+                    c.ended = true;
+                    s.error = Some(ConnectionError::Refused);
+                    if let Some(conn) = sh.conn_mut() {
+                        conn.deadline = None;
+                    }
+                    self.unregister(shard);
+                }
+                _ => {
+                    c.established = true;
+                    if let Some(conn) = sh.conn_mut() {
+                        conn.deadline = None;
+                    }
+                    // What the SYN-ACK acknowledged of Fast Open SYN data is already
+                    // delivered; the rest goes now, right after the handshake (C-05).
+                    if !c.early.is_empty() {
+                        // Both are bounded by the send buffer's size, so it all fits.
+                        let early = std::mem::take(&mut c.early);
+                        let rest = early.get(fo_offset..).unwrap_or(&[]);
+                        let n = sh.tcp_mut().send_slice(rest).unwrap_or(0);
+                        c.early.extend_from_slice(&rest[n..]);
+                    }
+                    // Its local endpoint is now fixed.
+                    if let Some(ep) = sh.tcp().local_endpoint() {
+                        c.local = socket_addr(ep);
+                    }
+                    self.shards.mark(shard);
+                }
+            }
+        } else if state == tcp::State::Closed {
+            c.ended = true;
+            // The normal ends pass through TIME-WAIT or LAST-ACK; any other way to CLOSED is a
+            // reset.
+            if !matches!(before, tcp::State::TimeWait | tcp::State::LastAck) {
+                s.error = Some(ConnectionError::Reset);
+            }
+            self.unregister(shard);
+        }
+    }
+
+    /// Record a TIME-WAIT entry for a connection whose smoltcp socket reached TIME-WAIT, and
+    /// acknowledge the peer's FIN if smoltcp has not yet (its ACK may wait on the delayed-ACK
+    /// timer, which goes with the socket).
+    fn enter_time_wait(&mut self, shard: ShardId, iface: IfaceId, now: Instant, len: Duration) {
+        let Some(c) = self.shards.get(shard).and_then(|s| s.conn()) else {
+            return;
+        };
+        let (tuple, wire) = (c.tuple, c.wire);
+        self.unregister(shard);
+        let (Some(snd_nxt), Some(rcv_nxt)) = (wire.snd_nxt, wire.peer_fin) else {
+            return;
+        };
+        let window = wire.last_ack.map_or(0, |(_, w)| w);
+        if wire.last_ack.map(|(a, _)| a) != Some(rcv_nxt) {
+            self.pending_tx
+                .push((iface, ack_segment(tuple, snd_nxt, rcv_nxt, window)));
+        }
+        if self.demux.time_wait_count() >= self.config.max_time_wait {
+            self.counters.TCPTimeWaitOverflow += 1;
+            return;
+        }
+        self.demux.insert_time_wait(
+            tuple,
+            TimeWait {
+                snd_nxt,
+                rcv_nxt,
+                window,
+                expires: now + len,
+            },
         );
+    }
+
+    /// When a registered connection next needs a poll without a packet.
+    fn schedule_tcp(&mut self, shard: ShardId, now: Instant) {
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return;
+        };
+        let Some(c) = sh.conn() else { return };
+        if !c.registered && !matches!(c.owner, Owner::Orphan) {
+            self.shards.schedule(shard, None);
+            return;
+        }
+        let deadline = c.deadline;
+        let iface = sh.iface;
+        let smol = self.ifaces[iface.0].iface.poll_at(now, &sh.set);
+        let at = match (smol, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // smoltcp wants to send now: that is this round's work, or the next round's when this
+        // one ran out of budget; a timer for "now" would only spin.
+        let at = at.map(|t| t.max(now + Duration::from_millis(1)));
+        self.shards.schedule(shard, at);
+    }
+
+    /// An ICMP error about one of our SYNs: the attempt fails with it (see the `icmp` module).
+    pub(crate) fn tcp_icmp_error(&mut self, r: &crate::icmp::Report) {
+        let Some(shard) = self.demux.connection(&(r.local, r.remote)) else {
+            return;
+        };
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return;
+        };
+        let Some(c) = sh.conn() else { return };
+        let (Owner::Socket(id), Some(isn)) = (c.owner, c.syn_isn) else {
+            return;
+        };
+        if r.seq != Some(isn) || sh.tcp().state() != tcp::State::SynSent {
+            // Not the sequence number of the SYN we sent: stale, or a guess.
+            return;
+        }
+        sh.tcp_mut().abort();
+        if let Some(c) = sh.conn_mut() {
+            c.syn_isn = None;
+            c.deadline = None;
+        }
+        if let Some(Entry::Tcp(s)) = self.sockets.get_mut(id.0) {
+            if let TcpState::Connection(conn) = &mut s.state {
+                conn.ended = true;
+                s.error = Some(r.error);
+            }
+        }
+        self.notify(id);
+        self.shards.mark(shard);
     }
 }

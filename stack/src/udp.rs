@@ -6,22 +6,24 @@
 
 use std::net::SocketAddr;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
 use crate::addr::{from_smoltcp, to_smoltcp};
 use crate::error::{BindError, ConnectError, RecvError, SendError};
-use crate::iface::IfaceId;
-use crate::socket::{Entry, Family, Readiness, SocketId};
-use crate::stack::{Holder, Proto, Stack};
+use crate::ids::{Family, IfaceId, Proto, ShardId, SocketId};
+use crate::ports::Holder;
+use crate::shard::{Kind, UdpPart};
+use crate::socket::{Entry, Readiness};
+use crate::stack::Stack;
 use crate::tcp::ConnectOptions;
 
 #[derive(Debug)]
 pub(crate) struct UdpSocket {
     pub(crate) family: Family,
     pub(crate) local: Option<SocketAddr>,
-    sockets: Vec<(IfaceId, SocketHandle)>,
+    /// One shard per interface it lives on.
+    parts: Vec<(IfaceId, ShardId)>,
     /// The associated peer: the default destination, and the only source heard.
     pub(crate) peer: Option<SocketAddr>,
     /// Interface forced by `connectx`'s `sae_srcif`.
@@ -42,7 +44,7 @@ impl UdpSocket {
         UdpSocket {
             family,
             local: None,
-            sockets: Vec::new(),
+            parts: Vec::new(),
             peer: None,
             via: None,
             assoc_src: None,
@@ -62,16 +64,6 @@ impl UdpSocket {
     }
 }
 
-/// A smoltcp socket of a closed datagram socket, kept until its queued datagrams have left.
-#[derive(Debug)]
-pub(crate) struct UdpOrphan {
-    iface: IfaceId,
-    handle: SocketHandle,
-    port: Option<u16>,
-    /// The port binding's holder, shared by the orphans of one socket.
-    token: u64,
-}
-
 /// Payload bytes one datagram carries on an interface of this MTU (no fragmentation).
 pub(crate) fn datagram_limit(mtu: usize, family: Family) -> usize {
     let ip_header = if family == Family::V4 { 20 } else { 40 };
@@ -80,7 +72,7 @@ pub(crate) fn datagram_limit(mtu: usize, family: Family) -> usize {
 
 impl Stack {
     fn udp_entry(&mut self, id: SocketId) -> Option<&mut UdpSocket> {
-        match self.table.get_mut(id)? {
+        match self.sockets.get_mut(id.0)? {
             Entry::Udp(s) => Some(s),
             Entry::Tcp(_) => None,
         }
@@ -88,7 +80,7 @@ impl Stack {
 
     /// Create the smoltcp sockets of a datagram socket just bound to `local`.
     pub(crate) fn udp_attach(&mut self, id: SocketId, local: SocketAddr) -> Result<(), BindError> {
-        let family = match self.table.get(id) {
+        let family = match self.sockets.get(id.0) {
             Some(Entry::Udp(s)) => s.family,
             _ => return Err(BindError::NoSuchSocket),
         };
@@ -118,17 +110,24 @@ impl Stack {
             let mut sock = udp::Socket::new(rx, tx);
             // Port and address were checked; smoltcp refuses only port 0.
             let _ = sock.bind(endpoint);
-            made.push((iface, self.add_smol_socket(iface, sock, bytes)));
+            let part = UdpPart {
+                owner: Some(id),
+                local,
+                orphan_token: None,
+            };
+            let shard = self.shards.insert(iface, sock, bytes, Kind::Udp(part));
+            self.demux.add_udp(iface, local, family, shard);
+            made.push((iface, shard));
         }
         let s = self.udp_entry(id).ok_or(BindError::NoSuchSocket)?;
         s.local = Some(local);
-        s.sockets = made;
+        s.parts = made;
         Ok(())
     }
 
     /// Bind an unbound datagram socket to an ephemeral port on every address.
     fn udp_autobind(&mut self, id: SocketId) -> Result<(), BindError> {
-        match self.table.get(id) {
+        match self.sockets.get(id.0) {
             Some(Entry::Udp(s)) if s.local.is_none() => {
                 let any = SocketAddr::new(s.family.unspecified(), 0);
                 self.bind(id, any)
@@ -146,7 +145,7 @@ impl Stack {
         peer: SocketAddr,
         opts: ConnectOptions,
     ) -> Result<(), ConnectError> {
-        let (family, local) = match self.table.get(id) {
+        let (family, local) = match self.sockets.get(id.0) {
             Some(Entry::Udp(s)) => (s.family, s.local),
             _ => return Err(ConnectError::NoSuchSocket),
         };
@@ -171,8 +170,7 @@ impl Stack {
         Ok(())
     }
 
-    /// Dissolve a datagram socket's association. Returns whether it had one.
-    pub fn disconnect_datagram(&mut self, id: SocketId) -> bool {
+    pub(crate) fn udp_disconnect(&mut self, id: SocketId) -> bool {
         match self.udp_entry(id) {
             Some(s) => {
                 s.via = None;
@@ -184,18 +182,13 @@ impl Stack {
         }
     }
 
-    /// The largest datagram a socket could send to `dest` through the path `opts` would choose,
-    /// without changing the socket.
-    ///
-    /// # Errors
-    /// [`SendError::NoSuchSocket`]; [`SendError::FamilyMismatch`]; [`SendError::Route`].
-    pub fn datagram_limit_via(
+    pub(crate) fn udp_datagram_limit_via(
         &self,
         id: SocketId,
         dest: SocketAddr,
         opts: ConnectOptions,
     ) -> Result<usize, SendError> {
-        let Some(Entry::Udp(s)) = self.table.get(id) else {
+        let Some(Entry::Udp(s)) = self.sockets.get(id.0) else {
             return Err(SendError::NoSuchSocket);
         };
         if !s.family.admits(&dest.ip()) {
@@ -206,9 +199,12 @@ impl Stack {
         Ok(datagram_limit(self.ifaces[iface.0].config.mtu, s.family))
     }
 
-    /// The largest datagram a socket can send to `dest` (or to its peer).
-    pub fn datagram_limit(&self, id: SocketId, dest: Option<SocketAddr>) -> Option<usize> {
-        let Some(Entry::Udp(s)) = self.table.get(id) else {
+    pub(crate) fn udp_datagram_limit(
+        &self,
+        id: SocketId,
+        dest: Option<SocketAddr>,
+    ) -> Option<usize> {
+        let Some(Entry::Udp(s)) = self.sockets.get(id.0) else {
             return None;
         };
         let dest = dest.or(s.peer)?;
@@ -223,20 +219,20 @@ impl Stack {
     /// [`SendError::FamilyMismatch`]; [`SendError::Route`]; [`SendError::MessageTooLong`] above
     /// the path's datagram limit; [`SendError::WouldBlock`] with the send buffer full;
     /// [`SendError::Bind`] when no ephemeral port is left.
-    pub fn send_to(
+    pub(crate) fn udp_send_to(
         &mut self,
         id: SocketId,
         data: &[u8],
         dest: Option<SocketAddr>,
     ) -> Result<usize, SendError> {
-        let (family, local, peer, via) = match self.table.get_mut(id) {
+        let (family, local, peer, via) = match self.sockets.get_mut(id.0) {
             Some(Entry::Udp(s)) => {
                 if let Some(e) = s.error.take() {
                     return Err(SendError::Connection(e));
                 }
                 (s.family, s.local, s.peer, s.via)
             }
-            Some(Entry::Tcp(_)) => return self.send(id, data),
+            Some(Entry::Tcp(_)) => return self.tcp_send(id, data),
             None => return Err(SendError::NoSuchSocket),
         };
         let dest = dest.or(peer).ok_or(SendError::NoDestination)?;
@@ -257,22 +253,26 @@ impl Stack {
             });
         }
         self.udp_autobind(id)?;
-        let Some(Entry::Udp(s)) = self.table.get(id) else {
+        let Some(Entry::Udp(s)) = self.sockets.get(id.0) else {
             return Err(SendError::NoSuchSocket);
         };
-        let Some(&(_, handle)) = s.sockets.iter().find(|(i, _)| *i == iface) else {
+        let Some(&(_, shard)) = s.parts.iter().find(|(i, _)| *i == iface) else {
             // Bound to an address of another interface than the path's: cannot leave here.
             return Err(SendError::Route(
                 crate::error::RouteError::AddressNotAvailable(src),
             ));
         };
-        let sock = self.ifaces[iface.0]
-            .sockets
-            .get_mut::<udp::Socket<'_>>(handle);
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return Err(SendError::NoSuchSocket);
+        };
+        let sock = sh.udp_mut();
         let mut meta = udp::UdpMetadata::from(IpEndpoint::new(to_smoltcp(dest.ip()), dest.port()));
         meta.local_address = Some(to_smoltcp(src));
         match sock.send_slice(data, meta) {
-            Ok(()) => Ok(data.len()),
+            Ok(()) => {
+                self.shards.mark(shard);
+                Ok(data.len())
+            }
             Err(udp::SendError::BufferFull) => Err(SendError::WouldBlock),
             Err(udp::SendError::Unaddressable) => Err(SendError::Route(
                 crate::error::RouteError::InvalidDestination(dest.ip()),
@@ -286,12 +286,12 @@ impl Stack {
     ///
     /// # Errors
     /// [`RecvError::NoSuchSocket`]; [`RecvError::WouldBlock`] when nothing is queued.
-    pub fn recv_from(
+    pub(crate) fn udp_recv_from(
         &mut self,
         id: SocketId,
         buf: &mut [u8],
     ) -> Result<(usize, SocketAddr), RecvError> {
-        let sockets = match self.table.get_mut(id) {
+        let parts = match self.sockets.get_mut(id.0) {
             Some(Entry::Udp(s)) => {
                 if let Some(e) = s.error.take() {
                     return Err(RecvError::Connection(e));
@@ -304,20 +304,20 @@ impl Stack {
                 if s.peer.is_some() {
                     return Err(RecvError::WouldBlock);
                 }
-                s.sockets.clone()
+                s.parts.clone()
             }
             Some(Entry::Tcp(_)) => {
-                let n = self.recv(id, buf)?;
+                let n = self.tcp_recv(id, buf)?;
                 let from = self.peer_addr(id).ok_or(RecvError::NotConnected)?;
                 return Ok((n, from));
             }
             None => return Err(RecvError::NoSuchSocket),
         };
-        for (iface, handle) in sockets {
-            let sock = self.ifaces[iface.0]
-                .sockets
-                .get_mut::<udp::Socket<'_>>(handle);
-            if let Ok((data, meta)) = sock.recv() {
+        for (_, shard) in parts {
+            let Some(sh) = self.shards.get_mut(shard) else {
+                continue;
+            };
+            if let Ok((data, meta)) = sh.udp_mut().recv() {
                 let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
@@ -327,45 +327,54 @@ impl Stack {
         Err(RecvError::WouldBlock)
     }
 
-    /// Move an associated socket's datagrams from smoltcp into its inbox, dropping those from
-    /// other sources (as the kernel never queues them). Returns whether any arrived.
-    pub(crate) fn settle_udp(&mut self, id: SocketId) -> bool {
+    /// Look at one interface's part of a datagram socket after this round: an associated
+    /// socket moves its datagrams into its inbox, dropping those from other sources (as the
+    /// kernel never queues them); a closed socket's part goes once its datagrams have left.
+    pub(crate) fn settle_udp(&mut self, shard: ShardId) {
         let limit = self.config.udp_packets;
-        let Some(Entry::Udp(s)) = self.table.get_mut(id) else {
-            return false;
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return;
         };
-        let Some(peer) = s.peer else { return false };
-        let mut arrived = false;
-        for &(iface, handle) in &s.sockets {
-            let sock = self.ifaces[iface.0]
-                .sockets
-                .get_mut::<udp::Socket<'_>>(handle);
-            while let Ok((data, meta)) = sock.recv() {
-                let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
-                // A full inbox drops, as a full receive buffer does.
-                if from == peer && s.inbox.len() < limit {
-                    s.inbox.push_back((data.to_vec(), from));
-                    arrived = true;
+        let Kind::Udp(part) = &sh.kind else { return };
+        let Some(id) = part.owner else {
+            let sent = sh.udp().send_queue() == 0;
+            if sent || !self.ifaces[sh.iface.0].up {
+                let local = part.local;
+                let token = part.orphan_token;
+                self.shards.remove(shard);
+                if let Some(token) = token {
+                    self.ports
+                        .release_orphan_part(Proto::Udp, local.port(), token);
                 }
             }
+            return;
+        };
+        self.events.insert(id);
+        self.raised += 1;
+        let Some(Entry::Udp(s)) = self.sockets.get_mut(id.0) else {
+            return;
+        };
+        let Some(peer) = s.peer else { return };
+        let sock = sh.udp_mut();
+        while let Ok((data, meta)) = sock.recv() {
+            let from = SocketAddr::new(from_smoltcp(meta.endpoint.addr), meta.endpoint.port);
+            // A full inbox drops, as a full receive buffer does.
+            if from == peer && s.inbox.len() < limit {
+                s.inbox.push_back((data.to_vec(), from));
+            }
         }
-        arrived
     }
 
     pub(crate) fn udp_readiness(&self, s: &UdpSocket) -> Readiness {
         let readable = !s.inbox.is_empty()
             || s.peer.is_none()
-                && s.sockets.iter().any(|&(iface, handle)| {
-                    let sock = self.ifaces[iface.0].sockets.get::<udp::Socket<'_>>(handle);
-                    sock.can_recv()
+                && s.parts.iter().any(|&(_, shard)| {
+                    self.shards.get(shard).is_some_and(|sh| sh.udp().can_recv())
                 });
-        let writable = s.sockets.is_empty()
-            || s.sockets.iter().all(|&(iface, handle)| {
-                self.ifaces[iface.0]
-                    .sockets
-                    .get::<udp::Socket<'_>>(handle)
-                    .can_send()
-            });
+        let writable = s
+            .parts
+            .iter()
+            .all(|&(_, shard)| self.shards.get(shard).is_none_or(|sh| sh.udp().can_send()));
         Readiness {
             readable: readable || s.error.is_some(),
             writable: writable || s.error.is_some(),
@@ -375,79 +384,56 @@ impl Stack {
     }
 
     /// An ICMP error about a datagram to an associated peer: the socket reports it next (as
-    /// Linux and Darwin do for connected datagram sockets). Returns whether a socket took it.
-    pub(crate) fn udp_icmp_error(&mut self, r: &crate::icmp::Report) -> bool {
-        for id in self.table.ids() {
-            let Some(Entry::Udp(s)) = self.table.get_mut(id) else {
-                continue;
-            };
-            let ours = s.peer == Some(r.remote)
-                && s.local.is_some_and(|l| {
-                    l.port() == r.local.port()
-                        && (l.ip().is_unspecified() || l.ip() == r.local.ip())
-                });
-            if ours {
+    /// Linux and Darwin do for connected datagram sockets).
+    pub(crate) fn udp_icmp_error(&mut self, iface: IfaceId, r: &crate::icmp::Report) {
+        let Some(shard) = self.demux.udp_for(iface, r.local) else {
+            return;
+        };
+        let Some(id) = self.shards.get(shard).and_then(|sh| match &sh.kind {
+            Kind::Udp(p) => p.owner,
+            Kind::Tcp(_) => None,
+        }) else {
+            return;
+        };
+        if let Some(Entry::Udp(s)) = self.sockets.get_mut(id.0) {
+            if s.peer == Some(r.remote) {
                 s.error = Some(r.error);
-                return true;
+                self.notify(id);
             }
         }
-        false
     }
 
     /// A closed datagram socket's resources. Datagrams it sent but the interface has not
-    /// carried yet still go (as the kernel's, which leave at `sendto`): the smoltcp sockets that
-    /// hold some stay, with the port, until the next poll has sent them.
+    /// carried yet still go (as the kernel's, which leave at `sendto`): the parts that hold some
+    /// stay, with the port, until they have left.
     pub(crate) fn udp_release(&mut self, id: SocketId, s: UdpSocket) {
         let port = s.local.map(|l| l.port());
         let mut token = None;
-        for (iface, handle) in s.sockets {
-            let pending = self.ifaces[iface.0]
-                .sockets
-                .get::<udp::Socket<'_>>(handle)
-                .send_queue()
-                > 0;
+        for (iface, shard) in s.parts {
+            if let Some(port) = port {
+                self.demux.remove_udp(iface, port, shard);
+            }
+            let pending = self
+                .shards
+                .get(shard)
+                .is_some_and(|sh| sh.udp().send_queue() > 0);
             if pending && self.ifaces[iface.0].up {
-                let token = *token.get_or_insert_with(|| match port {
-                    Some(p) => self.orphan_port(Proto::Udp, p, id),
+                let t = *token.get_or_insert_with(|| match port {
+                    Some(p) => self.ports.orphan(Proto::Udp, p, id),
                     None => u64::MAX,
                 });
-                self.udp_orphans.push(UdpOrphan {
-                    iface,
-                    handle,
-                    port,
-                    token,
-                });
+                if let Some(Kind::Udp(part)) = self.shards.get_mut(shard).map(|sh| &mut sh.kind) {
+                    part.owner = None;
+                    part.orphan_token = port.map(|_| t);
+                }
+                self.ports.add_orphan_part(t);
+                self.shards.mark(shard);
             } else {
-                self.remove_smol_socket(iface, handle);
+                self.shards.remove(shard);
             }
         }
         if let (Some(port), None) = (port, token) {
-            self.release_port(Proto::Udp, port, Holder::Socket(id));
-        }
-    }
-
-    /// Remove the orphaned datagram sockets whose datagrams have left (or whose interface went
-    /// down), and release their port when the last one of a socket is gone.
-    pub(crate) fn reap_udp_orphans(&mut self) {
-        let mut n = 0;
-        while n < self.udp_orphans.len() {
-            let o = &self.udp_orphans[n];
-            let sent = self.ifaces[o.iface.0]
-                .sockets
-                .get::<udp::Socket<'_>>(o.handle)
-                .send_queue()
-                == 0;
-            if !sent && self.ifaces[o.iface.0].up {
-                n += 1;
-                continue;
-            }
-            let o = self.udp_orphans.swap_remove(n);
-            self.remove_smol_socket(o.iface, o.handle);
-            if let Some(port) = o.port {
-                if !self.udp_orphans.iter().any(|x| x.token == o.token) {
-                    self.release_port(Proto::Udp, port, Holder::Orphan(o.token));
-                }
-            }
+            self.ports.release(Proto::Udp, port, Holder::Socket(id));
         }
     }
 }

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use smoltcp::time::{Duration, Instant};
 
 use super::cookie::Cookie;
-use super::segment::{self, Tcp, ACK, FIN, OPT_FAST_OPEN, PSH, SYN};
 use super::Counters;
+use crate::wire::{self as segment, Tcp, ACK, FIN, OPT_FAST_OPEN, PSH, SYN};
 
 /// What a client connection asked for (the `connectx` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

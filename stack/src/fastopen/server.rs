@@ -2,13 +2,13 @@
 //! application at once.
 
 use super::cookie::{Cookie, CookieKey};
-use super::segment::{self, Tcp, ACK, OPT_FAST_OPEN, PSH, SYN};
+use crate::wire::{self as segment, Tcp, ACK, OPT_FAST_OPEN, PSH, SYN};
 use smoltcp::time::{Duration, Instant};
 
-use super::{Counters, Tuple};
+use super::Counters;
+use crate::ids::{SocketId, Tuple};
 
-/// Option kind of the window scale (RFC 7323).
-const OPT_WINDOW_SCALE: u8 = 3;
+use crate::wire::OPT_WINDOW_SCALE;
 
 /// Fast Open settings of one listener.
 #[derive(Debug, Clone)]
@@ -172,6 +172,7 @@ impl Listener {
             synack: None,
             final_acked: false,
             server_isn: None,
+            listener: None,
             info: ServerInfo {
                 syn_data: if accept { data.len() } else { 0 },
                 ..info
@@ -189,17 +190,6 @@ impl Listener {
             None => (len, Some(s)),
         }
     }
-
-    /// Whether a SYN belongs to this connection's handshake (a retransmission) rather than to
-    /// a new connection on the same addresses and ports.
-    pub(crate) fn same_syn(s: &Server, t: &Tcp) -> bool {
-        s.client_isn == t.seq
-    }
-
-    pub(crate) fn acked(&mut self, tuple: &Tuple, s: &mut Server) {
-        self.release(tuple);
-        s.final_acked = true;
-    }
 }
 
 /// One server connection's Fast Open state.
@@ -216,6 +206,8 @@ pub(crate) struct Server {
     pub(crate) final_acked: bool,
     server_isn: Option<u32>,
     pub(crate) info: ServerInfo,
+    /// The listener whose pending limit this connection counts against.
+    pub(crate) listener: Option<SocketId>,
 }
 
 /// What to do after a packet of a server connection.

@@ -1,16 +1,16 @@
-//! Just enough IPv4, IPv6 and TCP to read a segment and rewrite it: options, payload, sequence
-//! and acknowledgement numbers, with the checksums recomputed.
+//! The one packet parser of the stack: IPv4 and IPv6 headers, TCP segments (header, options,
+//! payload), UDP ports, and the builders and checksum updates the layers that rewrite segments
+//! need. Every layer reads packets through here; none reads bytes by hand.
 //!
 //! No-panic contract: every function takes arbitrary bytes (anything can arrive from the
-//! network) and checks each length before reading; a packet it does not understand (not TCP,
-//! a fragment, IPv6 extension headers, inconsistent lengths) is reported as `None` and left to
-//! smoltcp untouched.
+//! network) and checks each length before reading; a packet it does not understand (a fragment,
+//! IPv6 extension headers, inconsistent lengths) is reported as `None` and left to smoltcp,
+//! which drops it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
 /// TCP flags.
-#[allow(dead_code)]
 pub(crate) const FIN: u8 = 0x01;
 pub(crate) const SYN: u8 = 0x02;
 pub(crate) const RST: u8 = 0x04;
@@ -21,9 +21,100 @@ pub(crate) const ACK: u8 = 0x10;
 pub(crate) const OPT_EOL: u8 = 0;
 pub(crate) const OPT_NOP: u8 = 1;
 pub(crate) const OPT_MSS: u8 = 2;
+pub(crate) const OPT_WINDOW_SCALE: u8 = 3;
 pub(crate) const OPT_SACK: u8 = 5;
 /// RFC 7413 §4.1.1.
 pub(crate) const OPT_FAST_OPEN: u8 = 34;
+
+/// IP protocol numbers.
+pub(crate) const PROTO_ICMP: u8 = 1;
+pub(crate) const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_UDP: u8 = 17;
+pub(crate) const PROTO_ICMPV6: u8 = 58;
+
+/// The IP header of a whole packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ip {
+    pub(crate) src: IpAddr,
+    pub(crate) dst: IpAddr,
+    /// The next header (IPv6) or protocol (IPv4).
+    pub(crate) proto: u8,
+    /// Length of the IP header.
+    pub(crate) hdr_len: usize,
+    /// Length of the packet as the IP header gives it (at most the bytes at hand).
+    pub(crate) total: usize,
+    /// A fragment (not the whole of a datagram).
+    pub(crate) fragment: bool,
+}
+
+impl Ip {
+    /// The IP payload.
+    pub(crate) fn payload<'a>(&self, pkt: &'a [u8]) -> &'a [u8] {
+        pkt.get(self.hdr_len..self.total).unwrap_or(&[])
+    }
+}
+
+/// (source, destination, header length, protocol) of an IP header, reading only the header:
+/// the packet may be cut short after it (as ICMP errors quote packets). IPv6 extension headers
+/// are not followed.
+pub(crate) fn ip_prefix(p: &[u8]) -> Option<(IpAddr, IpAddr, usize, u8)> {
+    match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p.first()? & 0x0f) * 4;
+            if ihl < 20 || p.len() < ihl {
+                return None;
+            }
+            let src = Ipv4Addr::from(be32(p, 12)?);
+            let dst = Ipv4Addr::from(be32(p, 16)?);
+            Some((src.into(), dst.into(), ihl, *p.get(9)?))
+        }
+        6 => {
+            let src: [u8; 16] = p.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = p.get(24..40)?.try_into().ok()?;
+            Some((
+                Ipv6Addr::from(src).into(),
+                Ipv6Addr::from(dst).into(),
+                40,
+                *p.get(6)?,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The IP header of a whole packet: lengths consistent with the bytes at hand.
+pub(crate) fn ip(pkt: &[u8]) -> Option<Ip> {
+    let (src, dst, hdr_len, proto) = ip_prefix(pkt)?;
+    let (total, fragment) = if src.is_ipv4() {
+        let frag = be16(pkt, 6)?;
+        (usize::from(be16(pkt, 2)?), frag & 0x3fff != 0)
+    } else {
+        (40 + usize::from(be16(pkt, 4)?), false)
+    };
+    if total > pkt.len() || total < hdr_len {
+        return None;
+    }
+    Some(Ip {
+        src,
+        dst,
+        proto,
+        hdr_len,
+        total,
+        fragment,
+    })
+}
+
+/// (source port, destination port) of a UDP datagram.
+pub(crate) fn udp_ports(pkt: &[u8], ip: &Ip) -> Option<(u16, u16)> {
+    if ip.proto != PROTO_UDP || ip.fragment {
+        return None;
+    }
+    let u = ip.payload(pkt);
+    if u.len() < 8 {
+        return None;
+    }
+    Some((be16(u, 0)?, be16(u, 2)?))
+}
 
 /// Where things are in a TCP packet, and its header fields.
 #[derive(Debug, Clone, Copy)]
@@ -74,57 +165,72 @@ impl Tcp {
     pub(crate) fn payload<'a>(&self, pkt: &'a [u8]) -> &'a [u8] {
         pkt.get(self.payload_range()).unwrap_or(&[])
     }
+
+    pub(crate) fn payload_len(&self) -> usize {
+        self.total.saturating_sub(self.ip_len + self.hdr_len)
+    }
+
+    /// Sequence space the segment takes: its payload, plus one each for SYN and FIN.
+    pub(crate) fn seq_len(&self) -> u32 {
+        self.payload_len() as u32 + u32::from(self.has(SYN)) + u32::from(self.has(FIN))
+    }
+
+    /// (local, remote) of the connection this segment belongs to, if it arrived.
+    pub(crate) fn arriving_tuple(&self) -> (SocketAddr, SocketAddr) {
+        (self.dst, self.src)
+    }
 }
 
-/// Parse an IPv4 or IPv6 packet carrying a whole TCP segment.
-pub(crate) fn parse(pkt: &[u8]) -> Option<Tcp> {
-    let (ip_len, total, src, dst) = match pkt.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(pkt.first()? & 0x0f) * 4;
-            let total = usize::from(be16(pkt, 2)?);
-            let frag = be16(pkt, 6)?;
-            if ihl < 20 || *pkt.get(9)? != 6 || frag & 0x3fff != 0 {
-                return None;
-            }
-            let src = Ipv4Addr::from(be32(pkt, 12)?);
-            let dst = Ipv4Addr::from(be32(pkt, 16)?);
-            (ihl, total, IpAddr::V4(src), IpAddr::V4(dst))
-        }
-        6 => {
-            if *pkt.get(6)? != 6 {
-                return None;
-            }
-            let total = 40 + usize::from(be16(pkt, 4)?);
-            let src: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
-            let dst: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            (
-                40,
-                total,
-                IpAddr::V6(Ipv6Addr::from(src)),
-                IpAddr::V6(Ipv6Addr::from(dst)),
-            )
-        }
-        _ => return None,
-    };
-    if total > pkt.len() || total < ip_len + 20 {
+/// The TCP segment of a packet whose IP header is `ip`.
+pub(crate) fn tcp_in(pkt: &[u8], ip: &Ip) -> Option<Tcp> {
+    if ip.proto != PROTO_TCP || ip.fragment || ip.total < ip.hdr_len + 20 {
         return None;
     }
-    let t = ip_len;
+    let t = ip.hdr_len;
     let hdr_len = usize::from(pkt.get(t + 12)? >> 4) * 4;
-    if hdr_len < 20 || t + hdr_len > total {
+    if hdr_len < 20 || t + hdr_len > ip.total {
         return None;
     }
     Some(Tcp {
-        ip_len,
-        total,
+        ip_len: ip.hdr_len,
+        total: ip.total,
         hdr_len,
-        src: SocketAddr::new(src, be16(pkt, t)?),
-        dst: SocketAddr::new(dst, be16(pkt, t + 2)?),
+        src: SocketAddr::new(ip.src, be16(pkt, t)?),
+        dst: SocketAddr::new(ip.dst, be16(pkt, t + 2)?),
         seq: be32(pkt, t + 4)?,
         ack: be32(pkt, t + 8)?,
         flags: *pkt.get(t + 13)?,
         window: be16(pkt, t + 14)?,
     })
+}
+
+/// Parse an IPv4 or IPv6 packet carrying a whole TCP segment.
+pub(crate) fn parse(pkt: &[u8]) -> Option<Tcp> {
+    tcp_in(pkt, &ip(pkt)?)
+}
+
+/// Whether the TCP checksum of a parsed segment is right. Anything the stack acts on itself
+/// (rather than handing to smoltcp, which checks) is checked here first, so that a corrupted
+/// packet never creates state or draws an answer.
+pub(crate) fn tcp_checksum_ok(pkt: &[u8], t: &Tcp) -> bool {
+    let Some(seg) = pkt.get(t.ip_len..t.total) else {
+        return false;
+    };
+    let len = seg.len() as u32;
+    let acc = pseudo_header_sum(t.src.ip(), t.dst.ip()) + (len >> 16) + (len & 0xffff);
+    fold(sum16(seg, acc)) == 0
+}
+
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            sum16(&d.octets(), sum16(&s.octets(), 0)) + u32::from(PROTO_TCP)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            sum16(&d.octets(), sum16(&s.octets(), 0)) + u32::from(PROTO_TCP)
+        }
+        _ => 0,
+    }
 }
 
 /// The options of a segment, as (kind, body) pairs. Stops at the end-of-list option or at the
@@ -211,11 +317,10 @@ fn fix_checksums(pkt: &mut [u8], t: &Tcp) {
     };
     tcp[16] = 0;
     tcp[17] = 0;
-    let mut acc = match (t.src.ip(), t.dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => sum16(&d.octets(), sum16(&s.octets(), 0)) + 6,
-        (IpAddr::V6(s), IpAddr::V6(d)) => sum16(&d.octets(), sum16(&s.octets(), 0)) + 6,
-        _ => return,
-    };
+    if t.src.is_ipv4() != t.dst.is_ipv4() {
+        return;
+    }
+    let mut acc = pseudo_header_sum(t.src.ip(), t.dst.ip());
     let len = seg.len() as u32;
     acc += (len >> 16) + (len & 0xffff);
     let ck = fold(sum16(tcp, acc));

@@ -1,0 +1,408 @@
+//! Demultiplexing: which shard an arriving packet is for, in O(1).
+//!
+//! - TCP: one table from (local, remote) to the connection's shard; a SYN that matches no
+//!   connection goes to the listener of its destination port (the `tcp` module decides whether
+//!   the backlog takes it).
+//! - TIME-WAIT: a compact entry per connection that closed first on our side (RFC 9293
+//!   §3.10.7.4), kept for [`StackConfig::time_wait`](crate::StackConfig::time_wait) after its
+//!   smoltcp socket and buffers are gone. It answers a retransmitted FIN with an ACK, dies on a
+//!   RST (as Linux's, with `tcp_rfc1337` off), and lets a new SYN with a higher sequence number
+//!   reuse the tuple.
+//! - UDP: (interface, port) to the shards bound there; a specific address wins over the
+//!   unspecified one.
+//!
+//! The tables only ever hold what the stack itself created (connections, listeners, bound
+//! sockets, TIME-WAIT entries of its own connections): nothing a peer sends adds an entry without
+//! the `tcp` module's admission (backlog and half-open limits).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use smoltcp::time::Instant;
+
+use crate::ids::{Family, IfaceId, ShardId, SocketId, Tuple};
+use crate::shard::seq_after;
+use crate::wire::{self, Tcp, ACK, FIN, RST, SYN};
+
+/// A connection in TIME-WAIT, without its smoltcp socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeWait {
+    /// One past our FIN.
+    pub(crate) snd_nxt: u32,
+    /// One past the peer's FIN.
+    pub(crate) rcv_nxt: u32,
+    pub(crate) window: u16,
+    pub(crate) expires: Instant,
+}
+
+/// What to do with a segment that found a TIME-WAIT entry.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TimeWaitVerdict {
+    /// Nothing.
+    Drop,
+    /// Send this ACK back.
+    Ack(Vec<u8>),
+    /// A new connection reuses the tuple: the entry is gone; handle the SYN as new.
+    Reopen,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ListenerEntry {
+    addr: IpAddr,
+    family: Family,
+    id: SocketId,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UdpEntry {
+    addr: IpAddr,
+    family: Family,
+    shard: ShardId,
+}
+
+/// The stack's demultiplexing tables.
+#[derive(Debug, Default)]
+pub(crate) struct Demux {
+    tcp: HashMap<Tuple, ShardId>,
+    time_wait: HashMap<Tuple, TimeWait>,
+    /// TIME-WAIT entries in the order they expire (an entry restarted by a retransmitted FIN is
+    /// queued again; its earlier place is skipped).
+    tw_order: VecDeque<(Instant, Tuple)>,
+    listeners: HashMap<u16, Vec<ListenerEntry>>,
+    udp: HashMap<(IfaceId, u16), Vec<UdpEntry>>,
+}
+
+/// Whether a socket of `family` bound to the unspecified address takes a packet to `dst`: an
+/// `AF_INET6` socket hears IPv4 too (as Linux with `IPV6_V6ONLY` off).
+fn wildcard_admits(family: Family, dst: &IpAddr) -> bool {
+    family == Family::V6 || dst.is_ipv4()
+}
+
+impl Demux {
+    // ----- TCP connections -----
+
+    pub(crate) fn connection(&self, tuple: &Tuple) -> Option<ShardId> {
+        self.tcp.get(tuple).copied()
+    }
+
+    /// Whether a connection or a TIME-WAIT entry has this tuple.
+    pub(crate) fn tuple_in_use(&self, tuple: &Tuple) -> bool {
+        self.tcp.contains_key(tuple) || self.time_wait.contains_key(tuple)
+    }
+
+    pub(crate) fn insert_connection(&mut self, tuple: Tuple, shard: ShardId) {
+        self.tcp.insert(tuple, shard);
+    }
+
+    pub(crate) fn remove_connection(&mut self, tuple: &Tuple, shard: ShardId) {
+        if self.tcp.get(tuple) == Some(&shard) {
+            self.tcp.remove(tuple);
+        }
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.tcp.len()
+    }
+
+    // ----- TIME-WAIT -----
+
+    pub(crate) fn insert_time_wait(&mut self, tuple: Tuple, tw: TimeWait) {
+        self.tw_order.push_back((tw.expires, tuple));
+        self.time_wait.insert(tuple, tw);
+    }
+
+    pub(crate) fn time_wait(&self, tuple: &Tuple) -> Option<&TimeWait> {
+        self.time_wait.get(tuple)
+    }
+
+    pub(crate) fn time_wait_count(&self) -> usize {
+        self.time_wait.len()
+    }
+
+    /// A segment (checksum verified) for a connection in TIME-WAIT. RFC 9293 §3.10.7.4: a
+    /// retransmitted FIN is acknowledged again and restarts the wait; an acceptable RST ends it
+    /// (as Linux does); a SYN above what the old connection used may open a new one (RFC 6191's
+    /// rule without timestamps, as Linux applies it); other segments with data draw an ACK.
+    pub(crate) fn time_wait_segment(
+        &mut self,
+        t: &Tcp,
+        now: Instant,
+        duration: smoltcp::time::Duration,
+    ) -> TimeWaitVerdict {
+        let tuple = t.arriving_tuple();
+        let Some(tw) = self.time_wait.get_mut(&tuple) else {
+            return TimeWaitVerdict::Drop;
+        };
+        if t.has(RST) {
+            if t.seq == tw.rcv_nxt {
+                self.time_wait.remove(&tuple);
+            }
+            return TimeWaitVerdict::Drop;
+        }
+        if t.has(SYN) && !t.has(ACK) {
+            if seq_after(t.seq, tw.rcv_nxt) {
+                self.time_wait.remove(&tuple);
+                return TimeWaitVerdict::Reopen;
+            }
+            return self.ack(&tuple);
+        }
+        if t.has(FIN) {
+            tw.expires = now + duration;
+            let expires = tw.expires;
+            self.tw_order.push_back((expires, tuple));
+            return self.ack(&tuple);
+        }
+        if t.payload_len() > 0 {
+            return self.ack(&tuple);
+        }
+        TimeWaitVerdict::Drop
+    }
+
+    /// The ACK a TIME-WAIT entry answers with.
+    fn ack(&self, tuple: &Tuple) -> TimeWaitVerdict {
+        match self.time_wait.get(tuple) {
+            Some(tw) => {
+                TimeWaitVerdict::Ack(ack_segment(*tuple, tw.snd_nxt, tw.rcv_nxt, tw.window))
+            }
+            None => TimeWaitVerdict::Drop,
+        }
+    }
+
+    /// Forget the TIME-WAIT entries that expired by `now`; returns how many.
+    pub(crate) fn expire_time_wait(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some(&(at, tuple)) = self.tw_order.front() {
+            if at > now {
+                break;
+            }
+            self.tw_order.pop_front();
+            if self
+                .time_wait
+                .get(&tuple)
+                .is_some_and(|tw| tw.expires == at)
+            {
+                self.time_wait.remove(&tuple);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// When the next TIME-WAIT entry expires.
+    pub(crate) fn next_time_wait(&mut self) -> Option<Instant> {
+        while let Some(&(at, tuple)) = self.tw_order.front() {
+            if self
+                .time_wait
+                .get(&tuple)
+                .is_some_and(|tw| tw.expires == at)
+            {
+                return Some(at);
+            }
+            self.tw_order.pop_front();
+        }
+        None
+    }
+
+    // ----- listeners -----
+
+    pub(crate) fn add_listener(&mut self, local: SocketAddr, family: Family, id: SocketId) {
+        self.listeners
+            .entry(local.port())
+            .or_default()
+            .push(ListenerEntry {
+                addr: local.ip(),
+                family,
+                id,
+            });
+    }
+
+    pub(crate) fn remove_listener(&mut self, port: u16, id: SocketId) {
+        if let Some(list) = self.listeners.get_mut(&port) {
+            list.retain(|e| e.id != id);
+            if list.is_empty() {
+                self.listeners.remove(&port);
+            }
+        }
+    }
+
+    /// The listener a SYN to `dst` is for: one bound to that address, else one bound to the
+    /// unspecified address of a family that admits it.
+    pub(crate) fn listener_for(&self, dst: SocketAddr) -> Option<SocketId> {
+        let list = self.listeners.get(&dst.port())?;
+        list.iter()
+            .find(|e| e.addr == dst.ip())
+            .or_else(|| {
+                list.iter()
+                    .find(|e| e.addr.is_unspecified() && wildcard_admits(e.family, &dst.ip()))
+            })
+            .map(|e| e.id)
+    }
+
+    // ----- UDP -----
+
+    pub(crate) fn add_udp(
+        &mut self,
+        iface: IfaceId,
+        local: SocketAddr,
+        family: Family,
+        shard: ShardId,
+    ) {
+        self.udp
+            .entry((iface, local.port()))
+            .or_default()
+            .push(UdpEntry {
+                addr: local.ip(),
+                family,
+                shard,
+            });
+    }
+
+    pub(crate) fn remove_udp(&mut self, iface: IfaceId, port: u16, shard: ShardId) {
+        if let Some(list) = self.udp.get_mut(&(iface, port)) {
+            list.retain(|e| e.shard != shard);
+            if list.is_empty() {
+                self.udp.remove(&(iface, port));
+            }
+        }
+    }
+
+    /// The shard a datagram to `dst` arriving on `iface` is for.
+    pub(crate) fn udp_for(&self, iface: IfaceId, dst: SocketAddr) -> Option<ShardId> {
+        let list = self.udp.get(&(iface, dst.port()))?;
+        list.iter()
+            .find(|e| e.addr == dst.ip())
+            .or_else(|| {
+                list.iter()
+                    .find(|e| e.addr.is_unspecified() && wildcard_admits(e.family, &dst.ip()))
+            })
+            .map(|e| e.shard)
+    }
+}
+
+/// A bare ACK from `tuple.0` to `tuple.1`.
+pub(crate) fn ack_segment(tuple: Tuple, seq: u32, ack: u32, window: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 60];
+    match wire::build(tuple.0, tuple.1, seq, ack, ACK, window, &[], &mut p) {
+        Some(n) => {
+            p.truncate(n);
+            p
+        }
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn segment(seq: u32, flags: u8, payload: &[u8]) -> (Vec<u8>, Tcp) {
+        let mut p = vec![0u8; 100];
+        let n = wire::build(
+            sa("192.0.2.1:80"),
+            sa("192.0.2.2:40000"),
+            seq,
+            7,
+            flags,
+            1000,
+            payload,
+            &mut p,
+        )
+        .unwrap();
+        p.truncate(n);
+        let t = wire::parse(&p).unwrap();
+        (p, t)
+    }
+
+    fn with_entry() -> Demux {
+        let mut d = Demux::default();
+        d.insert_time_wait(
+            (sa("192.0.2.2:40000"), sa("192.0.2.1:80")),
+            TimeWait {
+                snd_nxt: 7,
+                rcv_nxt: 1000,
+                window: 512,
+                expires: Instant::from_secs(60),
+            },
+        );
+        d
+    }
+
+    const MINUTE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(60);
+
+    #[test]
+    fn a_retransmitted_fin_is_acked_and_restarts_the_wait() {
+        let mut d = with_entry();
+        let (_, fin) = segment(999, FIN | ACK, &[]);
+        let TimeWaitVerdict::Ack(ack) = d.time_wait_segment(&fin, Instant::from_secs(30), MINUTE)
+        else {
+            panic!("a FIN is answered");
+        };
+        let a = wire::parse(&ack).unwrap();
+        assert_eq!((a.seq, a.ack, a.flags, a.window), (7, 1000, ACK, 512));
+        assert!(wire::tcp_checksum_ok(&ack, &a));
+        assert_eq!(
+            d.expire_time_wait(Instant::from_secs(61)),
+            0,
+            "restarted at 30 s"
+        );
+        assert_eq!(d.next_time_wait(), Some(Instant::from_secs(90)));
+        assert_eq!(d.expire_time_wait(Instant::from_secs(90)), 1);
+        assert_eq!(d.time_wait_count(), 0);
+        assert_eq!(d.next_time_wait(), None);
+    }
+
+    #[test]
+    fn a_higher_syn_reopens_a_lower_one_is_acked_a_rst_ends_it() {
+        let mut d = with_entry();
+        let (_, old) = segment(500, SYN, &[]);
+        assert!(matches!(
+            d.time_wait_segment(&old, Instant::from_secs(1), MINUTE),
+            TimeWaitVerdict::Ack(_)
+        ));
+        let (_, new) = segment(5000, SYN, &[]);
+        assert_eq!(
+            d.time_wait_segment(&new, Instant::from_secs(1), MINUTE),
+            TimeWaitVerdict::Reopen
+        );
+        assert_eq!(d.time_wait_count(), 0);
+
+        let mut d = with_entry();
+        let (_, blind) = segment(1234, RST, &[]);
+        assert_eq!(
+            d.time_wait_segment(&blind, Instant::from_secs(1), MINUTE),
+            TimeWaitVerdict::Drop
+        );
+        assert_eq!(
+            d.time_wait_count(),
+            1,
+            "a RST off the exact sequence number is ignored"
+        );
+        let (_, rst) = segment(1000, RST, &[]);
+        d.time_wait_segment(&rst, Instant::from_secs(1), MINUTE);
+        assert_eq!(d.time_wait_count(), 0);
+    }
+
+    #[test]
+    fn listeners_prefer_their_exact_address_and_wildcards_admit_by_family() {
+        let mut d = Demux::default();
+        let mut ids = crate::ids::Slab::default();
+        let (a, b, c) = (
+            SocketId(ids.insert(())),
+            SocketId(ids.insert(())),
+            SocketId(ids.insert(())),
+        );
+        d.add_listener(sa("0.0.0.0:80"), Family::V4, a);
+        d.add_listener(sa("192.0.2.2:80"), Family::V4, b);
+        d.add_listener(sa("[::]:81"), Family::V6, c);
+        assert_eq!(d.listener_for(sa("192.0.2.2:80")), Some(b));
+        assert_eq!(d.listener_for(sa("192.0.2.3:80")), Some(a));
+        assert_eq!(d.listener_for(sa("[2001:db8::2]:80")), None);
+        assert_eq!(d.listener_for(sa("192.0.2.2:81")), Some(c));
+        d.remove_listener(80, b);
+        assert_eq!(d.listener_for(sa("192.0.2.2:80")), Some(a));
+    }
+}

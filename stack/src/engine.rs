@@ -1,0 +1,449 @@
+//! One round of the engine ([`Stack::poll`]): packets in, timers, packets out, settle.
+//!
+//! ```text
+//!  io.recv ─► wire::ip ─► ICMP error?  ─► icmp::parse ─► the attempt or association it names
+//!                     └─► TCP: demux tuple ─► connection shard ─► Fast Open ingress ─► smoltcp
+//!                                     ├──► TIME-WAIT entry (ACK a FIN, RST ends it, SYN reopens)
+//!                                     └──► SYN: listener ─► backlog admission ─► new shard
+//!                     └─► UDP: (interface, port) ─► shard ─► smoltcp
+//!                     └─► anything else ─► the interface's empty set (RST, port unreachable)
+//!  timers due ─► shards on the work list
+//!  work list ─► smoltcp egress ─► Fast Open egress ─► SYN and sequence records ─► io.send
+//!            ─► settle (handshakes, deadlines, TIME-WAIT, orphans) ─► readiness events
+//! ```
+//!
+//! Every step costs in proportion to the packets, calls and timers of the round.
+
+use smoltcp::iface::PollResult;
+use smoltcp::time::Instant;
+
+use crate::demux::TimeWaitVerdict;
+use crate::ids::{IfaceId, ShardId};
+use crate::iface::{Iface, PacketIo, Path};
+use crate::shard::Kind;
+use crate::stack::{PollOutcome, Stack};
+use crate::wire::{self, ACK, FIN, RST, SYN};
+
+/// Most segments one shard sends in a round; the rest waits for the next round, so that one
+/// bulk sender does not starve the others.
+const EGRESS_BUDGET: usize = 256;
+
+/// Most passes over the work list in a round (settling may add work: a RST to send, segments
+/// Fast Open plays to smoltcp).
+const PASSES: usize = 8;
+
+impl Stack {
+    pub(crate) fn round(&mut self, now: Instant, io: &mut (impl PacketIo + ?Sized)) -> PollOutcome {
+        io.advance(now);
+        let mut outcome = PollOutcome::default();
+        self.raised = 0;
+        let sent_before: u64 = self.ifaces.iter().map(|i| i.tx_packets).sum();
+        // Deadlines that passed are acted on in this round.
+        self.shards.fire_timers(now);
+        let expired = self.demux.expire_time_wait(now);
+        self.counters.TW += expired as u64;
+        let budget = self.config.rx_burst.max(1);
+        for n in 0..self.ifaces.len() {
+            let id = IfaceId(n);
+            let mtu = self.ifaces[n].config.mtu;
+            let mut left = budget;
+            while left > 0 {
+                let Some(len) = io.recv(id, &mut self.rx_buf[..mtu]) else {
+                    break;
+                };
+                left -= 1;
+                self.ifaces[n].rx_packets += 1;
+                outcome.activity = true;
+                if self.ifaces[n].up {
+                    self.ingress(id, len.min(mtu), now, io);
+                }
+            }
+            outcome.more_pending |= left == 0;
+        }
+        let mut work = std::mem::take(&mut self.work);
+        for _ in 0..PASSES {
+            self.shards.take_work(&mut work);
+            if work.is_empty() {
+                break;
+            }
+            for &shard in &work {
+                outcome.more_pending |= self.egress(shard, now, io);
+                match self.shard_is_tcp(shard) {
+                    Some(true) => self.settle_tcp(shard, now),
+                    Some(false) => self.settle_udp(shard),
+                    None => {}
+                }
+                for (iface, p) in self.pending_tx.drain(..) {
+                    if self.ifaces[iface.0].up {
+                        io.send(iface, &p);
+                        self.ifaces[iface.0].tx_packets += 1;
+                    }
+                }
+            }
+        }
+        self.work = work;
+        outcome.more_pending |= self.shards.has_work();
+        let sent: u64 = self.ifaces.iter().map(|i| i.tx_packets).sum();
+        outcome.activity |= self.raised > 0 || sent != sent_before;
+        io.flush();
+        outcome
+    }
+
+    /// One packet that arrived on `iface`, in `rx_buf[..len]`.
+    fn ingress(
+        &mut self,
+        iface: IfaceId,
+        len: usize,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Some(ip) = wire::ip(&self.rx_buf[..len]) else {
+            return self.unclaimed(iface, len, now, io);
+        };
+        // Only what is addressed to this interface is ours (smoltcp would drop the rest too).
+        if !self.ifaces[iface.0].owns(&ip.dst) {
+            return self.unclaimed(iface, len, now, io);
+        }
+        match ip.proto {
+            wire::PROTO_TCP => {
+                if let Some(t) = wire::tcp_in(&self.rx_buf[..len], &ip) {
+                    return self.tcp_ingress(iface, t, len, now, io);
+                }
+            }
+            wire::PROTO_UDP => {
+                if let Some((_, dport)) = wire::udp_ports(&self.rx_buf[..len], &ip) {
+                    let dst = std::net::SocketAddr::new(ip.dst, dport);
+                    if let Some(shard) = self.demux.udp_for(iface, dst) {
+                        self.feed(shard, iface, len, now, io);
+                        return;
+                    }
+                }
+            }
+            wire::PROTO_ICMP | wire::PROTO_ICMPV6 => {
+                if let Some(r) = crate::icmp::parse(&self.rx_buf[..len]) {
+                    match r.proto {
+                        crate::ids::Proto::Tcp => self.tcp_icmp_error(&r),
+                        crate::ids::Proto::Udp => self.udp_icmp_error(iface, &r),
+                    }
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.unclaimed(iface, len, now, io);
+    }
+
+    fn tcp_ingress(
+        &mut self,
+        iface: IfaceId,
+        t: wire::Tcp,
+        len: usize,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let tuple = t.arriving_tuple();
+        if let Some(shard) = self.demux.connection(&tuple) {
+            return self.conn_ingress(shard, iface, t, len, now, io);
+        }
+        let is_syn = t.has(SYN) && !t.has(ACK) && !t.has(RST);
+        if self.demux.time_wait(&tuple).is_some() {
+            if !wire::tcp_checksum_ok(&self.rx_buf[..len], &t) {
+                self.counters.InCsumErrors += 1;
+                return;
+            }
+            let wait = crate::tcp::micros(self.config.time_wait);
+            match self.demux.time_wait_segment(&t, now, wait) {
+                TimeWaitVerdict::Drop => return,
+                TimeWaitVerdict::Ack(p) => {
+                    io.send(iface, &p);
+                    self.ifaces[iface.0].tx_packets += 1;
+                    return;
+                }
+                TimeWaitVerdict::Reopen => {}
+            }
+        }
+        if is_syn {
+            if let Some(listener) = self.demux.listener_for(t.dst) {
+                // The stack acts on this SYN itself (admission, Fast Open): a corrupt one must
+                // not create state.
+                if !wire::tcp_checksum_ok(&self.rx_buf[..len], &t) {
+                    self.counters.InCsumErrors += 1;
+                    return;
+                }
+                let mut rx = std::mem::take(&mut self.rx_buf);
+                let admitted = self.tcp_admit(listener, iface, &t, &mut rx, len, now);
+                self.rx_buf = rx;
+                if let Some((shard, len)) = admitted {
+                    self.feed(shard, iface, len, now, io);
+                }
+                return;
+            }
+        }
+        self.unclaimed(iface, len, now, io);
+    }
+
+    /// A segment for an existing connection: the Fast Open layer first, then smoltcp.
+    fn conn_ingress(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        t: wire::Tcp,
+        len: usize,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Stack {
+            shards,
+            fo,
+            rx_buf,
+            counters,
+            ..
+        } = self;
+        let Some(sh) = shards.get_mut(shard) else {
+            return;
+        };
+        if sh.iface != iface {
+            // A connection only takes packets on its own interface.
+            return;
+        }
+        let Kind::Tcp(c) = &mut sh.kind else {
+            return;
+        };
+        if t.has(FIN) {
+            // Where the peer's FIN ends, for the TIME-WAIT entry; only from a sound segment.
+            if wire::tcp_checksum_ok(&rx_buf[..len], &t) {
+                c.wire.peer_fin = Some(t.seq.wrapping_add(t.payload_len() as u32 + 1));
+            } else {
+                counters.InCsumErrors += 1;
+                return;
+            }
+        }
+        let mut len = len;
+        let mut replies = Vec::new();
+        let mut released = None;
+        if let Some(state) = c.fo.as_mut() {
+            let out = fo.ingress(state, &t, rx_buf, len, now, &mut c.inject, &mut replies);
+            len = out.len;
+            if out.final_ack {
+                if let crate::fastopen::Conn::Server(s) = state {
+                    released = Some((s.listener, c.tuple));
+                }
+            }
+        }
+        for p in replies {
+            io.send(iface, &p);
+            self.ifaces[iface.0].tx_packets += 1;
+        }
+        if let Some((listener, tuple)) = released {
+            self.release_fast_open_slot(listener, &tuple);
+        }
+        if len > 0 {
+            self.feed(shard, iface, len, now, io);
+        } else {
+            self.shards.mark(shard);
+        }
+    }
+
+    /// Hand `rx_buf[..len]` to a shard's socket, then the segments the Fast Open layer plays
+    /// after it; the shard gets an egress pass and is settled this round.
+    pub(crate) fn feed(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        len: usize,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Stack {
+            ifaces,
+            shards,
+            fo,
+            rx_buf,
+            tx_buf,
+            ..
+        } = self;
+        let Some(sh) = shards.get_mut(shard) else {
+            return;
+        };
+        let Iface {
+            iface: smol,
+            config,
+            up,
+            tx_packets,
+            ..
+        } = &mut ifaces[iface.0];
+        let mtu = config.mtu;
+        let (set, kind) = (&mut sh.set, &mut sh.kind);
+        let mut injected = Vec::new();
+        {
+            let conn = match kind {
+                Kind::Tcp(c) => Some((&mut **c, &mut *fo)),
+                Kind::Udp(_) => None,
+            };
+            let mut path = Path {
+                io,
+                iface,
+                up: *up,
+                mtu,
+                rx: Some(&rx_buf[..len]),
+                tx: &mut tx_buf[..mtu],
+                conn,
+                now,
+                sent: 0,
+            };
+            smol.poll_ingress_single(now, &mut path, set);
+            *tx_packets += path.sent;
+        }
+        if let Kind::Tcp(c) = kind {
+            injected.append(&mut c.inject);
+        }
+        for p in &injected {
+            feed_one(
+                smol, set, kind, fo, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
+            );
+        }
+        shards.mark(shard);
+    }
+
+    /// A packet no shard takes: smoltcp answers it as a host with no socket would.
+    fn unclaimed(
+        &mut self,
+        iface: IfaceId,
+        len: usize,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Stack {
+            ifaces,
+            rx_buf,
+            tx_buf,
+            ..
+        } = self;
+        let Iface {
+            iface: smol,
+            nobody,
+            config,
+            up,
+            tx_packets,
+            ..
+        } = &mut ifaces[iface.0];
+        let mtu = config.mtu;
+        let mut path = Path {
+            io,
+            iface,
+            up: *up,
+            mtu,
+            rx: Some(&rx_buf[..len]),
+            tx: &mut tx_buf[..mtu],
+            conn: None,
+            now,
+            sent: 0,
+        };
+        smol.poll_ingress_single(now, &mut path, nobody);
+        *tx_packets += path.sent;
+    }
+
+    /// Send what a shard has to send (at most [`EGRESS_BUDGET`] segments), playing to smoltcp
+    /// what the Fast Open layer produces on the way. Returns whether it had more.
+    fn egress(&mut self, shard: ShardId, now: Instant, io: &mut (impl PacketIo + ?Sized)) -> bool {
+        let Stack {
+            ifaces,
+            shards,
+            fo,
+            tx_buf,
+            ..
+        } = self;
+        let Some(sh) = shards.get_mut(shard) else {
+            return false;
+        };
+        let Iface {
+            iface: smol,
+            config,
+            up,
+            tx_packets,
+            ..
+        } = &mut ifaces[sh.iface.0];
+        let iface = sh.iface;
+        let mtu = config.mtu;
+        let (set, kind) = (&mut sh.set, &mut sh.kind);
+        let mut sent = 0;
+        let mut more = false;
+        for _ in 0..4 {
+            let conn = match &mut *kind {
+                Kind::Tcp(c) => Some((&mut **c, &mut *fo)),
+                Kind::Udp(_) => None,
+            };
+            let mut path = Path {
+                io: &mut *io,
+                iface,
+                up: *up,
+                mtu,
+                rx: None,
+                tx: &mut tx_buf[..mtu],
+                conn,
+                now,
+                sent: 0,
+            };
+            more = true;
+            while sent < EGRESS_BUDGET {
+                if smol.poll_egress(now, &mut path, set) == PollResult::None {
+                    more = false;
+                    break;
+                }
+                sent += 1;
+            }
+            *tx_packets += path.sent;
+            // Segments Fast Open plays to smoltcp after a SYN-ACK (a server's view of the
+            // client's final ACK and data) are taken now, so the connection is acceptable and
+            // readable in this round.
+            let injected = match &mut *kind {
+                Kind::Tcp(c) if !c.inject.is_empty() => std::mem::take(&mut c.inject),
+                _ => break,
+            };
+            for p in &injected {
+                feed_one(
+                    smol, set, kind, fo, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
+                );
+            }
+        }
+        if more {
+            shards.mark(shard);
+        }
+        more
+    }
+}
+
+/// Hand one packet to one shard's socket (a segment the Fast Open layer plays).
+#[allow(clippy::too_many_arguments)]
+fn feed_one<P: PacketIo + ?Sized>(
+    smol: &mut smoltcp::iface::Interface,
+    set: &mut smoltcp::iface::SocketSet<'static>,
+    kind: &mut Kind,
+    fo: &mut crate::fastopen::Layer,
+    io: &mut P,
+    iface: IfaceId,
+    up: bool,
+    mtu: usize,
+    tx_buf: &mut [u8],
+    tx_packets: &mut u64,
+    packet: &[u8],
+    now: Instant,
+) {
+    let conn = match kind {
+        Kind::Tcp(c) => Some((&mut **c, &mut *fo)),
+        Kind::Udp(_) => None,
+    };
+    let mut path = Path {
+        io,
+        iface,
+        up,
+        mtu,
+        rx: Some(packet),
+        tx: &mut tx_buf[..mtu],
+        conn,
+        now,
+        sent: 0,
+    };
+    smol.poll_ingress_single(now, &mut path, set);
+    *tx_packets += path.sent;
+}

@@ -1,0 +1,286 @@
+//! Shards: every smoltcp socket lives alone in a `SocketSet` of its own, polled only with its own
+//! packets and when its own timer comes due.
+//!
+//! smoltcp looks for the socket of an arriving packet by scanning its `SocketSet`, and visits
+//! every socket of the set on each egress poll and each `poll_at`. With one socket per set those
+//! scans are O(1); the stack finds the shard of a packet itself (the `demux` module) and keeps
+//! the shards' timers in one heap, so a poll does work in proportion to what happened (packets,
+//! calls, timers), not to how many sockets exist. smoltcp stays unmodified: one `Interface` per
+//! device is polled with whichever shard's set is at hand.
+//!
+//! A shard also carries the state the packet path keeps for its socket: for a TCP connection its
+//! owner, deadline, Fast Open state, the sequence number of its SYN (for ICMP) and what the wire
+//! saw (for its TIME-WAIT entry).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+
+use crate::fastopen;
+use crate::ids::{IfaceId, ShardId, Slab, SocketId, Tuple};
+
+/// One smoltcp socket and what the stack keeps beside it.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    pub(crate) iface: IfaceId,
+    pub(crate) set: SocketSet<'static>,
+    pub(crate) handle: SocketHandle,
+    /// Bytes of socket buffers it holds (`StackConfig::buffer_limit`).
+    pub(crate) bytes: usize,
+    /// The time its entry in the timer heap stands for, if it has one.
+    timer: Option<Instant>,
+    /// In this round's work list.
+    listed: bool,
+    pub(crate) kind: Kind,
+}
+
+/// What a shard is.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Tcp(Box<TcpConn>),
+    Udp(UdpPart),
+}
+
+/// A TCP connection (or a handshake under way), as the packet path and the stack see it.
+#[derive(Debug)]
+pub(crate) struct TcpConn {
+    /// (local, remote), as on the wire.
+    pub(crate) tuple: Tuple,
+    pub(crate) owner: Owner,
+    /// Connect timeout (our handshake), handshake timeout (a peer's), linger (an orphan).
+    pub(crate) deadline: Option<Instant>,
+    /// smoltcp's state when the stack last looked.
+    pub(crate) last_state: tcp::State,
+    /// Fast Open state, for connections that use it.
+    pub(crate) fo: Option<fastopen::Conn>,
+    /// The sequence number of our SYN while our handshake is under way: an ICMP error counts
+    /// only if it quotes it (RFC 5927 §4.1).
+    pub(crate) syn_isn: Option<u32>,
+    /// Sequence numbers the wire saw, for the TIME-WAIT entry.
+    pub(crate) wire: WireSeq,
+    /// Segments to play to smoltcp as if they had arrived (Fast Open).
+    pub(crate) inject: Vec<Vec<u8>>,
+    /// In the demux table: false once its tuple went to the TIME-WAIT table while the
+    /// application still had data to read.
+    pub(crate) registered: bool,
+}
+
+/// Who a TCP connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// An application socket.
+    Socket(SocketId),
+    /// A listener: a handshake a peer started (`queued` false), or a connection waiting in the
+    /// accept queue.
+    Listener { id: SocketId, queued: bool },
+    /// Closed by the application, finishing in the background.
+    Orphan,
+}
+
+/// What the wire saw of a connection's sequence numbers (after the Fast Open layer's
+/// translation, as the peer sees them).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WireSeq {
+    /// One past the last sequence number we sent (SYN and FIN count).
+    pub(crate) snd_nxt: Option<u32>,
+    /// The acknowledgement number and window of the last segment we sent with ACK.
+    pub(crate) last_ack: Option<(u32, u16)>,
+    /// One past the peer's FIN.
+    pub(crate) peer_fin: Option<u32>,
+}
+
+impl WireSeq {
+    /// A segment left: `seq` and `len` (sequence space), its ack and window if it had ACK.
+    pub(crate) fn sent(&mut self, seq: u32, len: u32, ack: Option<(u32, u16)>) {
+        let end = seq.wrapping_add(len);
+        if self.snd_nxt.is_none_or(|n| seq_after(end, n)) {
+            self.snd_nxt = Some(end);
+        }
+        if ack.is_some() {
+            self.last_ack = ack;
+        }
+    }
+}
+
+/// `a` comes after `b` in sequence space (RFC 9293 §3.4, modulo 2^32).
+pub(crate) fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// One interface's part of a datagram socket.
+#[derive(Debug)]
+pub(crate) struct UdpPart {
+    /// The socket, or `None` once it was closed with datagrams still to send.
+    pub(crate) owner: Option<SocketId>,
+    /// The bound address and port.
+    pub(crate) local: SocketAddr,
+    /// The port binding's holder once orphaned, shared by the parts of one socket.
+    pub(crate) orphan_token: Option<u64>,
+}
+
+/// Every shard, their timers, and this round's work.
+#[derive(Debug, Default)]
+pub(crate) struct Shards {
+    slab: Slab<Shard>,
+    /// (when, shard): a shard's entry is current while its `timer` says the same time.
+    timers: BinaryHeap<Reverse<(Instant, ShardId)>>,
+    /// Shards to send for and look at before this round ends.
+    work: Vec<ShardId>,
+    /// Bytes of socket buffers held by all shards.
+    committed: usize,
+}
+
+impl Shards {
+    pub(crate) fn insert(
+        &mut self,
+        iface: IfaceId,
+        socket: impl smoltcp::socket::AnySocket<'static>,
+        bytes: usize,
+        kind: Kind,
+    ) -> ShardId {
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
+        self.committed = self.committed.saturating_add(bytes);
+        let id = ShardId(self.slab.insert(Shard {
+            iface,
+            set,
+            handle,
+            bytes,
+            timer: None,
+            listed: false,
+            kind,
+        }));
+        self.mark(id);
+        id
+    }
+
+    pub(crate) fn remove(&mut self, id: ShardId) -> Option<Shard> {
+        let shard = self.slab.remove(id.0)?;
+        self.committed = self.committed.saturating_sub(shard.bytes);
+        Some(shard)
+    }
+
+    pub(crate) fn get(&self, id: ShardId) -> Option<&Shard> {
+        self.slab.get(id.0)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ShardId) -> Option<&mut Shard> {
+        self.slab.get_mut(id.0)
+    }
+
+    pub(crate) fn committed(&self) -> usize {
+        self.committed
+    }
+
+    /// Put a shard on this round's work list (once): it gets an egress pass and is looked at
+    /// before the round ends.
+    pub(crate) fn mark(&mut self, id: ShardId) {
+        if let Some(s) = self.slab.get_mut(id.0) {
+            if !s.listed {
+                s.listed = true;
+                self.work.push(id);
+            }
+        }
+    }
+
+    /// Whether any shard waits for a round.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// Take the work list; each shard leaves it (and may be marked again).
+    pub(crate) fn take_work(&mut self, into: &mut Vec<ShardId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.work);
+        for id in into.iter() {
+            if let Some(s) = self.slab.get_mut(id.0) {
+                s.listed = false;
+            }
+        }
+    }
+
+    /// Schedule a shard's next poll without a packet (`None`: none). Entries the heap already
+    /// has for other times go stale and are skipped.
+    pub(crate) fn schedule(&mut self, id: ShardId, at: Option<Instant>) {
+        let Some(s) = self.slab.get_mut(id.0) else {
+            return;
+        };
+        if s.timer == at {
+            return;
+        }
+        s.timer = at;
+        if let Some(at) = at {
+            self.timers.push(Reverse((at, id)));
+            // Stale entries are dropped as they surface; rebuild if they pile up.
+            if self.timers.len() > 4 * self.slab.len() + 64 {
+                let slab = &self.slab;
+                self.timers
+                    .retain(|Reverse((t, id))| slab.get(id.0).is_some_and(|s| s.timer == Some(*t)));
+            }
+        }
+    }
+
+    /// Move the shards whose timer is due at `now` to the work list.
+    pub(crate) fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let current = self.slab.get(id.0).is_some_and(|s| s.timer == Some(at));
+            if current {
+                if let Some(s) = self.slab.get_mut(id.0) {
+                    s.timer = None;
+                }
+                self.mark(id);
+            }
+        }
+    }
+
+    /// The earliest timer.
+    pub(crate) fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if self.slab.get(id.0).is_some_and(|s| s.timer == Some(at)) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+}
+
+impl Shard {
+    pub(crate) fn tcp(&self) -> &tcp::Socket<'static> {
+        self.set.get::<tcp::Socket<'static>>(self.handle)
+    }
+
+    pub(crate) fn tcp_mut(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut::<tcp::Socket<'static>>(self.handle)
+    }
+
+    pub(crate) fn udp(&self) -> &udp::Socket<'static> {
+        self.set.get::<udp::Socket<'static>>(self.handle)
+    }
+
+    pub(crate) fn udp_mut(&mut self) -> &mut udp::Socket<'static> {
+        self.set.get_mut::<udp::Socket<'static>>(self.handle)
+    }
+
+    pub(crate) fn conn(&self) -> Option<&TcpConn> {
+        match &self.kind {
+            Kind::Tcp(c) => Some(c),
+            Kind::Udp(_) => None,
+        }
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut TcpConn> {
+        match &mut self.kind {
+            Kind::Tcp(c) => Some(c),
+            Kind::Udp(_) => None,
+        }
+    }
+}
