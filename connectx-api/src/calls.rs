@@ -7,6 +7,8 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::MutexGuard;
+
+use crate::waiters::Waiter;
 use std::time::{Duration, Instant};
 
 use stack::{
@@ -103,36 +105,6 @@ fn err(e: impl Into<Errno>) -> io::Error {
     e.into().into()
 }
 
-/// Wait until the runtime says something changed, or until `deadline`; `None` when the
-/// deadline passed first.
-fn wait_changed<'a>(
-    shared: &'a crate::net::Shared,
-    state: MutexGuard<'a, State>,
-    deadline: Option<Instant>,
-) -> Option<MutexGuard<'a, State>> {
-    match deadline {
-        None => Some(
-            shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner()),
-        ),
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            Some(
-                shared
-                    .changed
-                    .wait_timeout(state, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0,
-            )
-        }
-    }
-}
-
 /// What a blocking wait found.
 enum Wait<T> {
     Done(T),
@@ -163,7 +135,8 @@ impl Net {
         }
     }
 
-    /// Run `attempt` until it is done, waiting for the runtime between tries. Non-blocking
+    /// Run `attempt` until it is done, parking on the descriptor's socket between tries (the
+    /// runtime wakes exactly the callers of the sockets a poll touched). Non-blocking
     /// descriptors get `EAGAIN` (or what `would_block` says) at once; a timeout ends the wait
     /// with the same error; a stopped stack with `EINTR`.
     fn blocking<T>(
@@ -178,27 +151,36 @@ impl Net {
         let d = Self::desc(&mut state, fd)?;
         let nonblocking = d.nonblocking;
         let deadline = timeout(d).map(|t| Instant::now() + t);
+        let mut waiter: Option<std::sync::Arc<Waiter>> = None;
         loop {
-            match attempt(&mut state)? {
-                Wait::Done(v) => {
-                    drop(state);
-                    shared.waker.wake();
+            match attempt(&mut state) {
+                Ok(Wait::Done(v)) => {
+                    shared.release(state);
                     return Ok(v);
                 }
-                Wait::Again if nonblocking => {
-                    drop(state);
-                    shared.waker.wake();
+                Err(e) => {
+                    shared.release(state);
+                    return Err(e);
+                }
+                Ok(Wait::Again) if nonblocking => {
+                    shared.release(state);
                     return Err(err(would_block));
                 }
-                Wait::Again => {}
+                Ok(Wait::Again) => {}
             }
-            shared.waker.wake();
-            state = match wait_changed(shared, state, deadline) {
-                Some(state) => state,
-                None => return Err(err(would_block)),
-            };
+            let id = Self::desc(&mut state, fd)?.socket;
+            let w = waiter.get_or_insert_with(Waiter::current);
+            state.waiters.register(id, w);
+            shared.release(state);
+            let woke = w.park(deadline);
+            state = shared.lock();
+            state.waiters.unregister(id, w);
             if !state.running {
                 return Err(err(Errno::EINTR));
+            }
+            if !woke {
+                shared.release(state);
+                return Err(err(would_block));
             }
             // The descriptor may have been closed by another thread meanwhile.
             Self::desc(&mut state, fd)?;
@@ -230,7 +212,8 @@ impl Net {
         self.on_socket(fd, |stack, id| stack.bind(id, addr).map_err(err))
     }
 
-    /// Run `op` on the stack socket behind `fd`, then wake the runtime to send what it queued.
+    /// Run `op` on the stack socket behind `fd`, then wake whoever the call concerns and the
+    /// runtime if it queued something to send.
     fn on_socket<T>(
         &self,
         fd: Fd,
@@ -239,8 +222,7 @@ impl Net {
         let mut state = self.running()?;
         let id = Self::desc(&mut state, fd)?.socket;
         let result = op(&mut state.stack, id);
-        drop(state);
-        self.shared().waker.wake();
+        self.shared().release(state);
         result
     }
 
@@ -381,8 +363,11 @@ impl Net {
             return Err(err(Errno::EINVAL));
         }
         let remote = endpoints.dstaddr.ok_or_else(|| err(Errno::EINVAL))?;
+        let links = self.shared().link_states();
         let mut state = self.running()?;
-        state.sync_links();
+        for (iface, up) in links {
+            let _ = state.stack.set_interface_up(iface, up);
+        }
         let d = Self::desc(&mut state, fd)?;
         let id = d.socket;
         let opts = Self::connect_options(&state, endpoints, flags)?;
@@ -434,8 +419,7 @@ impl Net {
         if let Some(len) = len {
             *len = queued;
         }
-        drop(state);
-        self.shared().waker.wake();
+        self.shared().release(state);
         if nonblocking {
             // Always EINPROGRESS, even if the runtime already has the answer: the outcome is
             // for poll and SO_ERROR to tell, as with a C socket.
@@ -501,8 +485,7 @@ impl Net {
         if let Some(connid) = connid {
             *connid = CONNID;
         }
-        drop(state);
-        self.shared().waker.wake();
+        self.shared().release(state);
         Ok(())
     }
 
@@ -561,8 +544,7 @@ impl Net {
             }
             None => return Err(err(Errno::EBADF)),
         }
-        drop(state);
-        self.shared().waker.wake();
+        self.shared().release(state);
         Ok(())
     }
 
@@ -741,12 +723,16 @@ impl Net {
                 Errno::EBADF
             }));
         }
+        let mut wake = Vec::new();
         if let Some(d) = state.fds.remove(fd) {
             state.stack.close(d.socket, self.shared().clock.now());
+            // Calls blocked on it (in other threads) look again and find it closed.
+            state.waiters.take(d.socket, &mut wake);
         }
-        drop(state);
-        self.shared().waker.wake();
-        self.shared().changed.notify_all();
+        self.shared().release(state);
+        for w in wake {
+            w.wake();
+        }
         Ok(())
     }
 
@@ -846,6 +832,7 @@ impl Net {
         let shared = self.shared();
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = shared.lock();
+        let waiter = Waiter::current();
         loop {
             let mut ready = 0;
             for p in fds.iter_mut() {
@@ -853,15 +840,37 @@ impl Net {
                 ready += usize::from(p.revents != 0);
             }
             if ready > 0 {
+                shared.release(state);
                 return Ok(ready);
             }
             if !state.running {
                 return Err(err(Errno::EINTR));
             }
-            state = match wait_changed(shared, state, deadline) {
-                Some(state) => state,
-                None => return Ok(0),
-            };
+            if timeout == Some(Duration::ZERO) {
+                return Ok(0);
+            }
+            let ids: Vec<SocketId> = fds
+                .iter()
+                .filter_map(|p| state.fds.get(p.fd).map(|d| d.socket))
+                .collect();
+            for id in &ids {
+                state.waiters.register(*id, &waiter);
+            }
+            shared.release(state);
+            let woke = waiter.park(deadline);
+            state = shared.lock();
+            for id in &ids {
+                state.waiters.unregister(*id, &waiter);
+            }
+            if !woke {
+                // One last look: it may have become ready as the deadline passed.
+                let mut ready = 0;
+                for p in fds.iter_mut() {
+                    p.revents = Self::revents(&mut state, p);
+                    ready += usize::from(p.revents != 0);
+                }
+                return Ok(ready);
+            }
         }
     }
 

@@ -11,20 +11,21 @@ use stack::Stack;
 use crate::net::Net;
 
 /// Most warnings kept (a disk that stays full would otherwise add one per change).
-const MAX_WARNINGS: usize = 16;
+pub(crate) const MAX_WARNINGS: usize = 16;
 
+/// The file, kept by the runtime thread: the cache is copied out under the state lock, and
+/// written (with its `fsync`) outside it.
 #[derive(Debug)]
 pub(crate) struct CookieFile {
     path: PathBuf,
     /// The cache generation last written (or loaded).
     saved: u64,
-    warnings: Vec<String>,
 }
 
 impl CookieFile {
     /// Load `path` into the stack's cache. A missing file is an empty cache; an unreadable or
     /// corrupt one is too, with a warning (the program runs on, without its old cookies).
-    pub(crate) fn load(path: PathBuf, stack: &mut Stack) -> CookieFile {
+    pub(crate) fn load(path: PathBuf, stack: &mut Stack) -> (CookieFile, Vec<String>) {
         let mut warnings = Vec::new();
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -49,30 +50,29 @@ impl CookieFile {
                 path.display()
             )),
         }
-        CookieFile {
+        let file = CookieFile {
             path,
             saved: stack.cookie_cache_generation(),
-            warnings,
-        }
+        };
+        (file, warnings)
     }
 
-    /// Save the cache if it changed since the last save.
-    pub(crate) fn save_if_changed(&mut self, stack: &Stack) {
+    /// The cache as text if it changed since the last save (under the state lock: a copy of
+    /// a few lines).
+    pub(crate) fn snapshot(&mut self, stack: &Stack) -> Option<String> {
         let generation = stack.cookie_cache_generation();
         if generation == self.saved {
-            return;
+            return None;
         }
         // Tried once per change: a failure is not retried until the cache changes again.
         self.saved = generation;
-        let text = cache_file::to_text(&stack.cookie_cache());
-        if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
-            if self.warnings.len() < MAX_WARNINGS {
-                self.warnings.push(format!(
-                    "cookie cache {}: cannot save: {e}",
-                    self.path.display()
-                ));
-            }
-        }
+        Some(cache_file::to_text(&stack.cookie_cache()))
+    }
+
+    /// Write a snapshot (outside the lock). A failure is one warning line.
+    pub(crate) fn write(&self, text: &str) -> Result<(), String> {
+        write_atomically(&self.path, text.as_bytes())
+            .map_err(|e| format!("cookie cache {}: cannot save: {e}", self.path.display()))
     }
 }
 
@@ -103,11 +103,6 @@ impl Net {
     /// parsed at start (the cache then started empty), saves that failed. Each is handed out
     /// once. Empty when all went well or no file was given.
     pub fn take_cookie_cache_warnings(&self) -> Vec<String> {
-        self.shared()
-            .lock()
-            .cookie_file
-            .as_mut()
-            .map(|f| std::mem::take(&mut f.warnings))
-            .unwrap_or_default()
+        std::mem::take(&mut self.shared().lock().cookie_warnings)
     }
 }

@@ -1,5 +1,7 @@
 //! The descriptor table: small integers standing for sockets, as in C.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -43,6 +45,8 @@ impl Descriptor {
 #[derive(Debug)]
 pub(crate) struct FdTable {
     slots: Vec<Option<Descriptor>>,
+    /// Free slots below the end of `slots`, lowest first.
+    free: BinaryHeap<Reverse<usize>>,
     open: usize,
     /// Most descriptors open at once; past it `socket` fails with `ENOBUFS`.
     pub(crate) limit: usize,
@@ -52,6 +56,7 @@ impl Default for FdTable {
     fn default() -> Self {
         FdTable {
             slots: Vec::new(),
+            free: BinaryHeap::new(),
             open: 0,
             limit: 1 << 16,
         }
@@ -59,14 +64,14 @@ impl Default for FdTable {
 }
 
 impl FdTable {
-    /// The lowest free descriptor, as POSIX allocates them; `None` at the limit.
+    /// The lowest free descriptor, as POSIX allocates them (in O(log n)); `None` at the limit.
     pub(crate) fn insert(&mut self, d: Descriptor) -> Option<Fd> {
         if self.open >= self.limit {
             return None;
         }
         self.open += 1;
-        let index = match self.slots.iter().position(Option::is_none) {
-            Some(i) => {
+        let index = match self.free.pop() {
+            Some(Reverse(i)) => {
                 self.slots[i] = Some(d);
                 i
             }
@@ -91,11 +96,10 @@ impl FdTable {
     }
 
     pub(crate) fn remove(&mut self, fd: Fd) -> Option<Descriptor> {
-        let d = self.slots.get_mut(Self::index(fd)?)?.take()?;
+        let index = Self::index(fd)?;
+        let d = self.slots.get_mut(index)?.take()?;
         self.open -= 1;
-        while self.slots.last().is_some_and(Option::is_none) {
-            self.slots.pop();
-        }
+        self.free.push(Reverse(index));
         Some(d)
     }
 }
@@ -114,8 +118,18 @@ mod tests {
         assert_eq!((a, b), (3, 4));
         t.remove(a);
         assert_eq!(t.insert(Descriptor::new(s)), Some(3));
+        let c = t.insert(Descriptor::new(s)).unwrap();
+        assert_eq!(c, 5);
+        t.remove(c);
+        t.remove(b);
+        assert_eq!(
+            t.insert(Descriptor::new(s)),
+            Some(4),
+            "the lowest free one first"
+        );
+        assert_eq!(t.insert(Descriptor::new(s)), Some(5));
         assert!(t.get(-1).is_none() && t.get(0).is_none() && t.get(99).is_none());
-        t.limit = 2;
+        t.limit = 3;
         assert_eq!(t.insert(Descriptor::new(s)), None);
     }
 }

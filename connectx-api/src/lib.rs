@@ -3,18 +3,19 @@
 //! packets between the stack and its devices.
 //!
 //! ```text
-//!  app threads ── socket/connectx/send/recv/poll ──► descriptor table ─┐   (one mutex;
-//!       ▲                                                              │    calls act on the
-//!       └──────────── condvar: "something changed" ◄───────────────────┤    stack directly)
+//!  app threads ── socket/connectx/send/recv/poll ──► descriptor table ─┐  one lock, held for
+//!       ▲                                                              │  stack work only
+//!       └──── waiters of the sockets an event names (waiters) ◄────────┤
 //!                                                                      ▼
-//!  runtime thread: poll(2) on devices + eventfd ──► Stack::poll(now) ──► tun-driver devices
+//!  runtime thread: read a burst ─► lock: Stack::poll(now) ─► unlock ─► write the burst
+//!                  (devices, capture, impairment: outside the lock)
 //! ```
 //!
-//! Calls run on the caller's thread under the state's mutex and act on the stack directly, then
-//! wake the runtime thread (an eventfd) so it sends what they queued; blocking calls wait on a
-//! condition variable the runtime signals after every poll that changed something. The runtime
-//! thread is the only reader of the clock for the stack, and sleeps in `poll(2)` until a packet,
-//! a call or the stack's next timer.
+//! Calls run on the caller's thread under the state's lock and act on the stack directly (the
+//! clock is read for each call that sets a deadline), then kick the runtime (an eventfd, at
+//! most once a round) if they queued something to send. A call that must wait registers on its
+//! socket and parks; the runtime wakes exactly the waiters of the sockets a poll touched. The
+//! runtime sleeps in `poll(2)` until a packet, a kick or the stack's next timer.
 //!
 //! What it does not do: it does not replace the process's own sockets (descriptors here are
 //! this stack's, not the kernel's), and it offers no `select`/`epoll` over kernel descriptors.
@@ -39,14 +40,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod builder;
 mod calls;
 mod cookies;
 mod errno;
 mod fastopen;
 mod fd;
 mod net;
+mod runtime;
 mod stream;
+mod waiters;
 
+pub use builder::{NetBuilder, StartError};
 pub use calls::{
     Domain, PollFd, SaEndpoints, CONNECT_DATA_AUTHENTICATED, CONNECT_DATA_IDEMPOTENT,
     CONNECT_RESUME_ON_READ_WRITE, CONNID, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT,
@@ -54,7 +59,7 @@ pub use calls::{
 };
 pub use errno::Errno;
 pub use fd::Fd;
-pub use net::{Net, NetBuilder, StartError};
+pub use net::Net;
 pub use stack::capture;
 pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{

@@ -140,7 +140,8 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
-    /// Bind to `addr` and listen with a backlog of 128.
+    /// Bind to `addr` and listen with the largest backlog ([`stack::SOMAXCONN`], 4096, as
+    /// Linux's `somaxconn`): a burst of clients waits in the queue rather than being dropped.
     ///
     /// # Errors
     /// As [`Net::bind`] and [`Net::listen`].
@@ -151,7 +152,7 @@ impl TcpListener {
             fd,
         };
         net.bind(fd, addr)?;
-        net.listen(fd, 128)?;
+        net.listen(fd, stack::SOMAXCONN)?;
         Ok(TcpListener { inner })
     }
 

@@ -66,6 +66,10 @@ pub struct StackConfig {
     /// Most connections in TIME-WAIT at once (Linux's `tcp_max_tw_buckets`); past it a
     /// connection closes without the wait (`TCPTimeWaitOverflow`).
     pub max_time_wait: usize,
+    /// Closed TCP sockets kept to serve new connections, buffers and all: a connection that
+    /// finds one allocates nothing (a new socket allocates, and the allocator clears, both its
+    /// buffers). Each may keep the pages its buffers touched resident, so keep it small.
+    pub spare_sockets: usize,
     /// Most packets read from one interface in one round before the stack sends what is queued.
     pub rx_burst: usize,
     /// Run the TCP Fast Open layer (default). Off, segments pass between the devices and
@@ -100,6 +104,7 @@ impl Default for StackConfig {
             orphan_timeout: Duration::from_secs(60),
             time_wait: Duration::from_secs(60),
             max_time_wait: 262_144,
+            spare_sockets: 16,
             rx_burst: 64,
             fast_open_layer: true,
             buffer_limit: usize::MAX,

@@ -132,6 +132,11 @@ pub(crate) struct Shards {
     work: Vec<ShardId>,
     /// Bytes of socket buffers held by all shards.
     committed: usize,
+    /// Closed TCP sockets kept to serve the next connections: their buffers are reused as they
+    /// are, where a new socket would allocate (and the allocator clear) megabytes.
+    spare_tcp: Vec<tcp::Socket<'static>>,
+    /// Most spare sockets kept.
+    pub(crate) spare_limit: usize,
 }
 
 impl Shards {
@@ -158,10 +163,24 @@ impl Shards {
         id
     }
 
+    /// Remove a shard. A TCP socket that is done with its connection goes to the spares.
     pub(crate) fn remove(&mut self, id: ShardId) -> Option<Shard> {
-        let shard = self.slab.remove(id.0)?;
+        let mut shard = self.slab.remove(id.0)?;
         self.committed = self.committed.saturating_sub(shard.bytes);
+        if matches!(shard.kind, Kind::Tcp(_))
+            && self.spare_tcp.len() < self.spare_limit
+            && !shard.tcp().is_open()
+        {
+            if let smoltcp::socket::Socket::Tcp(s) = shard.set.remove(shard.handle) {
+                self.spare_tcp.push(s);
+            }
+        }
         Some(shard)
+    }
+
+    /// A spare TCP socket (closed; `connect` and `listen` reset it), if one is kept.
+    pub(crate) fn spare_tcp(&mut self) -> Option<tcp::Socket<'static>> {
+        self.spare_tcp.pop()
     }
 
     pub(crate) fn get(&self, id: ShardId) -> Option<&Shard> {

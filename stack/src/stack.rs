@@ -119,13 +119,15 @@ impl Stack {
         let rng = StdRng::seed_from_u64(config.random_seed);
         let mut fo = fastopen::Layer::default();
         fo.disabled = !config.fast_open_layer;
+        let mut shards = Shards::default();
+        shards.spare_limit = config.spare_sockets;
         Stack {
             config,
             rng,
             ifaces: Vec::new(),
             routes: RoutingTable::default(),
             sockets: Slab::default(),
-            shards: Shards::default(),
+            shards,
             demux: Demux::default(),
             ports: Ports::default(),
             fo,

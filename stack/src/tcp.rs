@@ -152,10 +152,13 @@ fn synchronized(state: tcp::State) -> bool {
 }
 
 impl Stack {
-    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]);
-        let mut s = tcp::Socket::new(rx, tx);
+    /// A closed socket for a new connection: a spare one if the stack kept one, else a new one.
+    fn new_tcp_socket(&mut self) -> tcp::Socket<'static> {
+        let mut s = self.shards.spare_tcp().unwrap_or_else(|| {
+            let rx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]);
+            let tx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]);
+            tcp::Socket::new(rx, tx)
+        });
         s.set_nagle_enabled(self.config.nagle);
         s.set_ack_delay(self.config.ack_delay.map(micros));
         s.set_congestion_control(match self.config.congestion_control {

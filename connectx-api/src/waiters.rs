@@ -1,0 +1,147 @@
+//! Who waits on which socket, and waking exactly them.
+//!
+//! A call that has to wait (a blocking `recv`, `accept`, `connectx`, `poll`) registers a
+//! [`Waiter`] on the sockets it waits for, under the state lock, right after finding them not
+//! ready; then it parks. The stack reports which sockets packets, timers and calls touched
+//! ([`stack::Stack::take_events`]); whoever drained those events (the runtime after a poll, or
+//! a call that changed another thread's socket) takes the waiters of those sockets out of the
+//! table under the lock and wakes them after releasing it. Nothing else is woken: a thousand
+//! threads blocked on a thousand idle connections cost nothing when one connection is busy.
+//!
+//! Because registration and event delivery both happen under the state lock, a wake-up cannot
+//! be lost between a waiter's last look and its park. A waiter that wakes looks again and
+//! registers again if it still has to wait.
+//!
+//! One source, several kinds of waiter: a thread parks ([`Waiter::Thread`]) today; an async
+//! task's `Waker`, or an eventfd a C caller polls, are further kinds of the same entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::Instant;
+
+use stack::SocketId;
+
+/// One waiting call.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    thread: Thread,
+    woken: AtomicBool,
+}
+
+impl Waiter {
+    /// A waiter for the calling thread.
+    pub(crate) fn current() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            thread: std::thread::current(),
+            woken: AtomicBool::new(false),
+        })
+    }
+
+    /// Wake it (outside the state lock).
+    pub(crate) fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+
+    /// Park until woken or until `deadline`. Returns false when the deadline passed first.
+    pub(crate) fn park(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.woken.swap(false, Ordering::Acquire) {
+                return true;
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return self.woken.swap(false, Ordering::Acquire);
+                    }
+                    std::thread::park_timeout(left);
+                }
+            }
+        }
+    }
+}
+
+/// The waiters of each socket.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    by_socket: HashMap<SocketId, Vec<Arc<Waiter>>>,
+}
+
+impl Waiters {
+    pub(crate) fn register(&mut self, id: SocketId, w: &Arc<Waiter>) {
+        let list = self.by_socket.entry(id).or_default();
+        if !list.iter().any(|x| Arc::ptr_eq(x, w)) {
+            list.push(Arc::clone(w));
+        }
+    }
+
+    /// Take a waiter off a socket (it woke for another reason, or timed out).
+    pub(crate) fn unregister(&mut self, id: SocketId, w: &Arc<Waiter>) {
+        if let Some(list) = self.by_socket.get_mut(&id) {
+            list.retain(|x| !Arc::ptr_eq(x, w));
+            if list.is_empty() {
+                self.by_socket.remove(&id);
+            }
+        }
+    }
+
+    /// Take the waiters of `id`, to wake once the lock is released.
+    pub(crate) fn take(&mut self, id: SocketId, into: &mut Vec<Arc<Waiter>>) {
+        if let Some(list) = self.by_socket.remove(&id) {
+            into.extend(list);
+        }
+    }
+
+    /// Take every waiter (the stack stops).
+    pub(crate) fn take_all(&mut self, into: &mut Vec<Arc<Waiter>>) {
+        for (_, list) in self.by_socket.drain() {
+            into.extend(list);
+        }
+    }
+
+    /// How many sockets have waiters.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_socket.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_the_waiters_of_a_socket_are_taken() {
+        let mut stack = stack::Stack::new(stack::StackConfig::default());
+        let a = stack.socket(stack::Family::V4, stack::SocketType::Stream);
+        let b = stack.socket(stack::Family::V4, stack::SocketType::Stream);
+        let mut t = Waiters::default();
+        let (w1, w2) = (Waiter::current(), Waiter::current());
+        t.register(a, &w1);
+        t.register(a, &w1);
+        t.register(b, &w2);
+        let mut out = Vec::new();
+        t.take(a, &mut out);
+        assert_eq!(out.len(), 1, "registered once, taken once");
+        assert!(Arc::ptr_eq(&out[0], &w1));
+        assert_eq!(t.len(), 1, "b's waiter stays");
+        t.unregister(b, &w2);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_wake_before_the_park_is_not_lost() {
+        let w = Waiter::current();
+        w.wake();
+        assert!(w.park(Some(Instant::now() + Duration::from_secs(5))));
+        assert!(
+            !w.park(Some(Instant::now() + Duration::from_millis(10))),
+            "one wake, one return"
+        );
+    }
+}
