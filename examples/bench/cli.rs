@@ -4,6 +4,12 @@
 const MAX_CONNECTIONS: usize = 25_000;
 /// Most `--ttfb-connections`.
 const MAX_TTFB_CONNECTIONS: usize = 1000;
+/// Most `--rate-connections`: a client has 28232 ephemeral ports, and a run outlasts neither
+/// the stack's TIME-WAIT (10 s, smoltcp's) nor, by much, the kernel's (60 s).
+const MAX_RATE_CONNECTIONS: usize = 25_000;
+/// Most `--scale-connections`: the kernel client has 28232 ephemeral ports, and each
+/// connection is a thread of the echo server (the kernel's `pid_max` is often 32768).
+const MAX_SCALE_CONNECTIONS: usize = 20_000;
 
 /// The parts of the benchmark, in the order they are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,16 +20,18 @@ pub enum Section {
     Ttfb,
     Idle,
     Memory,
+    Scale,
 }
 
 impl Section {
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::Throughput,
         Section::FastOpen,
         Section::Rate,
         Section::Ttfb,
         Section::Idle,
         Section::Memory,
+        Section::Scale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +42,7 @@ impl Section {
             Section::Ttfb => "ttfb",
             Section::Idle => "idle",
             Section::Memory => "memory",
+            Section::Scale => "scale",
         }
     }
 
@@ -50,7 +59,7 @@ fn section_names() -> String {
 pub fn usage() -> String {
     format!(
         "usage: bench [--only {}] [--mtu N] [--seconds S] [--idle-seconds S] [--connections N] \
-         [--ttfb-connections N] [--json]",
+         [--ttfb-connections N] [--rate-connections N] [--scale-connections N] [--json]",
         section_names()
     )
 }
@@ -63,6 +72,10 @@ pub struct Options {
     pub connections: usize,
     /// Connections per variant and case in `ttfb`.
     pub ttfb_connections: usize,
+    /// Timed connections per run in `rate`.
+    pub rate_connections: usize,
+    /// The most idle connections open beside the ping-pong of `scale`.
+    pub scale_connections: usize,
     /// The sections to run, one bit each ([`Section::bit`]).
     only: u8,
     pub json: bool,
@@ -107,6 +120,8 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         idle_seconds: 10.0,
         connections: 10_000,
         ttfb_connections: 10,
+        rate_connections: 15_000,
+        scale_connections: 10_000,
         only: Section::ALL.iter().fold(0, |bits, s| bits | s.bit()),
         json: false,
     };
@@ -139,6 +154,12 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
             "--connections" => opts.connections = count_arg(flag, &value()?, MAX_CONNECTIONS)?,
             "--ttfb-connections" => {
                 opts.ttfb_connections = count_arg(flag, &value()?, MAX_TTFB_CONNECTIONS)?
+            }
+            "--rate-connections" => {
+                opts.rate_connections = count_arg(flag, &value()?, MAX_RATE_CONNECTIONS)?
+            }
+            "--scale-connections" => {
+                opts.scale_connections = count_arg(flag, &value()?, MAX_SCALE_CONNECTIONS)?
             }
             "--only" => {
                 let v = value()?;

@@ -41,9 +41,12 @@ pub fn kernel_accept(l: &std::net::TcpListener) -> Result<std::net::TcpStream, S
     with_timeouts(s)
 }
 
-/// A kernel connection to `to` from the calling thread's namespace, with the I/O timeouts.
+/// A kernel connection to `to` from the calling thread's namespace, with the I/O timeouts; the
+/// connect itself gives up after `IO_TIMEOUT` too (the kernel would retry its SYN for about two
+/// minutes).
 pub fn kernel_connect_here(to: SocketAddr) -> Result<std::net::TcpStream, String> {
-    let s = std::net::TcpStream::connect(to).map_err(|e| format!("kernel connect to {to}: {e}"))?;
+    let s = std::net::TcpStream::connect_timeout(&to, IO_TIMEOUT)
+        .map_err(|e| format!("kernel connect to {to}: {e}"))?;
     with_timeouts(s)
 }
 
@@ -153,7 +156,7 @@ impl StackConn {
         Ok(())
     }
 
-    /// A blocking `connectx(flags)` to `to` with `data` as its iov.
+    /// A blocking `connectx(flags)` to `to` with `data` as its iov, given up after `IO_TIMEOUT`.
     pub fn connect(
         net: &Net,
         to: SocketAddr,
@@ -161,9 +164,14 @@ impl StackConn {
         data: &[u8],
     ) -> Result<StackConn, String> {
         let conn = StackConn::socket(net, to)?;
-        conn.connectx(to, flags, data)
-            .map_err(|e| format!("connectx to {to}: {e}"))?;
-        Ok(conn)
+        match conn.connectx(to, flags, data) {
+            Ok(()) => Ok(conn),
+            // A blocking connect gives up at the send timeout with EINPROGRESS, as on Darwin.
+            Err(e) if Errno::of(&e) == Some(Errno::EINPROGRESS) => Err(format!(
+                "connectx to {to}: not established after {IO_TIMEOUT:?}"
+            )),
+            Err(e) => Err(format!("connectx to {to}: {e}")),
+        }
     }
 
     /// A non-blocking `connectx` to `to`, under way: the descriptor becomes writable once the

@@ -1,5 +1,5 @@
 //! Request and reply, one connection at a time, for `rate` and `ttfb`: the server reads the
-//! request, answers with its first byte, reads up to the client's FIN and closes.
+//! request, answers with its first bytes, reads up to the client's FIN and closes.
 
 use std::io::{Read, Write};
 use std::thread::{self, JoinHandle};
@@ -10,8 +10,9 @@ use crate::conn::read_some;
 const QUIT: u8 = b'q';
 
 /// The server side of one connection: read the `request`-byte request, answer with its first
-/// byte, read up to the client's FIN, close. `Ok(false)` for the 1-byte request that says stop.
-fn serve_one(mut s: impl Read + Write, request: usize) -> Result<bool, String> {
+/// `reply` bytes, read up to the client's FIN, close. `Ok(false)` for the 1-byte request that
+/// says stop.
+fn serve_one(mut s: impl Read + Write, request: usize, reply: usize) -> Result<bool, String> {
     let mut buf = vec![0u8; request.max(1)];
     match read_some(&mut s, &mut buf[..1]) {
         Ok(1) if buf[0] == QUIT => return Ok(false),
@@ -21,7 +22,7 @@ fn serve_one(mut s: impl Read + Write, request: usize) -> Result<bool, String> {
     }
     s.read_exact(&mut buf[1..])
         .map_err(|e| format!("server reading the request: {e}"))?;
-    s.write_all(&buf[..1])
+    s.write_all(&buf[..reply.clamp(1, buf.len())])
         .map_err(|e| format!("server writing: {e}"))?;
     let mut byte = [0u8; 1];
     match read_some(&mut s, &mut byte) {
@@ -32,13 +33,15 @@ fn serve_one(mut s: impl Read + Write, request: usize) -> Result<bool, String> {
 }
 
 /// Serve `request`-byte requests on a thread of its own, one connection at a time, until the
-/// stop request. A request's first byte must not be [`QUIT`].
+/// stop request, each answered with its first `reply` bytes (1 to `request`). A request's first
+/// byte must not be [`QUIT`].
 pub fn request_server<S: Read + Write>(
     request: usize,
+    reply: usize,
     mut accept: impl FnMut() -> Result<S, String> + Send + 'static,
 ) -> JoinHandle<Result<(), String>> {
     thread::spawn(move || {
-        while serve_one(accept()?, request)? {}
+        while serve_one(accept()?, request, reply)? {}
         Ok(())
     })
 }

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! sudo cargo run --release --example bench -- [--only LIST] [--mtu N] [--seconds S]
-//!     [--idle-seconds S] [--connections N] [--ttfb-connections N] [--json]
+//!     [--idle-seconds S] [--connections N] [--ttfb-connections N] [--rate-connections N]
+//!     [--scale-connections N] [--json]
 //! ```
 //!
 //! Everything happens in network namespaces of the benchmark's own, made with
@@ -19,21 +20,27 @@
 //! - `throughput` ([`throughput`]): bulk TCP throughput, both ways, against kernel to kernel
 //!   over veth (offloads on and off) and loopback.
 //! - `fastopen` ([`fastopen`]): what the TCP Fast Open layer costs on bulk throughput.
-//! - `rate` ([`rate`]): connections per second, one at a time.
+//! - `rate` ([`rate`]): connections per second, one at a time, sustained over
+//!   `--rate-connections` (default 15000) connections, the first and the last 1000 also apart.
 //! - `ttfb` ([`ttfb`]): time to first byte with 20 ms of one-way delay, plain handshake
 //!   against Fast Open with a cached cookie, both ways (`--ttfb-connections`, default 10).
 //! - `idle` ([`idle`]): CPU time of the stack's runtime thread with idle connections
 //!   (`--idle-seconds`, default 10).
 //! - `memory` ([`memory`]): resident memory per connection (`--connections`, default 10000);
 //!   it runs first, so that memory freed by the others cannot hide growth.
+//! - `scale` ([`scale`]): echo servers with a thread per connection: ping-pong latency with 0,
+//!   1000 and `--scale-connections` (default 10000) other connections open and idle, and 4000
+//!   connections opened at once.
 //!
 //! Bad arguments exit with status 2; a section that fails is reported, and the others still
-//! run, with exit status 1.
+//! run, with exit status 1. So is a section one of whose measurements failed (`rate`, `scale`:
+//! a stuck run of the stack, say): it still reports the others, the kernel's among them.
 //!
 //! Layout: [`cli`] (the command line), [`netns`] (namespaces, devices, stacks), [`conn`]
 //! (connections of both sides), [`bulk`] (timed bulk transfers), [`exchange`] (request and
-//! reply servers), [`hold`] (idle connections), [`paired`] (a variant against its baseline),
-//! [`proc`] (what `/proc` says), one module per section, [`report`] (the table and the JSON).
+//! reply servers), [`echo`] (an echo server with a thread per connection), [`hold`] (idle
+//! connections), [`paired`] (a variant against its baseline), [`proc`] (what `/proc` says), one
+//! module per section, [`report`] (the table and the JSON).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -41,6 +48,7 @@ mod common;
 mod bulk;
 mod cli;
 mod conn;
+mod echo;
 mod exchange;
 mod fastopen;
 mod hold;
@@ -51,6 +59,7 @@ mod paired;
 mod proc;
 mod rate;
 mod report;
+mod scale;
 mod throughput;
 mod ttfb;
 
@@ -103,6 +112,7 @@ fn run(opts: &Options) -> Report {
         Section::Rate,
         Section::Ttfb,
         Section::Idle,
+        Section::Scale,
     ];
     for section in order.into_iter().filter(|s| opts.runs(*s)) {
         let result = match section {
@@ -114,10 +124,20 @@ fn run(opts: &Options) -> Report {
             Section::Ttfb => ttfb::run(opts).map(|t| report.ttfb = Some(t)),
             Section::Idle => idle::run(opts).map(|i| report.idle = Some(i)),
             Section::Memory => memory::run(opts).map(|m| report.memory = Some(m)),
+            Section::Scale => scale::run(opts).map(|s| report.scale = Some(s)),
         };
-        if let Err(e) = result {
+        let failures = match result {
+            Ok(()) => report
+                .part(section)
+                .map(|part| part.failures())
+                .unwrap_or_default(),
+            Err(e) => vec![e],
+        };
+        for e in &failures {
             eprintln!("bench: {}: {e}", section.name());
             report.notes.push(format!("{} failed: {e}", section.name()));
+        }
+        if !failures.is_empty() {
             report.failed.push(section);
         }
     }

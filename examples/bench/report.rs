@@ -9,6 +9,7 @@ use crate::fastopen::FastOpenCost;
 use crate::idle::IdleCpu;
 use crate::memory::Memory;
 use crate::rate::Rates;
+use crate::scale::Scale;
 use crate::throughput::Throughput;
 use crate::ttfb::Ttfb;
 
@@ -18,6 +19,11 @@ pub trait Part {
     fn table(&self, opts: &Options, out: &mut String);
     /// Its JSON value (for `throughput`: its fields, spliced into the top level).
     fn json(&self, opts: &Options, out: &mut String);
+    /// The measurements that failed while the section ran, each with why (the section still
+    /// reports the others).
+    fn failures(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The results of the sections that ran.
@@ -29,6 +35,7 @@ pub struct Report {
     pub ttfb: Option<Ttfb>,
     pub idle: Option<IdleCpu>,
     pub memory: Option<Memory>,
+    pub scale: Option<Scale>,
     pub notes: Vec<String>,
     /// Sections that failed.
     pub failed: Vec<Section>,
@@ -43,6 +50,7 @@ fn json_key(section: Section) -> Option<&'static str> {
         Section::Ttfb => Some("ttfb"),
         Section::Idle => Some("idle_cpu"),
         Section::Memory => Some("memory"),
+        Section::Scale => Some("scale"),
     }
 }
 
@@ -50,7 +58,7 @@ fn json_key(section: Section) -> Option<&'static str> {
 const NO_THROUGHPUT: &str = ",\"reference\":null,\"veth_offloads_off_method\":null,\"results\":{}";
 
 impl Report {
-    fn part(&self, section: Section) -> Option<&dyn Part> {
+    pub fn part(&self, section: Section) -> Option<&dyn Part> {
         fn dyn_part<T: Part>(p: &Option<T>) -> Option<&dyn Part> {
             p.as_ref().map(|p| p as &dyn Part)
         }
@@ -61,6 +69,7 @@ impl Report {
             Section::Ttfb => dyn_part(&self.ttfb),
             Section::Idle => dyn_part(&self.idle),
             Section::Memory => dyn_part(&self.memory),
+            Section::Scale => dyn_part(&self.scale),
         }
     }
 
@@ -90,13 +99,15 @@ impl Report {
         let _ = write!(
             out,
             "{{\"mtu\":{},\"seconds\":{},\"cpus\":{},\"idle_seconds\":{},\"connections\":{},\
-             \"ttfb_connections\":{}",
+             \"ttfb_connections\":{},\"rate_connections\":{},\"scale_connections\":{}",
             opts.mtu,
             opts.seconds,
             cpus(),
             opts.idle_seconds,
             opts.connections,
-            opts.ttfb_connections
+            opts.ttfb_connections,
+            opts.rate_connections,
+            opts.scale_connections
         );
         let names: Vec<String> = opts.sections().map(|s| json_str(s.name())).collect();
         let _ = write!(out, ",\"sections\":[{}]", names.join(","));

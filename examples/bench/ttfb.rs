@@ -133,7 +133,7 @@ pub fn run(opts: &Options) -> Result<Ttfb, String> {
 fn stack_client(ns: &Netns, net: &Net, n: usize) -> Result<Paired, String> {
     let listener = kernel_listener(ns, SocketAddr::from((KERNEL_ADDR, 0)))?;
     let to = listener.local_addr().map_err(|e| e.to_string())?;
-    let server = request_server(REQUEST.len(), move || kernel_accept(&listener));
+    let server = request_server(REQUEST.len(), 1, move || kernel_accept(&listener));
     let client = (|| {
         let mut times = Vec::new();
         let mut infos = Vec::new();
@@ -174,7 +174,7 @@ fn kernel_client(ns: &Netns, net: &Net, n: usize) -> Result<Paired, String> {
     // What Fast Open did on each connection the server accepted, in order.
     let (seen, infos) = mpsc::channel();
     let server_net = net.clone();
-    let server = request_server(REQUEST.len(), move || {
+    let server = request_server(REQUEST.len(), 1, move || {
         let s = stack_accept(&listener)?;
         let info = server_net
             .server_fast_open_info(s.fd())
