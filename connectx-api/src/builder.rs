@@ -8,10 +8,10 @@ use std::time::Duration;
 use stack::capture::Capture;
 use stack::impair::{Impaired, Impairment, ImpairmentError};
 use stack::{Cidr, CidrError, InterfaceConfig, InterfaceError, Stack, StackConfig};
-use tun_driver::{Device, Waker};
+use tun_driver::Device;
 
 use crate::net::{Clock, Inner, Net, Shared, State};
-use crate::runtime::{Devices, Runtime};
+use crate::runtime::{Devices, IoSide, Runtime};
 
 /// Why a [`Net`] could not start. Each is one line, fit for a command-line error.
 #[derive(Debug)]
@@ -332,6 +332,8 @@ impl NetBuilder {
         }
         let mtus = stack.interfaces().iter().map(|i| i.mtu).collect();
         let burst = stack.config().rx_burst;
+        // An impairment holds packets on the runtime's clock: only the runtime writes then.
+        let inline_sends = impairment.is_none();
         let impaired =
             Impaired::new(Devices::new(devices), impairment).map_err(StartError::Impairment)?;
         let clock = Clock::new();
@@ -345,13 +347,17 @@ impl NetBuilder {
             }
             None => Capture::off(impaired),
         };
-        let shared = Arc::new(Shared::new(
-            clock,
-            State::new(stack, cookie_warnings),
-            links,
-            Waker::new().map_err(StartError::Io)?,
-        ));
-        let runtime = Runtime::new(io, mtus, burst, cookie_file);
+        let shared = Arc::new(
+            Shared::new(
+                clock,
+                State::new(stack, cookie_warnings),
+                IoSide::new(io, mtus, burst),
+                inline_sends,
+                links,
+            )
+            .map_err(StartError::Io)?,
+        );
+        let runtime = Runtime::new(cookie_file);
         let thread = std::thread::Builder::new()
             .name("connectx-runtime".into())
             .spawn({

@@ -152,6 +152,7 @@ impl Net {
         let nonblocking = d.nonblocking;
         let deadline = timeout(d).map(|t| Instant::now() + t);
         let mut waiter: Option<std::sync::Arc<Waiter>> = None;
+        let mut helped = false;
         loop {
             match attempt(&mut state) {
                 Ok(Wait::Done(v)) => {
@@ -168,6 +169,19 @@ impl Net {
                 }
                 Ok(Wait::Again) => {}
             }
+            if !helped {
+                // Before sleeping, run a round here: the answer may already be queued.
+                helped = true;
+                shared.release(state);
+                shared.help();
+                state = shared.lock();
+                if !state.running {
+                    return Err(err(Errno::EINTR));
+                }
+                Self::desc(&mut state, fd)?;
+                continue;
+            }
+            helped = false;
             let id = Self::desc(&mut state, fd)?.socket;
             let w = waiter.get_or_insert_with(Waiter::current);
             state.waiters.register(id, w);

@@ -4,13 +4,15 @@
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use stack::{IfaceId, InterfaceInfo, SocketId, Stack};
-use tun_driver::Waker;
+use tun_driver::{Alarm, Waker};
 
 use crate::fd::FdTable;
+use crate::runtime::{IoSide, Queue};
 use crate::waiters::{Waiter, Waiters};
 
 /// The protocol state shared by the application's threads and the runtime thread, behind one
@@ -23,6 +25,10 @@ pub(crate) struct State {
     pub(crate) waiters: Waiters,
     /// Problems with the cookie cache file, for [`Net::take_cookie_cache_warnings`].
     pub(crate) cookie_warnings: Vec<String>,
+    /// Packets polls made, in order, not yet written ([`Shared::flush`]).
+    pub(crate) outbox: Queue,
+    /// When the runtime's alarm goes off (the stack's next timer as last planned).
+    planned: Option<stack::Instant>,
     events: Vec<SocketId>,
 }
 
@@ -34,6 +40,8 @@ impl State {
             running: true,
             waiters: Waiters::default(),
             cookie_warnings,
+            outbox: Queue::default(),
+            planned: None,
             events: Vec::new(),
         }
     }
@@ -67,31 +75,60 @@ impl Clock {
     }
 }
 
+/// What a round found.
+pub(crate) struct RoundOutcome {
+    pub(crate) running: bool,
+    /// Work is left: go again without sleeping.
+    pub(crate) more: bool,
+}
+
+/// How long from `now` until `at` (zero when past).
+fn until(at: stack::Instant, now: stack::Instant) -> Duration {
+    Duration::from_micros((at.max(now) - now).total_micros())
+}
+
 pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) state: Mutex<State>,
+    /// The packet path (capture, impairment, devices), behind its own lock. Lock order: this
+    /// one before the state's, never the other way round.
+    io: Mutex<IoSide>,
+    /// Someone has packets in the outbox and could not take the packet path: its holder
+    /// writes them before it lets go.
+    flush_wanted: AtomicBool,
+    /// Calls run their own egress and write their own packets. Off with an impairment, which
+    /// holds packets on the runtime's clock: calls kick the runtime instead.
+    inline_sends: bool,
     /// The kernel side of each interface (by interface id), for the TUN devices that have one.
     pub(crate) links: Vec<Option<tun_driver::Link>>,
     /// Wakes the runtime thread out of `poll(2)` after a call queued work.
     waker: Waker,
     /// A kick is on its way: further calls need not write the eventfd again this round.
     kicked: AtomicBool,
+    /// Ends the runtime's sleep at the stack's next timer; a call that sets an earlier timer
+    /// moves it, without waking the runtime now.
+    alarm: Alarm,
 }
 
 impl Shared {
     pub(crate) fn new(
         clock: Clock,
         state: State,
+        io: IoSide,
+        inline_sends: bool,
         links: Vec<Option<tun_driver::Link>>,
-        waker: Waker,
-    ) -> Shared {
-        Shared {
+    ) -> std::io::Result<Shared> {
+        Ok(Shared {
             clock,
             state: Mutex::new(state),
+            io: Mutex::new(io),
+            flush_wanted: AtomicBool::new(false),
+            inline_sends,
             links,
-            waker,
+            waker: Waker::new()?,
             kicked: AtomicBool::new(false),
-        }
+            alarm: Alarm::new()?,
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -100,19 +137,157 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// End a call: release the lock, wake the waiters of the sockets the call touched, and
-    /// kick the runtime if the call queued something only a poll sends.
+    /// The packet path (never while holding the state lock).
+    pub(crate) fn io(&self) -> MutexGuard<'_, IoSide> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// End a call: if it queued something to send, run the round's egress now (stack work,
+    /// under the lock); release the lock; wake the waiters of the sockets the call touched;
+    /// write the packets it made.
     pub(crate) fn release(&self, mut state: MutexGuard<'_, State>) {
         let mut wake = Vec::new();
+        let mut kick = false;
+        let mut flush = false;
+        if state.stack.needs_poll() && state.running {
+            if self.inline_sends {
+                let now = self.clock.now();
+                let st = &mut *state;
+                st.stack.poll(now, &mut st.outbox);
+                flush = !st.outbox.is_empty();
+                self.plan_wake(st, now, false);
+            } else {
+                kick = true;
+            }
+        }
         state.take_due_waiters(&mut wake);
-        let kick = state.stack.needs_poll();
         drop(state);
         for w in wake {
             w.wake();
         }
+        if flush {
+            self.flush();
+        }
         if kick {
             self.kick();
         }
+    }
+
+    /// A round of the engine on this thread, holding the packet path: read a burst from the
+    /// devices, poll the stack under the state lock, wake the waiters of the sockets it
+    /// touched, write the outbox. The runtime runs one per wake-up; a call about to wait runs
+    /// one first ([`Shared::help`]), which often finds the answer already queued and so spares
+    /// two thread switches.
+    pub(crate) fn round<'a>(
+        &'a self,
+        mut io: MutexGuard<'a, IoSide>,
+        runtime: bool,
+    ) -> RoundOutcome {
+        let now = self.clock.now();
+        let full = io.read(now);
+        let mut wake = Vec::new();
+        let more = {
+            let mut state = self.lock();
+            if !state.running {
+                return RoundOutcome {
+                    running: false,
+                    more: false,
+                };
+            }
+            let st = &mut *state;
+            let outcome = st.stack.poll(now, &mut io.round(&mut st.outbox));
+            st.take_due_waiters(&mut wake);
+            self.plan_wake(st, now, runtime);
+            outcome.more_pending
+        };
+        for w in wake {
+            w.wake();
+        }
+        self.flush_held(io);
+        RoundOutcome {
+            running: true,
+            more: full || more,
+        }
+    }
+
+    /// Before a call waits: run a round here if no one holds the packet path (the answer to
+    /// what this thread just sent is often queued on the device already). Returns whether it
+    /// ran one.
+    pub(crate) fn help(&self) -> bool {
+        if !self.inline_sends {
+            return false;
+        }
+        let mut io = match self.io.try_lock() {
+            Ok(io) => io,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        io.look_everywhere();
+        self.round(io, false);
+        true
+    }
+
+    /// Write the outbox. Whoever holds the packet path writes everything queued, in order,
+    /// before letting go; a thread that finds it taken leaves its packets to the holder.
+    pub(crate) fn flush(&self) {
+        self.flush_wanted.store(true, Ordering::SeqCst);
+        let io = match self.io.try_lock() {
+            Ok(io) => io,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // The holder sees `flush_wanted` before it lets go.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        self.flush_held(io);
+    }
+
+    /// Write the outbox with the packet path held, then let go of it; if someone queued
+    /// packets and found it taken meanwhile, take it again for them.
+    fn flush_held<'a>(&'a self, mut io: MutexGuard<'a, IoSide>) {
+        loop {
+            loop {
+                self.flush_wanted.store(false, Ordering::SeqCst);
+                let taken = io.take_outbox(&mut self.lock().outbox);
+                if !taken {
+                    break;
+                }
+                io.write_taken(self.clock);
+            }
+            drop(io);
+            if !self.flush_wanted.load(Ordering::SeqCst) {
+                return;
+            }
+            io = match self.io.try_lock() {
+                Ok(io) => io,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+        }
+    }
+
+    /// Set the runtime's alarm for the stack's next timer: the runtime replans after each
+    /// round; a call only moves it earlier.
+    pub(crate) fn plan_wake(&self, st: &mut State, now: stack::Instant, runtime: bool) {
+        let next = st.stack.poll_timeout();
+        let moved = if runtime {
+            next != st.planned
+        } else {
+            next.is_some_and(|t| st.planned.is_none_or(|p| t < p))
+        };
+        if moved {
+            st.planned = next;
+            self.alarm.set(next.map(|t| until(t, now)));
+        }
+    }
+
+    /// The runtime woke on its alarm: the next round plans again.
+    pub(crate) fn alarm_went_off(&self) {
+        self.alarm.drain();
+        self.lock().planned = None;
+    }
+
+    /// The descriptors that end the runtime's sleep besides the devices: kicks and the alarm.
+    pub(crate) fn wake_fds(&self) -> [RawFd; 2] {
+        [self.waker.as_raw_fd(), self.alarm.as_raw_fd()]
     }
 
     /// Ask the runtime for a round soon: at most one eventfd write per round.
@@ -130,10 +305,6 @@ impl Shared {
     /// The runtime woke on the eventfd.
     pub(crate) fn drain_kicks(&self) {
         self.waker.drain();
-    }
-
-    pub(crate) fn kick_fd(&self) -> RawFd {
-        self.waker.as_raw_fd()
     }
 
     /// Follow the kernel's view of each TUN link: a device an administrator set down (`ip link

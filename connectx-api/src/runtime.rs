@@ -1,22 +1,25 @@
 //! The runtime thread: the one loop that moves packets between the devices and the stack.
 //!
 //! ```text
-//!   poll(2): devices readable, eventfd (a call queued work), or the next timer
+//!   poll(2): devices readable, the alarm (the stack's next timer), or a kick
 //!     │
-//!     ├─ read a burst from each readable device into the rx batch     ─┐ no lock held:
-//!     ├─ lock: Stack::poll(now, batch) — protocol work only; take the    │ device reads and
-//!     │        waiters of the sockets it touched; unlock                 │ writes, capture
-//!     ├─ wake those waiters                                              │ writes and cookie
-//!     ├─ write the tx batch to the devices, flush the capture           │ file saves happen
-//!     └─ save the cookie cache file if it changed                       ─┘ here
+//!     ├─ packet path lock: read a burst from each readable device
+//!     ├─ state lock: Stack::poll(now) — protocol work only; what it sends goes to the outbox;
+//!     │              take the waiters of the sockets it touched; set the alarm
+//!     ├─ wake those waiters
+//!     ├─ packet path lock: write the outbox (capture, impairment, devices)
+//!     └─ save the cookie cache file if it changed
 //! ```
 //!
-//! Application calls take the same lock only for the stack work they do themselves, so a call
-//! never waits behind a device write, a capture write or an `fsync`.
+//! Application calls do their own protocol work: a call that queued something to send runs the
+//! round's egress itself under the state lock and writes the outbox after releasing it, so a
+//! `send` costs no thread switch. The state lock is never held across a device read or write,
+//! a capture write or an `fsync`, and the packet path lock never waits for the state lock's
+//! holder. With an impairment (which holds packets on the runtime's clock) calls kick the
+//! runtime instead (an eventfd, at most once a round).
 
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::time::Duration;
 
 use stack::capture::Capture;
@@ -26,7 +29,6 @@ use tun_driver::{wait_readable, Device};
 
 use crate::cookies::CookieFile;
 use crate::net::{Clock, Shared};
-use crate::waiters::Waiter;
 
 /// The devices as the stack sees them. A device is read only while `poll(2)` said it is
 /// readable and until it answers "nothing now".
@@ -88,9 +90,9 @@ impl PacketIo for Devices {
 /// the impairment, the devices. Either decorator costs one branch per packet when off.
 pub(crate) type PacketPath = Capture<Impaired<Devices>>;
 
-/// Packets in one direction for one round, in one buffer.
+/// Packets in one direction, in one buffer.
 #[derive(Default)]
-struct Queue {
+pub(crate) struct Queue {
     bytes: Vec<u8>,
     items: Vec<(IfaceId, Range<usize>)>,
 }
@@ -99,6 +101,10 @@ impl Queue {
     fn clear(&mut self) {
         self.bytes.clear();
         self.items.clear();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 
     fn push(&mut self, iface: IfaceId, packet: &[u8]) {
@@ -123,19 +129,36 @@ impl Queue {
             }
         }
     }
+
+    fn write_to(&self, io: &mut PacketPath) {
+        for (iface, range) in &self.items {
+            io.send(*iface, &self.bytes[range.clone()]);
+        }
+    }
 }
 
-/// What the stack sees during a round: the packets read before it, and a queue for what it
-/// sends (written to the devices after the lock is released).
-#[derive(Default)]
-struct Batch {
-    rx: Queue,
+/// Where a poll's packets go: the outbox, in the state. Packets are appended under the state
+/// lock, so their order is the order the stack made them; whoever holds the packet path writes
+/// them all, in that order ([`Shared::flush`](crate::net::Shared::flush)).
+impl PacketIo for Queue {
+    fn recv(&mut self, _: IfaceId, _: &mut [u8]) -> Option<usize> {
+        None
+    }
+
+    fn send(&mut self, iface: IfaceId, packet: &[u8]) {
+        self.push(iface, packet);
+    }
+}
+
+/// What the stack sees during a runtime round: the packets read before it, and the outbox.
+struct Round<'a> {
+    rx: &'a Queue,
     /// Per interface, the index in `rx.items` of its next packet.
-    next: Vec<usize>,
-    tx: Queue,
+    next: &'a mut Vec<usize>,
+    out: &'a mut Queue,
 }
 
-impl PacketIo for Batch {
+impl PacketIo for Round<'_> {
     fn recv(&mut self, iface: IfaceId, buf: &mut [u8]) -> Option<usize> {
         let next = self.next.get_mut(iface.0)?;
         while let Some((i, range)) = self.rx.items.get(*next) {
@@ -151,194 +174,203 @@ impl PacketIo for Batch {
     }
 
     fn send(&mut self, iface: IfaceId, packet: &[u8]) {
-        self.tx.push(iface, packet);
+        self.out.push(iface, packet);
     }
 }
 
-/// What one round found.
-struct Round {
-    running: bool,
-    /// Work is left: go again without sleeping.
-    more: bool,
-    /// Until when to sleep if no packet or call comes.
-    timeout: Option<Duration>,
-}
-
-/// The runtime's own state (none of it shared).
-pub(crate) struct Runtime {
-    io: PacketPath,
-    batch: Batch,
+/// The packet path, the packets read for a round and a spare outbox, behind their own lock
+/// (taken before the state lock, never after it, so a device write never holds up a call).
+pub(crate) struct IoSide {
+    pub(crate) path: PacketPath,
+    rx: Queue,
+    next: Vec<usize>,
+    spare: Queue,
     mtus: Vec<usize>,
     burst: usize,
-    cookie_file: Option<CookieFile>,
-    to_wake: Vec<Arc<Waiter>>,
 }
 
-impl Runtime {
-    pub(crate) fn new(
-        io: PacketPath,
-        mtus: Vec<usize>,
-        burst: usize,
-        cookie_file: Option<CookieFile>,
-    ) -> Runtime {
-        Runtime {
-            io,
-            batch: Batch::default(),
+impl IoSide {
+    pub(crate) fn new(path: PacketPath, mtus: Vec<usize>, burst: usize) -> IoSide {
+        IoSide {
+            path,
+            rx: Queue::default(),
+            next: Vec::new(),
+            spare: Queue::default(),
             mtus,
             burst: burst.max(1),
-            cookie_file,
-            to_wake: Vec::new(),
         }
     }
 
-    /// One round: read, poll under the lock, then wake, write and save outside it.
-    fn round(&mut self, shared: &Shared, clock: Clock) -> Round {
-        let now = clock.now();
-        // Calls made from here on ask for another round.
-        shared.clear_kick();
-        self.io.advance(now);
-        self.batch.rx.clear();
-        self.batch.tx.clear();
+    /// Read up to a burst from each device that may have packets. Returns whether one had a
+    /// whole burst (more may wait).
+    pub(crate) fn read(&mut self, now: stack::Instant) -> bool {
+        self.path.advance(now);
+        self.rx.clear();
         let mut full = false;
         for (n, &mtu) in self.mtus.iter().enumerate() {
             let mut read = 0;
-            while read < self.burst && self.batch.rx.read_from(&mut self.io, IfaceId(n), mtu) {
+            while read < self.burst && self.rx.read_from(&mut self.path, IfaceId(n), mtu) {
                 read += 1;
             }
             full |= read == self.burst;
         }
-        self.batch.next.clear();
-        self.batch.next.resize(self.mtus.len(), 0);
-        let (running, outcome, timeout, cookies) = {
-            let mut state = shared.lock();
-            if !state.running {
-                return Round {
-                    running: false,
-                    more: false,
-                    timeout: None,
-                };
-            }
-            let outcome = state.stack.poll(now, &mut self.batch);
-            state.take_due_waiters(&mut self.to_wake);
-            let timeout = state.stack.poll_delay(now);
-            let cookies = self
-                .cookie_file
-                .as_mut()
-                .and_then(|f| f.snapshot(&state.stack));
-            (state.running, outcome, timeout, cookies)
-        };
-        for w in self.to_wake.drain(..) {
-            w.wake();
-        }
-        for (iface, range) in &self.batch.tx.items {
-            self.io.send(*iface, &self.batch.tx.bytes[range.clone()]);
-        }
-        self.io.flush();
-        if let (Some(file), Some(text)) = (self.cookie_file.as_mut(), cookies) {
-            if let Err(warning) = file.write(&text) {
-                let mut state = shared.lock();
-                if state.cookie_warnings.len() < crate::cookies::MAX_WARNINGS {
-                    state.cookie_warnings.push(warning);
-                }
-            }
-        }
-        // Packets the impairment holds come due on their own.
-        let held = self
-            .io
-            .next_due()
-            .map(|due| Duration::from_micros((due - now.min(due)).total_micros()));
-        let timeout = match (timeout, held) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Round {
-            running,
-            more: full || outcome.more_pending,
-            timeout,
+        self.next.clear();
+        self.next.resize(self.mtus.len(), 0);
+        full
+    }
+
+    /// Try every device on the next read, whatever `poll(2)` said last (a thread that just
+    /// wrote may find the answer already queued).
+    pub(crate) fn look_everywhere(&mut self) {
+        let devices = self.path.inner_mut().inner_mut();
+        for (r, dead) in devices.readable.iter_mut().zip(&devices.dead) {
+            *r = !*dead;
         }
     }
 
-    /// Sleep until a device is readable, a call kicks, or `timeout`.
-    fn sleep(
-        &mut self,
-        shared: &Shared,
-        fds: &mut [RawFd],
-        ready: &mut [bool],
-        timeout: Option<Duration>,
-    ) {
-        let devices = self.io.inner_mut().inner_mut();
-        let n = devices.devices.len();
-        for (fd, dead) in fds.iter_mut().zip(&devices.dead) {
-            if *dead {
-                // poll(2) skips negative descriptors.
-                *fd = -1;
+    /// The stack's view of this round's packets: what was read, and the outbox.
+    pub(crate) fn round<'a>(&'a mut self, out: &'a mut Queue) -> impl PacketIo + 'a {
+        Round {
+            rx: &self.rx,
+            next: &mut self.next,
+            out,
+        }
+    }
+
+    /// Trade the (empty) spare queue for the outbox's packets.
+    pub(crate) fn take_outbox(&mut self, outbox: &mut Queue) -> bool {
+        std::mem::swap(outbox, &mut self.spare);
+        !self.spare.is_empty()
+    }
+
+    /// Write the packets taken from the outbox, in order.
+    pub(crate) fn write_taken(&mut self, clock: Clock) {
+        // Stamps for the capture: read under this lock, so they never go back.
+        self.path.advance(clock.now());
+        self.spare.write_to(&mut self.path);
+        self.spare.clear();
+        self.path.flush();
+    }
+}
+
+/// The runtime's own state (none of it shared).
+pub(crate) struct Runtime {
+    cookie_file: Option<CookieFile>,
+}
+
+impl Runtime {
+    pub(crate) fn new(cookie_file: Option<CookieFile>) -> Runtime {
+        Runtime { cookie_file }
+    }
+
+    /// Save the cookie cache if it changed (copied under the state lock, written outside it).
+    fn save_cookies(&mut self, shared: &Shared) {
+        let Some(file) = self.cookie_file.as_mut() else {
+            return;
+        };
+        let Some(text) = file.snapshot(&shared.lock().stack) else {
+            return;
+        };
+        if let Err(warning) = file.write(&text) {
+            let mut state = shared.lock();
+            if state.cookie_warnings.len() < crate::cookies::MAX_WARNINGS {
+                state.cookie_warnings.push(warning);
             }
         }
+    }
+
+    /// Sleep until a device is readable, a call kicks, the stack's alarm goes off, or a packet
+    /// the impairment holds comes due.
+    fn sleep(&mut self, shared: &Shared, fds: &mut [RawFd], ready: &mut [bool]) {
+        let held = {
+            let mut io = shared.io();
+            let devices = io.path.inner_mut().inner_mut();
+            for (fd, dead) in fds.iter_mut().zip(&devices.dead) {
+                if *dead {
+                    // poll(2) skips negative descriptors.
+                    *fd = -1;
+                }
+            }
+            let now = shared.clock.now();
+            io.path
+                .next_due()
+                .map(|due| Duration::from_micros((due - now.min(due)).total_micros()))
+        };
         // A failing poll(2) (EINTR is retried inside) leaves `ready` clear; the loop then runs on
         // its timers alone, which is the best that can be done.
-        let _ = wait_readable(fds, ready, timeout);
-        for (readable, ready) in devices.readable.iter_mut().zip(ready.iter()) {
-            *readable |= *ready;
+        let _ = wait_readable(fds, ready, held);
+        let n = fds.len() - 2;
+        {
+            let mut io = shared.io();
+            let devices = io.path.inner_mut().inner_mut();
+            for (readable, ready) in devices.readable.iter_mut().zip(ready.iter()) {
+                *readable |= *ready;
+            }
         }
         if ready[n] {
             shared.drain_kicks();
         }
+        if ready[n + 1] {
+            shared.alarm_went_off();
+        }
     }
 
-    /// The loop: the only place that reads the clock for the stack. It sleeps in `poll(2)`
-    /// until a device is readable, a call kicks it, the stack's next timer is due, or a packet
-    /// the impairment holds comes due.
+    /// The loop. It sleeps in `poll(2)` until a device is readable, a call kicks it, the
+    /// stack's next timer is due (an alarm calls may move earlier), or a packet the impairment
+    /// holds comes due; then runs a round ([`Shared::round`]).
     pub(crate) fn run(mut self, shared: &Shared) {
-        let clock = shared.clock;
-        let mut fds: Vec<RawFd> = self
-            .io
+        let mut fds: Vec<RawFd> = shared
+            .io()
+            .path
             .inner()
             .inner()
             .devices
             .iter()
             .map(|d| d.as_raw_fd())
             .collect();
-        fds.push(shared.kick_fd());
+        fds.extend(shared.wake_fds());
         let mut ready = vec![false; fds.len()];
         loop {
-            let r = self.round(shared, clock);
+            // Calls made from here on ask for another round.
+            shared.clear_kick();
+            let r = shared.round(shared.io(), true);
             if !r.running {
-                self.drain(shared, clock);
+                self.drain(shared);
                 break;
             }
-            if r.more || r.timeout == Some(Duration::ZERO) {
+            self.save_cookies(shared);
+            if r.more {
                 continue;
             }
-            self.sleep(shared, &mut fds, &mut ready, r.timeout);
+            self.sleep(shared, &mut fds, &mut ready);
         }
     }
 
     /// On stop, send what the sockets still have queued — above all the FINs of connections the
     /// application just closed — so that peers see an orderly end rather than silence. Bounded:
     /// at most 100 ms, and no waiting for acknowledgements.
-    fn drain(&mut self, shared: &Shared, clock: Clock) {
+    fn drain(&mut self, shared: &Shared) {
+        let clock = shared.clock;
         let until = std::time::Instant::now() + Duration::from_millis(100);
         while std::time::Instant::now() < until {
             let now = clock.now();
-            self.io.advance(now);
             let (outcome, delay) = {
                 let mut state = shared.lock();
-                self.batch.rx.clear();
-                self.batch.tx.clear();
-                self.batch.next.clear();
-                self.batch.next.resize(self.mtus.len(), 0);
-                let outcome = state.stack.poll(now, &mut self.batch);
-                (outcome, state.stack.poll_delay(now))
+                let st = &mut *state;
+                let outcome = st.stack.poll(now, &mut st.outbox);
+                (outcome, st.stack.poll_delay(now))
             };
-            for (iface, range) in &self.batch.tx.items {
-                self.io.send(*iface, &self.batch.tx.bytes[range.clone()]);
-            }
-            self.io.flush();
+            shared.flush();
             if outcome.activity || outcome.more_pending || delay == Some(Duration::ZERO) {
                 continue;
             }
             // Packets an impairment still holds (a delayed FIN) leave when they come due.
-            match self.io.next_due() {
+            let due = {
+                let mut io = shared.io();
+                io.path.advance(clock.now());
+                io.path.next_due()
+            };
+            match due {
                 Some(due) => {
                     let wait = Duration::from_micros((due - now.min(due)).total_micros());
                     std::thread::sleep(
@@ -348,5 +380,6 @@ impl Runtime {
                 None => break,
             }
         }
+        self.save_cookies(shared);
     }
 }

@@ -192,6 +192,14 @@ impl Stack {
         now: Instant,
         io: &mut (impl PacketIo + ?Sized),
     ) {
+        // Linux drops the ACK that would complete a handshake while the accept queue is full
+        // (`ListenOverflows`): the connection stays half open and the client's next segment
+        // tries again, so the queue never holds more than the backlog allows.
+        if t.has(ACK) && !t.has(SYN) && !t.has(RST) && self.completes_into_full_queue(shard) {
+            self.counters.ListenOverflows += 1;
+            self.counters.ListenDrops += 1;
+            return;
+        }
         let Stack {
             shards,
             fo,
@@ -238,7 +246,13 @@ impl Stack {
             self.release_fast_open_slot(listener, &tuple);
         }
         if len > 0 {
+            let handshake = self.completes_handshake(shard);
             self.feed(shard, iface, len, now, io);
+            if handshake {
+                // Into the accept queue at once, so that the next segment of this round sees
+                // how full it is.
+                self.settle_tcp(shard, now);
+            }
         } else {
             self.shards.mark(shard);
         }

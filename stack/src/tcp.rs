@@ -904,6 +904,37 @@ impl Stack {
         self.schedule_tcp(shard, now);
     }
 
+    /// Whether `shard` is a handshake a peer started that has not reached the accept queue.
+    pub(crate) fn completes_handshake(&self, shard: ShardId) -> bool {
+        matches!(
+            self.shards
+                .get(shard)
+                .and_then(|s| s.conn())
+                .map(|c| c.owner),
+            Some(Owner::Listener { queued: false, .. })
+        )
+    }
+
+    /// Whether `shard` is a handshake on a listener whose accept queue is full (Linux's
+    /// `sk_acceptq_is_full`: more than the backlog).
+    pub(crate) fn completes_into_full_queue(&self, shard: ShardId) -> bool {
+        let Some(Owner::Listener { id, queued: false }) = self
+            .shards
+            .get(shard)
+            .and_then(|s| s.conn())
+            .map(|c| c.owner)
+        else {
+            return false;
+        };
+        matches!(
+            self.sockets.get(id.0),
+            Some(Entry::Tcp(TcpSocket {
+                state: TcpState::Listening(l),
+                ..
+            })) if l.accept.len() > l.backlog
+        )
+    }
+
     fn handshake_done(&mut self, lid: SocketId, shard: ShardId) {
         let ok = if let Some(Entry::Tcp(TcpSocket {
             state: TcpState::Listening(l),

@@ -41,7 +41,7 @@ pub use config::{ifindex_of, Link};
 pub use device::{Device, DeviceKind};
 pub use error::Error;
 pub use netns::{is_root, require_root};
-pub use wait::{wait_readable, Waker};
+pub use wait::{wait_readable, Alarm, Waker};
 
 /// Whether `fd` is an open descriptor of this process. `connectx-api` uses it to tell a
 /// descriptor number that is open but not one of its sockets (`ENOTSOCK`) from one that is not

@@ -388,6 +388,53 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+/// A non-blocking, close-on-exec `timerfd` on `CLOCK_MONOTONIC`, disarmed.
+pub(crate) fn timerfd() -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create(2) takes no pointers.
+    let fd = unsafe {
+        syscall!(timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC
+        ))
+    }?;
+    Ok(owned(fd))
+}
+
+/// Arm a timerfd to expire once, `after` from now (`None` disarms it). A zero delay is one
+/// nanosecond: an all-zero `it_value` would disarm instead.
+pub(crate) fn timerfd_set(fd: BorrowedFd<'_>, after: Option<Duration>) -> io::Result<()> {
+    let value = match after {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        Some(d) => {
+            let d = d.max(Duration::from_nanos(1));
+            libc::timespec {
+                tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+            }
+        }
+    };
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: value,
+    };
+    // SAFETY: `spec` is a valid itimerspec; the old value is not asked for (null).
+    unsafe {
+        syscall!(timerfd_settime(
+            fd.as_raw_fd(),
+            0,
+            &spec,
+            std::ptr::null_mut()
+        ))
+    }?;
+    Ok(())
+}
+
 /// `poll(2)`: the number of entries of `fds` with events. `timeout_ms` < 0 waits forever.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> io::Result<usize> {
     let nfds = libc::nfds_t::try_from(fds.len())

@@ -1,5 +1,6 @@
-//! Waiting for descriptors: [`wait_readable`] (`poll(2)`) and a [`Waker`] (`eventfd(2)`) to
-//! interrupt it from another thread.
+//! Waiting for descriptors: [`wait_readable`] (`poll(2)`), a [`Waker`] (`eventfd(2)`) to
+//! interrupt it from another thread, and an [`Alarm`] (`timerfd(2)`) that ends it at a time
+//! any thread may move.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -50,6 +51,44 @@ impl AsFd for Waker {
 }
 
 impl AsRawFd for Waker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A one-shot alarm for a thread blocked in [`wait_readable`]: it becomes readable when the time
+/// it was [`set`](Alarm::set) to comes. Another thread may set it earlier without waking the
+/// sleeper now (a `timerfd` on `CLOCK_MONOTONIC`, non-blocking, close-on-exec).
+#[derive(Debug)]
+pub struct Alarm {
+    fd: OwnedFd,
+}
+
+impl Alarm {
+    /// A new alarm, not set.
+    ///
+    /// # Errors
+    /// If `timerfd_create(2)` fails, e.g. out of descriptors.
+    pub fn new() -> io::Result<Alarm> {
+        Ok(Alarm {
+            fd: sys::timerfd()?,
+        })
+    }
+
+    /// Go off `after` from now (replacing any earlier setting), or never (`None`).
+    pub fn set(&self, after: Option<Duration>) {
+        // Only EINVAL (out-of-range values, excluded by construction) or EBADF can fail.
+        let _ = sys::timerfd_set(self.fd.as_fd(), after);
+    }
+
+    /// Reset it after it went off, so that it is no longer readable.
+    pub fn drain(&self) {
+        let mut buf = [0; 8];
+        while sys::retry_eintr(|| sys::read(self.fd.as_fd(), &mut buf)).is_ok() {}
+    }
+}
+
+impl AsRawFd for Alarm {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -126,6 +165,31 @@ mod tests {
         assert_eq!(
             timeout_ms(Some(Duration::from_secs(u64::MAX))),
             libc::c_int::MAX
+        );
+    }
+
+    #[test]
+    fn an_alarm_goes_off_at_its_time_and_a_later_setting_replaces_it() {
+        let alarm = Alarm::new().unwrap();
+        let fds = [alarm.as_raw_fd()];
+        let mut ready = [false];
+        alarm.set(Some(Duration::from_secs(60)));
+        alarm.set(Some(Duration::from_millis(20)));
+        let start = std::time::Instant::now();
+        assert_eq!(
+            wait_readable(&fds, &mut ready, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(15) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        alarm.drain();
+        alarm.set(None);
+        assert_eq!(
+            wait_readable(&fds, &mut ready, Some(Duration::ZERO)).unwrap(),
+            0
         );
     }
 
