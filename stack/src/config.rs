@@ -51,9 +51,15 @@ pub struct StackConfig {
     /// to it. The backlog bounds both the accept queue and the handshakes under way per
     /// listener.
     pub max_backlog: usize,
-    /// Most handshakes peers may have half open at once, all listeners together; past it SYNs
-    /// are dropped (counted in `TCPReqQFullDrop`), so a flood of SYNs holds bounded memory.
+    /// Most handshakes peers may have half open at once, all listeners together; past it (or
+    /// past a listener's backlog) SYNs get SYN cookies, or are dropped without them, so a flood
+    /// of SYNs holds bounded memory.
     pub max_half_open: usize,
+    /// SYN cookies (RFC 4987), on by default as Linux's `tcp_syncookies = 1`: a SYN that finds
+    /// the half-open handshakes at their bound is answered statelessly, and the connection made
+    /// when the client's ACK brings the cookie back (without window scaling or SACK, as
+    /// Linux's cookies without timestamps). Off, such SYNs are dropped (`TCPReqQFullDrop`).
+    pub syn_cookies: bool,
     /// How long a handshake a peer started may stay unfinished before it is dropped (Linux
     /// gives up after 5 SYN-ACK retransmissions, about 63 s).
     pub handshake_timeout: Duration,
@@ -100,6 +106,7 @@ impl Default for StackConfig {
             ephemeral_ports: 32768..=60999,
             max_backlog: crate::tcp::SOMAXCONN,
             max_half_open: 16384,
+            syn_cookies: true,
             handshake_timeout: Duration::from_secs(63),
             orphan_timeout: Duration::from_secs(60),
             time_wait: Duration::from_secs(60),

@@ -22,6 +22,7 @@ use crate::ids::{IfaceId, ShardId};
 use crate::iface::{Iface, PacketIo, Path};
 use crate::shard::Kind;
 use crate::stack::{PollOutcome, Stack};
+use crate::tcp::{Admission, CookieAck};
 use crate::wire::{self, ACK, FIN, RST, SYN};
 
 /// Most segments one shard sends in a round; the rest waits for the next round, so that one
@@ -173,10 +174,36 @@ impl Stack {
                 let mut rx = std::mem::take(&mut self.rx_buf);
                 let admitted = self.tcp_admit(listener, iface, &t, &mut rx, len, now);
                 self.rx_buf = rx;
-                if let Some((shard, len)) = admitted {
-                    self.feed(shard, iface, len, now, io);
+                match admitted {
+                    Admission::Shard(shard, len) => self.feed(shard, iface, len, now, io),
+                    Admission::Cookie(synack) => {
+                        io.send(iface, &synack);
+                        self.ifaces[iface.0].tx_packets += 1;
+                    }
+                    Admission::Dropped => {}
                 }
                 return;
+            }
+        }
+        let bare_ack = t.has(ACK) && !t.has(SYN) && !t.has(RST);
+        if bare_ack && self.config.syn_cookies {
+            if let Some(listener) = self.demux.listener_for(t.dst) {
+                if !wire::tcp_checksum_ok(&self.rx_buf[..len], &t) {
+                    self.counters.InCsumErrors += 1;
+                    return;
+                }
+                match self.tcp_cookie_ack(listener, iface, &t, now) {
+                    CookieAck::NotOurs => {}
+                    CookieAck::Dropped => return,
+                    CookieAck::Shard(shard, syn) => {
+                        // smoltcp takes the SYN the cookie stands for and answers it (the
+                        // answer is swallowed: the client has ours), then the client's ACK.
+                        self.feed_bytes(shard, iface, &syn, now, io);
+                        self.egress(shard, now, io);
+                        self.conn_ingress(shard, iface, t, len, now, io);
+                        return;
+                    }
+                }
             }
         }
         self.unclaimed(iface, len, now, io);
@@ -225,6 +252,16 @@ impl Stack {
                 counters.InCsumErrors += 1;
                 return;
             }
+        }
+        if c.shift != 0 && t.has(ACK) {
+            // A connection made from a SYN cookie: acknowledgements back in smoltcp's numbers.
+            wire::set_seq_ack(
+                &mut rx_buf[..len],
+                &t,
+                t.seq,
+                t.ack.wrapping_sub(c.shift),
+                0,
+            );
         }
         let mut len = len;
         let mut replies = Vec::new();
@@ -316,6 +353,39 @@ impl Stack {
                 smol, set, kind, fo, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
             );
         }
+        shards.mark(shard);
+    }
+
+    /// Hand a packet built by the stack to a shard's socket.
+    fn feed_bytes(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        packet: &[u8],
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Stack {
+            ifaces,
+            shards,
+            fo,
+            tx_buf,
+            ..
+        } = self;
+        let Some(sh) = shards.get_mut(shard) else {
+            return;
+        };
+        let Iface {
+            iface: smol,
+            config,
+            up,
+            tx_packets,
+            ..
+        } = &mut ifaces[iface.0];
+        let (set, kind) = (&mut sh.set, &mut sh.kind);
+        feed_one(
+            smol, set, kind, fo, io, iface, *up, config.mtu, tx_buf, tx_packets, packet, now,
+        );
         shards.mark(shard);
     }
 

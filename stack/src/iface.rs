@@ -285,6 +285,21 @@ fn egress_layers(
             None => return len,
         }
     }
+    if let Some(isn) = conn.cookie_isn {
+        if t.has(wire::SYN) && t.has(wire::ACK) {
+            // smoltcp's SYN-ACK to the SYN replayed from a cookie: the peer has ours already.
+            conn.shift = isn.wrapping_sub(t.seq);
+            conn.cookie_isn = None;
+            return 0;
+        }
+    }
+    if conn.shift != 0 {
+        let seq = t.seq.wrapping_add(conn.shift);
+        if let Some(pkt) = buf.get_mut(..len) {
+            wire::set_seq_ack(pkt, &t, seq, t.ack, 0);
+        }
+        t.seq = seq;
+    }
     if t.has(wire::SYN) && !t.has(wire::ACK) {
         conn.syn_isn = Some(t.seq);
     }

@@ -42,6 +42,7 @@ pub mod sim;
 mod socket;
 mod source;
 mod stack;
+mod syncookie;
 mod tcp;
 mod udp;
 pub(crate) mod wire;

@@ -64,6 +64,12 @@ pub(crate) struct TcpConn {
     pub(crate) wire: WireSeq,
     /// Segments to play to smoltcp as if they had arrived (Fast Open).
     pub(crate) inject: Vec<Vec<u8>>,
+    /// A connection made from a SYN cookie: the cookie (our sequence number on the wire), until
+    /// smoltcp's own SYN-ACK tells how far apart the two are.
+    pub(crate) cookie_isn: Option<u32>,
+    /// Added to our sequence numbers on the way out, taken from the peer's acknowledgements on
+    /// the way in (a connection made from a SYN cookie).
+    pub(crate) shift: u32,
     /// In the demux table: false once its tuple went to the TIME-WAIT table while the
     /// application still had data to read.
     pub(crate) registered: bool,

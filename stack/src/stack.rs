@@ -66,6 +66,12 @@ pub struct TcpCounters {
     pub TCPTimeWaitOverflow: u64,
     /// Segments the stack checked itself and found with a bad checksum (dropped).
     pub InCsumErrors: u64,
+    /// SYN-ACKs with a SYN cookie sent (the half-open queue was full).
+    pub SyncookiesSent: u64,
+    /// ACKs that brought back a good cookie.
+    pub SyncookiesRecv: u64,
+    /// ACKs to a listener's port, without a connection, that brought no good cookie.
+    pub SyncookiesFailed: u64,
 }
 
 impl TcpCounters {
@@ -78,6 +84,9 @@ impl TcpCounters {
             ("TW", self.TW),
             ("TCPTimeWaitOverflow", self.TCPTimeWaitOverflow),
             ("InCsumErrors", self.InCsumErrors),
+            ("SyncookiesSent", self.SyncookiesSent),
+            ("SyncookiesRecv", self.SyncookiesRecv),
+            ("SyncookiesFailed", self.SyncookiesFailed),
         ]
         .into_iter()
     }
@@ -100,6 +109,8 @@ pub struct Stack {
     /// TCP Fast Open: cookie cache, suspensions, counters.
     pub(crate) fo: fastopen::Layer,
     pub(crate) counters: TcpCounters,
+    /// The key of the SYN cookies this stack gives.
+    pub(crate) syncookies: crate::syncookie::SynCookies,
     /// Handshakes peers started that are not finished yet, all listeners together.
     pub(crate) half_open: usize,
     /// Sockets whose readiness may have changed since the last [`Stack::take_events`].
@@ -116,7 +127,8 @@ pub struct Stack {
 impl Stack {
     /// A stack with no interfaces yet.
     pub fn new(config: StackConfig) -> Stack {
-        let rng = StdRng::seed_from_u64(config.random_seed);
+        let mut rng = StdRng::seed_from_u64(config.random_seed);
+        let syncookies = crate::syncookie::SynCookies::new(rng.random());
         let mut fo = fastopen::Layer::default();
         fo.disabled = !config.fast_open_layer;
         let mut shards = Shards::default();
@@ -132,6 +144,7 @@ impl Stack {
             ports: Ports::default(),
             fo,
             counters: TcpCounters::default(),
+            syncookies,
             half_open: 0,
             events: std::collections::HashSet::new(),
             raised: 0,

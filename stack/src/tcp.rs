@@ -56,6 +56,28 @@ pub enum ConnectStatus {
     Failed(ConnectionError),
 }
 
+/// What became of a SYN to a listener.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// A connection of its own: hand it the SYN (its new length).
+    Shard(ShardId, usize),
+    /// The half-open handshakes are at their bound: answer with this SYN-ACK (a SYN cookie).
+    Cookie(Vec<u8>),
+    /// Dropped, and counted.
+    Dropped,
+}
+
+/// What an ACK that found no connection on a listener's port brought.
+#[derive(Debug)]
+pub(crate) enum CookieAck {
+    /// Not a cookie of ours: answered as any stray segment.
+    NotOurs,
+    /// A good cookie, but the accept queue is full: dropped, and counted.
+    Dropped,
+    /// A good cookie: a connection, to which this SYN is replayed before the ACK.
+    Shard(ShardId, Vec<u8>),
+}
+
 /// The most a `listen` backlog can be (Linux's `net.core.somaxconn`).
 pub const SOMAXCONN: usize = 4096;
 
@@ -366,6 +388,8 @@ impl Stack {
             syn_isn: None,
             wire: WireSeq::default(),
             inject: Vec::new(),
+            cookie_isn: None,
+            shift: 0,
             registered: true,
         };
         let shard = self
@@ -736,9 +760,9 @@ impl Stack {
         self.shards.mark(shard);
     }
 
-    /// Admit a SYN (checksum verified, destination one of `iface`'s addresses) to the listener
-    /// `lid`: a new connection of its own, unless the listener's queues are full. Returns the
-    /// new shard and the SYN's new length (the Fast Open layer takes data and option out).
+    /// Admit a SYN (checksum verified, destination one of `iface`'s addresses, in
+    /// `pkt[..len]`) to the listener `lid`: a new connection of its own; or, when the listener's
+    /// half-open handshakes are at their bound, a SYN cookie; or nothing (counted).
     pub(crate) fn tcp_admit(
         &mut self,
         lid: SocketId,
@@ -747,7 +771,7 @@ impl Stack {
         pkt: &mut [u8],
         len: usize,
         now: Instant,
-    ) -> Option<(ShardId, usize)> {
+    ) -> Admission {
         let bytes = self.tcp_buffer_size();
         let fits = self.buffers_fit(bytes);
         let half_open_room = self.half_open < self.config.max_half_open;
@@ -759,20 +783,30 @@ impl Stack {
                 ..
             })) = self.sockets.get_mut(lid.0)
             else {
-                return None;
+                return Admission::Dropped;
             };
-            // Linux: a full accept queue drops the SYN (`ListenOverflows`), as does a full
-            // queue of half-open connections (`TCPReqQFullDrop`); both count `ListenDrops`. The
-            // client retransmits; nothing is answered.
+            // Linux: a full accept queue drops the SYN (`ListenOverflows`); a full queue of
+            // half-open connections answers with a SYN cookie, or drops it without cookies
+            // (`TCPReqQFullDrop`); every drop counts `ListenDrops`. The client retransmits;
+            // nothing is refused.
             if l.accept.len() > l.backlog {
                 self.counters.ListenOverflows += 1;
                 self.counters.ListenDrops += 1;
-                return None;
+                return Admission::Dropped;
             }
-            if l.pending.len() >= l.backlog.max(1) || !half_open_room || !fits {
+            if !fits {
+                self.counters.ListenDrops += 1;
+                return Admission::Dropped;
+            }
+            if l.pending.len() >= l.backlog.max(1) || !half_open_room {
+                if self.config.syn_cookies {
+                    let mtu = self.ifaces[iface.0].config.mtu;
+                    self.counters.SyncookiesSent += 1;
+                    return Admission::Cookie(self.cookie_synack(t, pkt, mtu, now));
+                }
                 self.counters.TCPReqQFullDrop += 1;
                 self.counters.ListenDrops += 1;
-                return None;
+                return Admission::Dropped;
             }
             match fast_open.as_mut().filter(|_| !fo_off) {
                 Some(fl) => {
@@ -786,7 +820,22 @@ impl Stack {
                 None => (len, None),
             }
         };
-        let tuple = t.arriving_tuple();
+        let shard = self.new_handshake(lid, iface, t.arriving_tuple(), fo, None, now);
+        Admission::Shard(shard, len)
+    }
+
+    /// A socket listening on exactly the SYN's destination, in a shard of its own, counted as
+    /// a handshake under way on `lid`.
+    fn new_handshake(
+        &mut self,
+        lid: SocketId,
+        iface: IfaceId,
+        tuple: crate::ids::Tuple,
+        fo: Option<fastopen::Conn>,
+        cookie_isn: Option<u32>,
+        now: Instant,
+    ) -> ShardId {
+        let bytes = self.tcp_buffer_size();
         let mut sock = self.new_tcp_socket();
         let listen = IpListenEndpoint {
             addr: Some(to_smoltcp(tuple.0.ip())),
@@ -806,6 +855,8 @@ impl Stack {
             syn_isn: None,
             wire: WireSeq::default(),
             inject: Vec::new(),
+            cookie_isn,
+            shift: 0,
             registered: true,
         };
         let shard = self
@@ -821,7 +872,106 @@ impl Stack {
         self.half_open += 1;
         self.demux.insert_connection(tuple, shard);
         self.ports.connection_added(tuple.0.port());
-        Some((shard, len))
+        shard
+    }
+
+    /// The SYN-ACK that answers a SYN with a cookie (our MSS, an unscaled window, no SACK:
+    /// what a connection made from the cookie will use).
+    fn cookie_synack(&self, t: &Tcp, pkt: &[u8], mtu: usize, now: Instant) -> Vec<u8> {
+        let tuple = t.arriving_tuple();
+        let client_mss = crate::wire::mss(t.options(pkt));
+        let (cookie, _) = self.syncookies.make(tuple, t.seq, client_mss, now);
+        let our_mss = mtu.saturating_sub(if tuple.0.is_ipv4() { 40 } else { 60 }) as u16;
+        let window = self.config.tcp_rx_buffer.min(65535) as u16;
+        let mut plain = [0u8; 60];
+        let mut out = vec![0u8; 64];
+        let flags = crate::wire::SYN | crate::wire::ACK;
+        let ack = t.seq.wrapping_add(1);
+        let built = crate::wire::build(
+            tuple.0,
+            tuple.1,
+            cookie,
+            ack,
+            flags,
+            window,
+            &[],
+            &mut plain,
+        )
+        .and_then(|n| {
+            let t = crate::wire::parse(&plain[..n])?;
+            let mss = our_mss.to_be_bytes();
+            let opts = [crate::wire::OPT_MSS, 4, mss[0], mss[1]];
+            crate::wire::rebuild(&plain[..n], &t, &opts, &[], &mut out)
+        });
+        match built {
+            Some(n) => {
+                out.truncate(n);
+                out
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// An ACK (checksum verified) to `lid`'s port that found no connection: if it brings back
+    /// a cookie of ours, the connection is made now. Returns the SYN to replay to its socket.
+    pub(crate) fn tcp_cookie_ack(
+        &mut self,
+        lid: SocketId,
+        iface: IfaceId,
+        t: &Tcp,
+        now: Instant,
+    ) -> CookieAck {
+        let tuple = t.arriving_tuple();
+        let client_isn = t.seq.wrapping_sub(1);
+        let cookie = t.ack.wrapping_sub(1);
+        let Some(mss) = self.syncookies.check(tuple, client_isn, cookie, now) else {
+            self.counters.SyncookiesFailed += 1;
+            return CookieAck::NotOurs;
+        };
+        self.counters.SyncookiesRecv += 1;
+        let full = match self.sockets.get(lid.0) {
+            Some(Entry::Tcp(TcpSocket {
+                state: TcpState::Listening(l),
+                ..
+            })) => l.accept.len() > l.backlog,
+            _ => true,
+        };
+        if full || !self.buffers_fit(self.tcp_buffer_size()) {
+            // The client's next segment brings the cookie again.
+            self.counters.ListenOverflows += 1;
+            self.counters.ListenDrops += 1;
+            return CookieAck::Dropped;
+        }
+        let shard = self.new_handshake(lid, iface, tuple, None, Some(cookie), now);
+        // The SYN the cookie stands for: the client's ISN and the MSS the cookie kept.
+        let mut plain = [0u8; 60];
+        let mut syn = vec![0u8; 64];
+        let mss = mss.to_be_bytes();
+        let built = crate::wire::build(
+            tuple.1,
+            tuple.0,
+            client_isn,
+            0,
+            crate::wire::SYN,
+            t.window,
+            &[],
+            &mut plain,
+        )
+        .and_then(|n| {
+            let p = crate::wire::parse(&plain[..n])?;
+            let opts = [crate::wire::OPT_MSS, 4, mss[0], mss[1]];
+            crate::wire::rebuild(&plain[..n], &p, &opts, &[], &mut syn)
+        });
+        match built {
+            Some(n) => {
+                syn.truncate(n);
+                CookieAck::Shard(shard, syn)
+            }
+            None => {
+                self.remove_tcp_shard(shard);
+                CookieAck::Dropped
+            }
+        }
     }
 
     /// Look at a connection after its packets, calls and timers of this round: handshakes that

@@ -1,0 +1,310 @@
+//! The engine against the Linux kernel's TCP (root; each test in a network namespace of its
+//! own, with its own TUN device): a burst of kernel clients against a small listen backlog is
+//! never refused (SYN cookies answer the SYNs past it, as Linux's do), thousands of sequential connections from the stack reuse ephemeral ports
+//! across remotes while avoiding tuples in TIME-WAIT, and the stack's TIME-WAIT entries answer
+//! the kernel's FIN.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connectx_api::{Net, StackConfig};
+use stack::{Family, SocketType};
+use support::{in_netns, kernel_echo, net, tcp_ext};
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A counter of the kernel's `Tcp` MIB (`/proc/net/snmp`) in the calling thread's namespace.
+fn tcp_snmp(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    lines[0]
+        .split_whitespace()
+        .zip(lines[1].split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Tcp counter {name}"))
+}
+
+/// The kernel's TCP sockets in this namespace, as `ss -tan` prints them (state, local, peer).
+fn kernel_sockets() -> Vec<(String, String, String)> {
+    let out = std::process::Command::new("ss")
+        .arg("-tan")
+        .output()
+        .expect("ss runs");
+    assert!(out.status.success(), "ss -tan failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5).then(|| (f[0].to_string(), f[3].to_string(), f[4].to_string()))
+        })
+        .collect()
+}
+
+// ----- A. A burst of kernel clients against a small backlog -----
+
+#[test]
+fn a_kernel_client_burst_against_a_small_backlog_is_never_refused() {
+    in_netns(
+        "a_kernel_client_burst_against_a_small_backlog_is_never_refused",
+        || {
+            const CLIENTS: usize = 50;
+            const BACKLOG: usize = 16;
+            let net = net();
+            let l = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.bind(l, sa("192.0.2.2:8080")).unwrap();
+            net.listen(l, BACKLOG).unwrap();
+            let syn_retrans = tcp_ext("TCPSynRetrans");
+            let started = Instant::now();
+            let called = Arc::new(AtomicUsize::new(0));
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|i| {
+                    let called = Arc::clone(&called);
+                    std::thread::spawn(move || -> Result<Duration, std::io::Error> {
+                        called.fetch_add(1, Ordering::SeqCst);
+                        let t0 = Instant::now();
+                        let mut s = std::net::TcpStream::connect_timeout(
+                            &sa("192.0.2.2:8080"),
+                            Duration::from_secs(10),
+                        )
+                        .map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("{e} after {:?}", t0.elapsed()))
+                        })?;
+                        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                        s.write_all(&[i as u8])?;
+                        let mut b = [0u8; 1];
+                        s.read_exact(&mut b)?;
+                        assert_eq!(b[0], i as u8, "client {i} got its own byte back");
+                        Ok(t0.elapsed())
+                    })
+                })
+                .collect();
+            // Nobody accepts until every client has called connect (and its SYN is out).
+            while called.load(Ordering::SeqCst) < CLIENTS {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            // Longer than the clients' connect timeout: a missing client ends the loop.
+            net.set_timeouts(l, Some(Duration::from_secs(15)), None)
+                .unwrap();
+            let mut peers = HashSet::new();
+            let mut accept_error = None;
+            // The server keeps accepting while each connection is served on a thread of its
+            // own (as tun_server does), so the queue drains as fast as connections arrive.
+            let mut servers = Vec::new();
+            for _ in 0..CLIENTS {
+                let (fd, peer) = match net.accept(l) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        accept_error = Some(e);
+                        break;
+                    }
+                };
+                peers.insert(peer);
+                let net = net.clone();
+                servers.push(std::thread::spawn(move || {
+                    net.set_timeouts(fd, Some(Duration::from_secs(20)), None)
+                        .unwrap();
+                    let mut b = [0u8; 1];
+                    assert_eq!(net.recv(fd, &mut b).unwrap(), 1, "{peer} sent its byte");
+                    net.send(fd, &b).unwrap();
+                    net.close(fd).unwrap();
+                }));
+            }
+            for s in servers {
+                s.join().unwrap();
+            }
+            let results: Vec<Result<Duration, std::io::Error>> =
+                clients.into_iter().map(|h| h.join().unwrap()).collect();
+            // When each client had its byte back (ms from its connect call): the waves of SYN
+            // retransmissions show.
+            let mut times: Vec<u128> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().map(|t| t.as_millis()))
+                .collect();
+            times.sort_unstable();
+            let retransmitted = tcp_ext("TCPSynRetrans") - syn_retrans;
+            let refused = results
+                .iter()
+                .filter(|r| {
+                    r.as_ref()
+                        .err()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+                })
+                .count();
+            let failed: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            assert_eq!(
+                refused, 0,
+                "a full backlog drops SYNs, it never refuses them: {failed:?}"
+            );
+            assert!(
+                failed.is_empty(),
+                "every client got in and exchanged data within its 10 s connect timeout ({} \
+                 failed, {} accepted, accept: {accept_error:?}, {retransmitted} SYN \
+                 retransmissions; the others were served after (ms) {times:?}): {failed:?}",
+                failed.len(),
+                peers.len()
+            );
+            assert_eq!(peers.len(), CLIENTS);
+            let counters = net.tcp_counters();
+            assert!(
+                counters.SyncookiesSent > 0 && counters.SyncookiesRecv > 0,
+                "the SYNs past the backlog got SYN cookies, and came back: {counters:?}"
+            );
+            eprintln!(
+                "{CLIENTS} kernel clients, backlog {BACKLOG}: all in after {:?}, {retransmitted} \
+                 SYN retransmissions, served after (ms) {times:?}",
+                started.elapsed()
+            );
+            net.close(l).unwrap();
+        },
+    );
+}
+
+// ----- B. Thousands of sequential connections from the stack -----
+
+#[test]
+fn two_thousand_sequential_connections_share_ports_and_avoid_time_wait_tuples() {
+    in_netns(
+        "two_thousand_sequential_connections_share_ports_and_avoid_time_wait_tuples",
+        || {
+            const N: usize = 2000;
+            // 1,500 ephemeral ports for 2,000 connections (1,000 to each of two servers), each
+            // leaving a TIME-WAIT entry on the stack: the count only fits if one port serves
+            // both servers, and a tuple in TIME-WAIT is never taken again.
+            let mut config = StackConfig::default();
+            config.ephemeral_ports = 40000..=41499;
+            config.tcp_rx_buffer = 16 << 10;
+            config.tcp_tx_buffer = 16 << 10;
+            let net = Net::builder()
+                .tun("cx0")
+                .address("192.0.2.2/24")
+                .peer("192.0.2.1/24")
+                .stack_config(config)
+                .start()
+                .unwrap();
+            let (s7, h7) = kernel_echo("192.0.2.1:7", N / 2);
+            let (s8, h8) = kernel_echo("192.0.2.1:8", N / 2);
+            let started = Instant::now();
+            let mut tuples = HashSet::new();
+            let mut remotes_of: HashMap<u16, HashSet<u16>> = HashMap::new();
+            for i in 0..N {
+                let to = if i % 2 == 0 { s7 } else { s8 };
+                let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+                net.connect(fd, to)
+                    .unwrap_or_else(|e| panic!("connection {i} to {to}: {e}"));
+                let local = net.local_addr(fd).unwrap();
+                assert!(
+                    (40000..=41499).contains(&local.port()),
+                    "an ephemeral port: {local}"
+                );
+                assert!(
+                    tuples.insert((local, to)),
+                    "connection {i}: tuple {local} -> {to} reused while in TIME-WAIT"
+                );
+                remotes_of
+                    .entry(local.port())
+                    .or_default()
+                    .insert(to.port());
+                let msg = format!("{:06}", i);
+                assert_eq!(net.send(fd, msg.as_bytes()).unwrap(), 6);
+                let mut back = Vec::new();
+                let mut buf = [0u8; 16];
+                while back.len() < 6 {
+                    let n = net.recv(fd, &mut buf).unwrap();
+                    assert!(n > 0, "connection {i}: the echo ended early");
+                    back.extend_from_slice(&buf[..n]);
+                }
+                assert_eq!(back, msg.as_bytes());
+                net.close(fd).unwrap();
+            }
+            let elapsed = started.elapsed();
+            h7.join().unwrap();
+            h8.join().unwrap();
+            let shared = remotes_of.values().filter(|r| r.len() == 2).count();
+            assert!(
+                shared >= N - 1500,
+                "ports served both servers ({shared} of {} ports)",
+                remotes_of.len()
+            );
+            assert!(
+                elapsed < Duration::from_secs(60),
+                "all tuples are distinct only because all of them are within one TIME-WAIT"
+            );
+            eprintln!(
+                "{N} sequential connections in {elapsed:?}; {} ports, {shared} shared",
+                remotes_of.len()
+            );
+        },
+    );
+}
+
+// ----- C. The stack's TIME-WAIT answers the kernel's FIN -----
+
+#[test]
+fn the_stack_closes_first_and_the_kernel_is_not_left_in_last_ack() {
+    in_netns(
+        "the_stack_closes_first_and_the_kernel_is_not_left_in_last_ack",
+        || {
+            let net = net();
+            let listener = std::net::TcpListener::bind("192.0.2.1:9000").unwrap();
+            let retrans = tcp_snmp("RetransSegs");
+            let mut s = connectx_api::TcpStream::connect(&net, sa("192.0.2.1:9000")).unwrap();
+            let local = s.local_addr().unwrap();
+            let (mut k, peer) = listener.accept().unwrap();
+            assert_eq!(peer, local);
+            k.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"bye").unwrap();
+            // The stack closes first ...
+            drop(s);
+            let mut got = Vec::new();
+            k.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"bye");
+            // ... then the kernel, whose FIN finds the stack in TIME-WAIT.
+            let fin_sent = Instant::now();
+            drop(k);
+            let ours = |v: &[(String, String, String)]| -> Vec<(String, String, String)> {
+                v.iter()
+                    .filter(|(_, _, p)| *p == local.to_string())
+                    .cloned()
+                    .collect()
+            };
+            let mut last = Vec::new();
+            while fin_sent.elapsed() < Duration::from_secs(1) {
+                last = ours(&kernel_sockets());
+                if last.is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                last.is_empty(),
+                "1 s after its FIN the kernel still has the connection (LAST-ACK: the stack did \
+                 not acknowledge the FIN): {last:?}"
+            );
+            assert_eq!(
+                tcp_snmp("RetransSegs") - retrans,
+                0,
+                "the kernel never had to retransmit (its FIN was acknowledged at once)"
+            );
+            // The kernel, the passive closer, keeps no TIME-WAIT of its own: the stack has it.
+            let tw: Vec<_> = kernel_sockets()
+                .into_iter()
+                .filter(|(st, _, _)| st == "TIME-WAIT")
+                .collect();
+            assert!(tw.is_empty(), "{tw:?}");
+        },
+    );
+}
