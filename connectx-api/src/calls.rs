@@ -847,6 +847,7 @@ impl Net {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = shared.lock();
         let waiter = Waiter::current();
+        let mut helped = false;
         loop {
             let mut ready = 0;
             for p in fds.iter_mut() {
@@ -863,6 +864,15 @@ impl Net {
             if timeout == Some(Duration::ZERO) {
                 return Ok(0);
             }
+            if !helped {
+                // Before sleeping, run a round here: what it waits for may be queued already.
+                helped = true;
+                shared.release(state);
+                shared.help();
+                state = shared.lock();
+                continue;
+            }
+            helped = false;
             let ids: Vec<SocketId> = fds
                 .iter()
                 .filter_map(|p| state.fds.get(p.fd).map(|d| d.socket))

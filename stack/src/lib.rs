@@ -38,6 +38,7 @@ pub mod impair;
 mod ports;
 pub mod route;
 mod shard;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod socket;
 mod source;
