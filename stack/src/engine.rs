@@ -266,7 +266,7 @@ impl Stack {
         let mut len = len;
         let mut replies = Vec::new();
         let mut released = None;
-        if let Some(state) = c.fo.as_mut() {
+        if let Some(state) = c.fo.as_deref_mut() {
             let out = fo.ingress(state, &t, rx_buf, len, now, &mut c.inject, &mut replies);
             len = out.len;
             if out.final_ack {

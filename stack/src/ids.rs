@@ -72,13 +72,20 @@ pub(crate) struct Key {
 }
 
 /// A slab with generational keys: insert, get and remove in O(1); a removed key never finds a
-/// later value in the same slot.
+/// later value in the same slot. Slots come in chunks of [`CHUNK`], so growing never copies the
+/// values and never holds more than one chunk of unused room (a doubling vector would hold a
+/// third of its memory unused on average, with thousands of connections).
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
-    slots: Vec<Slot<T>>,
+    chunks: Vec<Box<[Slot<T>]>>,
+    /// Slots handed out so far (all below are in some chunk).
+    used: u32,
     free: Vec<u32>,
     len: usize,
 }
+
+/// Slots per chunk.
+const CHUNK: usize = 64;
 
 #[derive(Debug)]
 struct Slot<T> {
@@ -89,7 +96,8 @@ struct Slot<T> {
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
-            slots: Vec::new(),
+            chunks: Vec::new(),
+            used: 0,
             free: Vec::new(),
             len: 0,
         }
@@ -97,45 +105,59 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    fn slot(&self, index: u32) -> Option<&Slot<T>> {
+        let i = index as usize;
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+
+    fn slot_mut(&mut self, index: u32) -> Option<&mut Slot<T>> {
+        let i = index as usize;
+        self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)
+    }
+
     pub(crate) fn insert(&mut self, value: T) -> Key {
         self.len += 1;
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
-            slot.value = Some(value);
-            return Key {
-                index,
-                generation: slot.generation,
-            };
-        }
-        let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 entries");
-        self.slots.push(Slot {
-            generation: 0,
-            value: Some(value),
-        });
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = self.used;
+                self.used = index.checked_add(1).expect("fewer than 2^32 entries");
+                if index as usize / CHUNK >= self.chunks.len() {
+                    self.chunks.push(
+                        (0..CHUNK)
+                            .map(|_| Slot {
+                                generation: 0,
+                                value: None,
+                            })
+                            .collect(),
+                    );
+                }
+                index
+            }
+        };
+        let slot = self.slot_mut(index).expect("a slot below `used`");
+        slot.value = Some(value);
         Key {
             index,
-            generation: 0,
+            generation: slot.generation,
         }
     }
 
     pub(crate) fn get(&self, key: Key) -> Option<&T> {
-        self.slots
-            .get(key.index as usize)
+        self.slot(key.index)
             .filter(|s| s.generation == key.generation)
             .and_then(|s| s.value.as_ref())
     }
 
     pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        self.slots
-            .get_mut(key.index as usize)
+        self.slot_mut(key.index)
             .filter(|s| s.generation == key.generation)
             .and_then(|s| s.value.as_mut())
     }
 
     pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
         let slot = self
-            .slots
-            .get_mut(key.index as usize)
+            .slot_mut(key.index)
             .filter(|s| s.generation == key.generation)?;
         let value = slot.value.take()?;
         slot.generation = slot.generation.wrapping_add(1);
@@ -151,9 +173,10 @@ impl<T> Slab<T> {
     /// Every key and value (a scan: for rare whole-table work, never on a packet's path).
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
+        (0..self.used).filter_map(|index| {
+            let s = self.slot(index)?;
             let key = Key {
-                index: i as u32,
+                index,
                 generation: s.generation,
             };
             s.value.as_ref().map(|v| (key, v))
@@ -179,5 +202,26 @@ mod tests {
         assert_eq!(s.get(b), Some(&"b"));
         assert_eq!(s.len(), 1);
         assert_eq!(s.iter().count(), 1);
+    }
+
+    #[test]
+    fn many_values_across_chunks() {
+        let mut s = Slab::default();
+        let keys: Vec<Key> = (0..1000).map(|n| s.insert(n)).collect();
+        for (n, k) in keys.iter().enumerate() {
+            assert_eq!(s.get(*k), Some(&n));
+        }
+        for k in keys.iter().step_by(2) {
+            s.remove(*k);
+        }
+        assert_eq!(s.len(), 500);
+        let again: Vec<Key> = (0..500).map(|n| s.insert(n + 5000)).collect();
+        assert_eq!(s.len(), 1000);
+        assert!(
+            again.iter().all(|k| k.index < 1000),
+            "freed slots are reused"
+        );
+        assert_eq!(s.get(keys[0]), None);
+        assert_eq!(s.get(keys[1]), Some(&1));
     }
 }

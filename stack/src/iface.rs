@@ -275,7 +275,7 @@ fn egress_layers(
         return len;
     };
     let mut len = len;
-    if let Some(state) = conn.fo.as_mut() {
+    if let Some(state) = conn.fo.as_deref_mut() {
         len = fo.egress(state, &t, buf, len, now, &mut conn.inject);
         if len == 0 {
             return 0;

@@ -55,8 +55,8 @@ pub(crate) struct TcpConn {
     pub(crate) deadline: Option<Instant>,
     /// smoltcp's state when the stack last looked.
     pub(crate) last_state: tcp::State,
-    /// Fast Open state, for connections that use it.
-    pub(crate) fo: Option<fastopen::Conn>,
+    /// Fast Open state, for connections that use it (boxed: most do not).
+    pub(crate) fo: Option<Box<fastopen::Conn>>,
     /// The sequence number of our SYN while our handshake is under way: an ICMP error counts
     /// only if it quotes it (RFC 5927 §4.1).
     pub(crate) syn_isn: Option<u32>,

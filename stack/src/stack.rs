@@ -615,7 +615,7 @@ impl Stack {
             Some(Entry::Tcp(s)) if s.local.is_some() => {
                 s.fast_open = config
                     .filter(|_| !disabled)
-                    .map(fastopen::server::Listener::new);
+                    .map(|c| Box::new(fastopen::server::Listener::new(c)));
                 Ok(())
             }
             Some(_) => Err(ListenError::NotStream),
@@ -632,7 +632,7 @@ impl Stack {
         else {
             return None;
         };
-        self.shards.get(c.shard)?.conn()?.fo.as_ref()
+        self.shards.get(c.shard)?.conn()?.fo.as_deref()
     }
 
     /// What Fast Open did on a client connection (`None`: not a Fast Open connection).

@@ -89,8 +89,8 @@ pub(crate) struct TcpSocket {
     pub(crate) state: TcpState,
     /// An error not yet reported.
     pub(crate) error: Option<ConnectionError>,
-    /// Fast Open on this (bound or listening) socket's SYNs.
-    pub(crate) fast_open: Option<fastopen::server::Listener>,
+    /// Fast Open on this (bound or listening) socket's SYNs (boxed: most have none).
+    pub(crate) fast_open: Option<Box<fastopen::server::Listener>>,
 }
 
 #[derive(Debug)]
@@ -377,7 +377,13 @@ impl Stack {
         let fo = (opts.fast_open != fastopen::Mode::Off && !self.fo.disabled).then(|| {
             let mtu = self.ifaces[iface.0].config.mtu;
             let room = mtu.saturating_sub(if src.is_ipv4() { 40 } else { 60 });
-            fastopen::Conn::Client(self.fo.client(opts.fast_open, src, remote.ip(), room, now))
+            Box::new(fastopen::Conn::Client(self.fo.client(
+                opts.fast_open,
+                src,
+                remote.ip(),
+                room,
+                now,
+            )))
         });
         let conn = TcpConn {
             tuple: (local, remote),
@@ -452,7 +458,7 @@ impl Stack {
             .shards
             .get_mut(shard)
             .and_then(|s| s.conn_mut())
-            .and_then(|c| c.fo.as_mut())
+            .and_then(|c| c.fo.as_deref_mut())
         {
             fo.offer(&data[..n]);
         }
@@ -658,7 +664,7 @@ impl Stack {
         self.leave_listener(shard);
         if let Some(sh) = self.shards.remove(shard) {
             if let Kind::Tcp(c) = sh.kind {
-                if let Some(fastopen::Conn::Server(s)) = c.fo {
+                if let Some(fastopen::Conn::Server(s)) = c.fo.as_deref() {
                     self.release_fast_open_slot(s.listener, &c.tuple);
                 }
             }
@@ -813,7 +819,7 @@ impl Stack {
                     let (n, server) = self.fo.server_syn(fl, t, pkt, len, now);
                     let fo = server.map(|mut s| {
                         s.listener = Some(lid);
-                        fastopen::Conn::Server(s)
+                        Box::new(fastopen::Conn::Server(s))
                     });
                     (n, fo)
                 }
@@ -831,7 +837,7 @@ impl Stack {
         lid: SocketId,
         iface: IfaceId,
         tuple: crate::ids::Tuple,
-        fo: Option<fastopen::Conn>,
+        fo: Option<Box<fastopen::Conn>>,
         cookie_isn: Option<u32>,
         now: Instant,
     ) -> ShardId {
@@ -1123,7 +1129,7 @@ impl Stack {
             .shards
             .get(shard)
             .and_then(|s| s.conn())
-            .and_then(|c| c.fo.as_ref())
+            .and_then(|c| c.fo.as_deref())
         {
             Some(fastopen::Conn::Client(fo)) => fo.offset as usize,
             _ => 0,
