@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::addr::Cidr;
 
+/// The most a `listen` backlog can be (Linux's `net.core.somaxconn`).
+pub const SOMAXCONN: usize = 4096;
+
 /// Congestion control for TCP connections (smoltcp's algorithms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -104,7 +107,7 @@ impl Default for StackConfig {
             ack_delay: Some(Duration::from_millis(10)),
             congestion_control: CongestionControl::default(),
             ephemeral_ports: 32768..=60999,
-            max_backlog: crate::tcp::SOMAXCONN,
+            max_backlog: crate::SOMAXCONN,
             max_half_open: 16384,
             syn_cookies: true,
             handshake_timeout: Duration::from_secs(63),

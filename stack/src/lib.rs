@@ -1,25 +1,36 @@
 //! The protocol core of the connectx stack: interfaces, routing, source address selection, TCP
-//! and UDP, on top of an unmodified smoltcp.
+//! and UDP, on top of an unmodified smoltcp, with the layers smoltcp lacks.
 //!
 //! ```text
-//!   connectx-api (descriptors, errno, the runtime thread: the only clock reader)
-//!        │ Stack::socket/connect/send/recv…            Stack::poll(now, &mut io)
-//!        ▼                                                        │
-//!   ┌─ stack ──────────────────────────────────────────────────────▼─────────┐
-//!   │ socket table ─ routing table (longest prefix) ─ source selection (6724) │
-//!   │ per interface: smoltcp Interface + its own SocketSet                    │
-//!   └──────────────────────────────────────────────▲─────────────────────────┘
-//!                                                   │ PacketIo::recv / send
-//!                     tun-driver Device, a socketpair, or the in-memory `sim` link
+//!   connectx-api (descriptors, errno, waiters; reads the clock for every call that needs it)
+//!        │ Stack::socket/connect(now)/send/recv/close(now)…   Stack::poll(now, &mut io)
+//!        ▼                                                              │ events ▲
+//!   ┌─ stack (the table of contents) ──────────────────────────────────▼────────┴──┐
+//!   │ sockets · ports · routing (longest prefix) · source selection (RFC 6724)     │
+//!   │ engine: wire (one parser) ─► demux (tuple → shard, TIME-WAIT, listeners)     │
+//!   │         ─► layers: Fast Open · SYN cookies · ICMP errors ─► shard            │
+//!   │ shards: one smoltcp socket per SocketSet, one timer heap, a work list        │
+//!   │ per interface: one smoltcp Interface, polled with one shard at a time        │
+//!   └─────────────────────────────────────────────────────────────▲────────────────┘
+//!                                                                  │ PacketIo::recv / send
+//!       capture · impairment · tun-driver Device, a socketpair, or the in-memory `sim` link
 //! ```
 //!
-//! What it does not do: no threads, no clock reads, no file descriptors. Time is passed to
-//! [`Stack::poll`]; packets move through the caller's [`PacketIo`]. Every operation returns
-//! its own error enum; `connectx-api` maps each variant to an errno.
+//! Module layers, each depending only on those before it: `ids`, `addr`, `error`, `wire` ·
+//! `fastopen`, `syncookie`, `icmp`, `ports`, `route`, `source`, `config` · `shard`, `demux`,
+//! `iface` · `stack` (and its parts `tcp`, `udp`, `engine`, `socket`) · `sim` (tests only, the
+//! `sim` feature).
 //!
-//! Nothing that arrives from the network panics the stack: packets go to smoltcp's parsers,
-//! which check lengths before reading (`new_checked`), and the stack's own code never indexes
-//! a packet.
+//! What it does not do: no threads, no clock reads, no file descriptors. Every entry point
+//! that sets a deadline takes `now`, and the core keeps no time of its own; packets move
+//! through the caller's [`PacketIo`]. A poll does work in proportion to the packets, calls and
+//! timers of the round, not to how many sockets exist. Every operation returns its own error
+//! enum; `connectx-api` maps each variant to an errno.
+//!
+//! Nothing that arrives from the network panics the stack: packets are read through `wire`,
+//! which checks every length before reading, and smoltcp's own parsers (`new_checked`); the
+//! stack checks the checksum of any segment it acts on itself (a SYN that creates state, a
+//! segment a TIME-WAIT entry or a SYN cookie answers) before acting.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,7 +39,6 @@ pub mod addr;
 pub mod capture;
 pub mod config;
 mod demux;
-mod engine;
 pub mod error;
 pub mod fastopen;
 mod icmp;
@@ -40,16 +50,14 @@ pub mod route;
 mod shard;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
-mod socket;
 mod source;
 mod stack;
 mod syncookie;
-mod tcp;
-mod udp;
 pub(crate) mod wire;
 
 pub use addr::{Cidr, CidrError};
 pub use capture::Capture;
+pub use config::SOMAXCONN;
 pub use config::{CongestionControl, InterfaceConfig, StackConfig};
 pub use error::{
     AcceptError, BindError, ConnectError, ConnectionError, InterfaceError, ListenError, RecvError,
@@ -63,7 +71,7 @@ pub use ids::{Family, IfaceId, SocketId};
 pub use iface::{InterfaceInfo, PacketIo};
 pub use impair::{ImpairStats, Impaired, Impairment, ImpairmentError};
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
-pub use socket::{Readiness, Shutdown, SocketType};
 pub use source::select_source;
+pub use stack::socket::{Readiness, Shutdown, SocketType};
+pub use stack::tcp::{ConnectOptions, ConnectStatus};
 pub use stack::{PollOutcome, Stack, TcpCounters, MAX_ADDRESSES_PER_INTERFACE};
-pub use tcp::{ConnectOptions, ConnectStatus, SOMAXCONN};

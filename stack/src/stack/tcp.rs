@@ -19,6 +19,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
+use super::socket::{Entry, Readiness, Shutdown};
+use super::Stack;
 use crate::addr::{from_smoltcp, to_smoltcp};
 use crate::config::CongestionControl;
 use crate::demux::{ack_segment, TimeWait};
@@ -30,8 +32,6 @@ use crate::fastopen;
 use crate::ids::{Family, IfaceId, Proto, ShardId, SocketId};
 use crate::ports::Holder;
 use crate::shard::{Kind, Owner, TcpConn, WireSeq};
-use crate::socket::{Entry, Readiness, Shutdown};
-use crate::stack::Stack;
 use crate::wire::Tcp;
 
 /// Where a connection should come from: `sae_srcif` and `sae_srcaddr` of `connectx`.
@@ -77,9 +77,6 @@ pub(crate) enum CookieAck {
     /// A good cookie: a connection, to which this SYN is replayed before the ACK.
     Shard(ShardId, Vec<u8>),
 }
-
-/// The most a `listen` backlog can be (Linux's `net.core.somaxconn`).
-pub const SOMAXCONN: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct TcpSocket {

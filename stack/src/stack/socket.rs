@@ -1,7 +1,7 @@
 //! What a socket is, and what callers can ask of any socket.
 
-use crate::tcp::TcpSocket;
-use crate::udp::UdpSocket;
+use super::tcp::TcpSocket;
+use super::udp::UdpSocket;
 
 /// Stream or datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

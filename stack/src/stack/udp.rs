@@ -9,14 +9,14 @@ use std::net::SocketAddr;
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 
+use super::socket::{Entry, Readiness};
+use super::tcp::ConnectOptions;
+use super::Stack;
 use crate::addr::{from_smoltcp, to_smoltcp};
 use crate::error::{BindError, ConnectError, RecvError, SendError};
 use crate::ids::{Family, IfaceId, Proto, ShardId, SocketId};
 use crate::ports::Holder;
 use crate::shard::{Kind, UdpPart};
-use crate::socket::{Entry, Readiness};
-use crate::stack::Stack;
-use crate::tcp::ConnectOptions;
 
 #[derive(Debug)]
 pub(crate) struct UdpSocket {

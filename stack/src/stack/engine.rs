@@ -17,12 +17,12 @@
 use smoltcp::iface::PollResult;
 use smoltcp::time::Instant;
 
+use super::tcp::{Admission, CookieAck};
+use super::{PollOutcome, Stack};
 use crate::demux::TimeWaitVerdict;
 use crate::ids::{IfaceId, ShardId};
 use crate::iface::{Iface, PacketIo, Path};
 use crate::shard::Kind;
-use crate::stack::{PollOutcome, Stack};
-use crate::tcp::{Admission, CookieAck};
 use crate::wire::{self, ACK, FIN, RST, SYN};
 
 /// Most segments one shard sends in a round; the rest waits for the next round, so that one
@@ -152,7 +152,7 @@ impl Stack {
                 self.counters.InCsumErrors += 1;
                 return;
             }
-            let wait = crate::tcp::micros(self.config.time_wait);
+            let wait = super::tcp::micros(self.config.time_wait);
             match self.demux.time_wait_segment(&t, now, wait) {
                 TimeWaitVerdict::Drop => return,
                 TimeWaitVerdict::Ack(p) => {

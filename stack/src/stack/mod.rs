@@ -32,10 +32,16 @@ use crate::iface::{Iface, InterfaceInfo, PacketIo};
 use crate::ports::{Holder, Ports};
 use crate::route::RoutingTable;
 use crate::shard::{Kind, Shards};
-use crate::socket::{Entry, Readiness, Shutdown, SocketType};
 use crate::source::select_source;
-use crate::tcp::{ConnectOptions, ConnectStatus, TcpSocket, TcpState};
-use crate::udp::UdpSocket;
+
+mod engine;
+pub(crate) mod socket;
+pub(crate) mod tcp;
+pub(crate) mod udp;
+
+use socket::{Entry, Readiness, Shutdown, SocketType};
+use tcp::{ConnectOptions, ConnectStatus, TcpSocket, TcpState};
+use udp::UdpSocket;
 
 /// Most addresses one interface holds (smoltcp's `iface-max-addr-count-8`).
 pub const MAX_ADDRESSES_PER_INTERFACE: usize = 8;
