@@ -105,6 +105,13 @@ fn err(e: impl Into<Errno>) -> io::Error {
     e.into().into()
 }
 
+/// How long a call that has to wait runs rounds itself before it sleeps. The answer to what a
+/// thread just sent often arrives within tens of microseconds (the peer is a kernel on the same
+/// machine, or one hop away); catching it here spares the runtime's wake-up and this thread's,
+/// two thread switches that cost more than the wait. Measured with the `rate` benchmark: 30 µs
+/// caught most answers, 80 µs nearly all.
+const SPIN: Duration = Duration::from_micros(80);
+
 /// What a blocking wait found.
 enum Wait<T> {
     Done(T),
@@ -152,7 +159,7 @@ impl Net {
         let nonblocking = d.nonblocking;
         let deadline = timeout(d).map(|t| Instant::now() + t);
         let mut waiter: Option<std::sync::Arc<Waiter>> = None;
-        let mut helped = false;
+        let mut spin_until: Option<Instant> = None;
         loop {
             match attempt(&mut state) {
                 Ok(Wait::Done(v)) => {
@@ -169,11 +176,15 @@ impl Net {
                 }
                 Ok(Wait::Again) => {}
             }
-            if !helped {
-                // Before sleeping, run a round here: the answer may already be queued.
-                helped = true;
+            let spin = *spin_until.get_or_insert_with(|| Instant::now() + SPIN);
+            if shared.can_help() && Instant::now() < spin {
+                // Before sleeping, run rounds here for a moment: the answer to what this
+                // thread just sent is often queued already, or about to be.
                 shared.release(state);
-                shared.help();
+                if !shared.help() {
+                    // Another thread runs the round: let it.
+                    std::thread::yield_now();
+                }
                 state = shared.lock();
                 if !state.running {
                     return Err(err(Errno::EINTR));
@@ -181,7 +192,7 @@ impl Net {
                 Self::desc(&mut state, fd)?;
                 continue;
             }
-            helped = false;
+            spin_until = None;
             let id = Self::desc(&mut state, fd)?.socket;
             let w = waiter.get_or_insert_with(Waiter::current);
             state.waiters.register(id, w);
@@ -847,7 +858,7 @@ impl Net {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = shared.lock();
         let waiter = Waiter::current();
-        let mut helped = false;
+        let mut spin_until: Option<Instant> = None;
         loop {
             let mut ready = 0;
             for p in fds.iter_mut() {
@@ -864,15 +875,17 @@ impl Net {
             if timeout == Some(Duration::ZERO) {
                 return Ok(0);
             }
-            if !helped {
-                // Before sleeping, run a round here: what it waits for may be queued already.
-                helped = true;
+            let spin = *spin_until.get_or_insert_with(|| Instant::now() + SPIN);
+            if shared.can_help() && Instant::now() < spin {
+                // Before sleeping, run rounds here for a moment, as the blocking calls do.
                 shared.release(state);
-                shared.help();
+                if !shared.help() {
+                    std::thread::yield_now();
+                }
                 state = shared.lock();
                 continue;
             }
-            helped = false;
+            spin_until = None;
             let ids: Vec<SocketId> = fds
                 .iter()
                 .filter_map(|p| state.fds.get(p.fd).map(|d| d.socket))

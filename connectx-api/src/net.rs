@@ -210,6 +210,12 @@ impl Shared {
         }
     }
 
+    /// Whether calls may run rounds themselves (not with an impairment, whose held packets
+    /// only the runtime releases).
+    pub(crate) fn can_help(&self) -> bool {
+        self.inline_sends
+    }
+
     /// Before a call waits: run a round here if no one holds the packet path (the answer to
     /// what this thread just sent is often queued on the device already). Returns whether it
     /// ran one.

@@ -4,7 +4,8 @@
 const MAX_CONNECTIONS: usize = 25_000;
 /// Most `--ttfb-connections`.
 const MAX_TTFB_CONNECTIONS: usize = 1000;
-/// Most `--rate-connections`: a client has 28232 ephemeral ports, and a run outlasts neither
+/// Most `--rate-connections`: the stack's client has 28232 ephemeral ports (`rate` gives the
+/// kernel's clients 64512), and a run outlasts neither
 /// the stack's TIME-WAIT (10 s, smoltcp's) nor, by much, the kernel's (60 s).
 const MAX_RATE_CONNECTIONS: usize = 25_000;
 /// Most `--scale-connections`: the kernel client has 28232 ephemeral ports, and each

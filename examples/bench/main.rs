@@ -38,7 +38,8 @@
 //!
 //! Layout: [`cli`] (the command line), [`netns`] (namespaces, devices, stacks), [`conn`]
 //! (connections of both sides), [`bulk`] (timed bulk transfers), [`exchange`] (request and
-//! reply servers), [`echo`] (an echo server with a thread per connection), [`hold`] (idle
+//! reply servers), [`echo`] (an echo server with a thread per connection), [`echo_process`]
+//! (that server in a child process, for `scale`'s kernel reference), [`hold`] (idle
 //! connections), [`paired`] (a variant against its baseline), [`proc`] (what `/proc` says), one
 //! module per section, [`report`] (the table and the JSON).
 
@@ -49,6 +50,7 @@ mod bulk;
 mod cli;
 mod conn;
 mod echo;
+mod echo_process;
 mod exchange;
 mod fastopen;
 mod hold;
@@ -70,6 +72,10 @@ use report::Report;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(echo_process::ARG) {
+        // Not an option: `scale` runs the kernel reference's echo server so, in a child.
+        return echo_process::main(&args[1..]);
+    }
     let opts = match cli::parse_args(&args) {
         Ok(Parsed::Run(opts)) => opts,
         Ok(Parsed::Help) => {

@@ -21,6 +21,9 @@ pub const VETH_B: &str = "cxbvB";
 const VETH_A_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const VETH_B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 
+/// The ephemeral ports [`Netns::widen_local_ports`] gives the kernel, as the sysctl takes them.
+pub const LOCAL_PORT_RANGE: &str = "1024 65535";
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A thread living in a private network namespace of its own, running the jobs it is given.
@@ -83,6 +86,12 @@ impl Netns {
     /// 0x1 client, 0x2 server, 0x400 server on every listener without the socket option.
     pub fn enable_fast_open(&self) -> Result<(), String> {
         self.set_sysctl("net/ipv4/tcp_fastopen", "1027")
+    }
+
+    /// Give the kernel's clients of the namespace the ephemeral ports 1024-65535
+    /// (`net.ipv4.ip_local_port_range`; Linux's default is 32768-60999).
+    pub fn widen_local_ports(&self) -> Result<(), String> {
+        self.set_sysctl("net/ipv4/ip_local_port_range", LOCAL_PORT_RANGE)
     }
 
     /// Set a sysctl of the namespace (only ever one of ours).

@@ -5,7 +5,10 @@
 //! connection, which reads and writes back until its peer closes. On the stack it listens on the
 //! TUN device through `connectx_api::TcpListener`, and the clients are kernel sockets in the
 //! stack's namespace; the reference is the same server on kernel sockets, the clients at the
-//! other end of a veth pair. Two measurements, each on every server:
+//! other end of a veth pair. The reference's server runs in a child process
+//! ([`crate::echo_process`]: the bench binary again, in the server's namespace), so that each
+//! process holds one descriptor per connection, not the bench two. Two measurements, each on
+//! every server:
 //!
 //! - Latency with idle connections open: the clients open N connections, one at a time with
 //!   blocking connects from one thread (a refused connect is counted and tried again), and leave
@@ -27,10 +30,12 @@
 //!   completes the handshake, as any client with something to say does. Reported: how many
 //!   connects succeeded, were refused (`ECONNREFUSED`), timed out or failed otherwise; how many
 //!   connections got no echo; how many the server accepted, and the time from the release until
-//!   it accepted the last one, and until the last client had its echo; on the stack, also the
-//!   packets the kernel dropped on the TUN device's queue towards the stack (its `tx_dropped`,
-//!   from `/proc/thread-self/net/dev`). Ratio: the time to the last accept, stack over kernel
-//!   (read it with the counts: a server that refused most connections accepted fewer).
+//!   it accepted the last one (the reference's server, in its own process, says when by the
+//!   system clock, which both processes read), and until the last client had its echo; on the
+//!   stack, also the packets the kernel dropped on the TUN device's queue towards the stack (its
+//!   `tx_dropped`, from `/proc/thread-self/net/dev`). Ratio: the time to the last accept, stack
+//!   over kernel (read it with the counts: a server that refused most connections accepted
+//!   fewer).
 //!
 //! Both listeners have a backlog of 128: `connectx_api::TcpListener::bind` listens with 128, and
 //! so does std's `TcpListener::bind` on Linux (as `ss -ltn` shows, although the namespace's
@@ -42,9 +47,11 @@
 //! The latency series and the burst each have namespaces (and a stack) of their own. Every blocking call gives up after
 //! `IO_TIMEOUT`, and opening the idle connections of one step after 120 s: a measurement that
 //! does is reported as failed, beside the other figures (the stack's later steps are then not
-//! run). `RLIMIT_NOFILE` is raised for the kernel's descriptors (both ends of every reference
-//! connection). Memory per connection is the `memory` section's figure ([`crate::memory`]);
-//! this section does not measure it again.
+//! run). `RLIMIT_NOFILE` is raised for the kernel's descriptors: in the bench, the clients' (one
+//! per connection; the stack's sockets are no kernel descriptors), in the reference's server
+//! process, the server's (one per connection), each to the same figure. Memory per connection
+//! is the `memory` section's figure ([`crate::memory`]); this section does not measure it
+//! again.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -57,8 +64,9 @@ use std::time::{Duration, Instant};
 use connectx_api::Net;
 
 use crate::cli::Options;
-use crate::conn::{kernel_listener, IO_TIMEOUT, LISTEN_PORT};
+use crate::conn::{IO_TIMEOUT, LISTEN_PORT};
 use crate::echo::{EchoServer, THREAD_STACK};
+use crate::echo_process::EchoProcess;
 use crate::netns::{
     kernel_tx_stats, start_default_stack, veth_pair, Netns, STACK_ADDR, TUN, VETH_B_ADDR,
 };
@@ -156,12 +164,40 @@ struct Burst {
     tun_dropped: Option<u64>,
 }
 
-/// A server and its clients' namespace; on the stack's side, the stack, otherwise the server's
-/// namespace.
+/// A world's echo server: on the stack, in this process; on kernel sockets, in a child process.
+enum Server {
+    Stack { server: EchoServer, net: Net },
+    Kernel(EchoProcess),
+}
+
+impl Server {
+    fn to(&self) -> SocketAddr {
+        match self {
+            Server::Stack { server, .. } => server.to,
+            Server::Kernel(server) => server.to,
+        }
+    }
+
+    fn wait_accepted(&self, n: usize) -> Result<(), String> {
+        match self {
+            Server::Stack { server, .. } => server.wait_accepted(n),
+            Server::Kernel(server) => server.wait_accepted(n),
+        }
+    }
+
+    /// The connections accepted in all, and when the last one was.
+    fn status(&self) -> Result<(usize, Instant), String> {
+        match self {
+            Server::Stack { server, .. } => Ok((server.accepted(), server.last_accept())),
+            Server::Kernel(server) => server.status(),
+        }
+    }
+}
+
+/// A server and its clients' namespace; on the kernel's side, the server's namespace too.
 struct World {
     clients: Netns,
-    server: EchoServer,
-    net: Option<Net>,
+    server: Server,
     _server_ns: Option<Netns>,
 }
 
@@ -182,21 +218,19 @@ impl World {
         };
         Ok(World {
             clients: ns,
-            server,
-            net: Some(net),
+            server: Server::Stack { server, net },
             _server_ns: None,
         })
     }
 
-    fn kernel(opts: &Options) -> Result<World, String> {
+    /// The reference: the server in a child process in the far namespace of a veth pair,
+    /// allowed `fds` descriptors.
+    fn kernel(opts: &Options, fds: u64) -> Result<World, String> {
         let (a, b) = veth_pair(opts.mtu)?;
-        let listener = kernel_listener(&b, SocketAddr::from((VETH_B_ADDR, 0)))?;
-        let to = listener.local_addr().map_err(|e| e.to_string())?;
-        let server = EchoServer::start(to, move || listener.accept().map(|(s, _)| s))?;
+        let server = EchoProcess::spawn(&b, SocketAddr::from((VETH_B_ADDR, 0)), fds)?;
         Ok(World {
             clients: a,
-            server,
-            net: None,
+            server: Server::Kernel(server),
             _server_ns: Some(b),
         })
     }
@@ -204,23 +238,12 @@ impl World {
     /// Stop the server (and the stack); what went wrong on the server's side, each prefixed
     /// with `what`.
     fn finish(self, what: &str) -> Vec<String> {
-        let World {
-            clients,
-            server,
-            net,
-            _server_ns,
-        } = self;
-        let to = server.to;
-        let problems = match net {
-            Some(net) => server.stop(|| {
+        let problems = match self.server {
+            Server::Stack { server, net } => server.stop(|| {
                 net.stop();
                 true
             }),
-            None => server.stop(|| {
-                clients
-                    .run(move || TcpStream::connect_timeout(&to, IO_TIMEOUT).is_ok())
-                    .unwrap_or(false)
-            }),
+            Server::Kernel(server) => server.stop(),
         };
         problems
             .into_iter()
@@ -322,7 +345,7 @@ fn ping_pong(s: &mut TcpStream) -> Result<Vec<f64>, String> {
 
 /// One step: open idle connections up to `n`, then time ping-pong on a new connection.
 fn step(world: &World, series: &mut Series, n: usize) -> Result<Step, String> {
-    let to = world.server.to;
+    let to = world.server.to();
     let new = n.saturating_sub(series.idle.len());
     let mut opened = Opened {
         conns: Vec::new(),
@@ -481,8 +504,8 @@ fn connect_burst(to: SocketAddr, count: usize) -> Result<(Vec<BurstClient>, Inst
 
 /// Open `BURST` connections at once to a server.
 fn burst(world: &World) -> Result<Burst, String> {
-    let to = world.server.to;
-    let before = world.server.accepted();
+    let to = world.server.to();
+    let (before, _) = world.server.status()?;
     let dropped = || {
         world
             .clients
@@ -530,9 +553,10 @@ fn burst(world: &World) -> Result<Burst, String> {
             }
         }
     }
-    b.accepted = world.server.accepted() - before;
+    let (accepted, last_accept) = world.server.status()?;
+    b.accepted = accepted.saturating_sub(before);
     if b.accepted > 0 {
-        b.all_accepted = Some(world.server.last_accept().saturating_duration_since(start));
+        b.all_accepted = Some(last_accept.saturating_duration_since(start));
     }
     b.tun_dropped = dropped()
         .zip(dropped_before)
@@ -557,9 +581,11 @@ pub fn run(opts: &Options) -> Result<Scale, String> {
     let most = opts.scale_connections;
     let mut levels = vec![0, MIDDLE_STEP.min(most), most];
     levels.dedup();
-    // Both ends of every reference connection are kernel descriptors of this process; the
-    // latency series and the burst do not hold theirs at the same time.
-    let want = 2 * (most + levels.len()).max(BURST) as u64 + 64;
+    // One kernel descriptor per connection in each process: here the clients' (the stack's
+    // sockets are not kernel descriptors), in the reference's server process the server's.
+    // The latency series and the burst do not hold theirs at the same time. The rest: the
+    // standard streams, listeners, devices, pipes and the like.
+    let want = (most + levels.len()).max(BURST) as u64 + 64;
     let nofile_raised = tun_driver::kernel::raise_fd_limit(want)
         .map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?
         .map(|old| (old, want));
@@ -584,7 +610,12 @@ pub fn run(opts: &Options) -> Result<Scale, String> {
         opts,
         &format!("scale: kernel server over veth, ping-pong with {steps} idle connections"),
     );
-    let kernel = latency(World::kernel(opts), "kernel server", &levels, &mut notes);
+    let kernel = latency(
+        World::kernel(opts, want),
+        "kernel server",
+        &levels,
+        &mut notes,
+    );
 
     progress(
         opts,
@@ -599,7 +630,7 @@ pub fn run(opts: &Options) -> Result<Scale, String> {
         opts,
         &format!("scale: {BURST} connections at once, kernel server over veth"),
     );
-    let kernel_burst = burst_on(World::kernel(opts), "kernel server", &mut notes);
+    let kernel_burst = burst_on(World::kernel(opts, want), "kernel server", &mut notes);
     Ok(Scale {
         levels,
         stack,
@@ -834,7 +865,11 @@ impl Part for Scale {
             let _ = writeln!(out, "  {note}");
         }
         if let Some((from, to)) = self.nofile_raised {
-            let _ = writeln!(out, "  RLIMIT_NOFILE raised from {from} to {to}");
+            let _ = writeln!(
+                out,
+                "  RLIMIT_NOFILE raised from {from} to {to} (in the bench and in the kernel \
+                 reference's server process: one descriptor per connection in each)"
+            );
         }
         let _ = writeln!(out, "  memory per connection: see the memory section");
     }

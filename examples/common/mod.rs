@@ -213,11 +213,12 @@ pub fn opt<T: std::fmt::Display>(v: &Option<T>, quote: bool) -> String {
     }
 }
 
-/// `{"counters":{...}}` for the stack's Fast Open counters.
+/// `{"counters":{...}}`: the stack's Fast Open and TCP counters (Linux's names).
 pub fn counters_json(net: &Net) -> String {
     let fields: Vec<String> = net
         .fast_open_counters()
         .iter()
+        .chain(net.tcp_counters().iter())
         .map(|(k, v)| format!("\"{k}\":{v}"))
         .collect();
     format!("{{\"counters\":{{{}}}}}", fields.join(","))
