@@ -308,3 +308,135 @@ fn the_stack_closes_first_and_the_kernel_is_not_left_in_last_ack() {
         },
     );
 }
+
+// ----- D. Calls on one descriptor from several threads -----
+
+/// A kernel server that accepts one connection, keeps it open without writing, and returns
+/// what it read once the stack closes.
+fn silent_server() -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+    let l = std::net::TcpListener::bind("192.0.2.1:0").unwrap();
+    let to = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    (to, h)
+}
+
+#[test]
+fn disconnectx_from_another_thread_wakes_a_blocked_recv() {
+    in_netns(
+        "disconnectx_from_another_thread_wakes_a_blocked_recv",
+        || {
+            let net = net();
+            let (to, server) = silent_server();
+            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.connect(fd, to).unwrap();
+            // Without a wake-up the recv would end only by this timeout.
+            net.set_timeouts(fd, Some(Duration::from_secs(5)), None)
+                .unwrap();
+            let reader = {
+                let net = net.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let mut buf = [0u8; 16];
+                    let r = net.recv(fd, &mut buf);
+                    (r.map_err(|e| e.raw_os_error()), started.elapsed())
+                })
+            };
+            std::thread::sleep(Duration::from_millis(200));
+            net.disconnectx(
+                fd,
+                connectx_api::SAE_ASSOCID_ANY,
+                connectx_api::SAE_CONNID_ANY,
+            )
+            .unwrap();
+            let (r, waited) = reader.join().unwrap();
+            assert!(
+                waited < Duration::from_secs(2),
+                "the blocked recv returned when the connection went ({waited:?}): {r:?}"
+            );
+            assert_eq!(
+                r,
+                Err(Some(libc_enotconn())),
+                "the descriptor has no connection now"
+            );
+            net.close(fd).unwrap();
+            server.join().unwrap();
+        },
+    );
+}
+
+fn libc_enotconn() -> i32 {
+    connectx_api::Errno::ENOTCONN.0
+}
+
+#[test]
+fn a_recv_blocked_on_a_descriptor_closed_and_reused_meanwhile_is_ebadf() {
+    in_netns(
+        "a_recv_blocked_on_a_descriptor_closed_and_reused_meanwhile_is_ebadf",
+        || {
+            let net = net();
+            let (to, server) = silent_server();
+            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.connect(fd, to).unwrap();
+            net.set_timeouts(fd, Some(Duration::from_secs(5)), None)
+                .unwrap();
+            let reader = {
+                let net = net.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16];
+                    net.recv(fd, &mut buf).map_err(|e| e.raw_os_error())
+                })
+            };
+            std::thread::sleep(Duration::from_millis(200));
+            // Close it, and give its number to a new socket at once (lowest free first).
+            let again = {
+                let st = net.clone();
+                st.close(fd).unwrap();
+                st.socket(Family::V4, SocketType::Stream).unwrap()
+            };
+            assert_eq!(again, fd, "the number is given again");
+            assert_eq!(
+                reader.join().unwrap(),
+                Err(Some(connectx_api::Errno::EBADF.0)),
+                "the waiting call does not carry on with the new socket"
+            );
+            net.close(again).unwrap();
+            server.join().unwrap();
+        },
+    );
+}
+
+/// Sends that nobody waits on afterwards (non-blocking, fire and forget) leave at once, whatever
+/// the runtime is doing when they are made: none waits for a retransmission timer.
+#[test]
+fn fire_and_forget_sends_leave_at_once() {
+    in_netns("fire_and_forget_sends_leave_at_once", || {
+        let net = net();
+        let l = std::net::TcpListener::bind("192.0.2.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+        net.connect(fd, to).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        net.set_nonblocking(fd, true).unwrap();
+        let mut slowest = Duration::ZERO;
+        for i in 0..300u32 {
+            let started = Instant::now();
+            assert_eq!(net.send(fd, &[i as u8]).unwrap(), 1);
+            let mut b = [0u8; 1];
+            peer.read_exact(&mut b).unwrap();
+            assert_eq!(b[0], i as u8);
+            slowest = slowest.max(started.elapsed());
+        }
+        // A segment left behind would wait for smoltcp's 1 s retransmission timer.
+        assert!(
+            slowest < Duration::from_millis(500),
+            "the slowest send took {slowest:?} to arrive"
+        );
+        net.close(fd).unwrap();
+    });
+}

@@ -157,6 +157,7 @@ impl Net {
         let mut state = self.running()?;
         let d = Self::desc(&mut state, fd)?;
         let nonblocking = d.nonblocking;
+        let serial = d.serial;
         let deadline = timeout(d).map(|t| Instant::now() + t);
         let mut waiter: Option<std::sync::Arc<Waiter>> = None;
         let mut spin_until: Option<Instant> = None;
@@ -189,7 +190,9 @@ impl Net {
                 if !state.running {
                     return Err(err(Errno::EINTR));
                 }
-                Self::desc(&mut state, fd)?;
+                if Self::desc(&mut state, fd)?.serial != serial {
+                    return Err(err(Errno::EBADF));
+                }
                 continue;
             }
             spin_until = None;
@@ -207,8 +210,11 @@ impl Net {
                 shared.release(state);
                 return Err(err(would_block));
             }
-            // The descriptor may have been closed by another thread meanwhile.
-            Self::desc(&mut state, fd)?;
+            // The descriptor may have been closed by another thread meanwhile, and its number
+            // given to another socket: that one is not this call's.
+            if Self::desc(&mut state, fd)?.serial != serial {
+                return Err(err(Errno::EBADF));
+            }
         }
     }
 
@@ -460,6 +466,11 @@ impl Net {
             |d| d.send_timeout,
             Errno::EINPROGRESS,
             |state| match state.stack.connect_status(id) {
+                // `disconnectx` from another thread ended this attempt (the descriptor now
+                // holds a fresh socket).
+                _ if state.fds.get(fd).is_some_and(|d| d.socket != id) => {
+                    Err(err(Errno::ECONNABORTED))
+                }
                 Some(ConnectStatus::InProgress) => Ok(Wait::Again),
                 Some(ConnectStatus::Connected) | None => Ok(Wait::Done(())),
                 Some(ConnectStatus::Failed(_)) => {

@@ -24,6 +24,9 @@ pub(crate) struct Deferred {
 #[derive(Debug)]
 pub(crate) struct Descriptor {
     pub(crate) socket: SocketId,
+    /// Unique for the table's life: a call that waited tells its descriptor from a new one
+    /// given the same number meanwhile.
+    pub(crate) serial: u64,
     pub(crate) nonblocking: bool,
     pub(crate) recv_timeout: Option<Duration>,
     pub(crate) send_timeout: Option<Duration>,
@@ -34,6 +37,7 @@ impl Descriptor {
     pub(crate) fn new(socket: SocketId) -> Descriptor {
         Descriptor {
             socket,
+            serial: 0,
             nonblocking: false,
             recv_timeout: None,
             send_timeout: None,
@@ -50,6 +54,7 @@ pub(crate) struct FdTable {
     open: usize,
     /// Most descriptors open at once; past it `socket` fails with `ENOBUFS`.
     pub(crate) limit: usize,
+    next_serial: u64,
 }
 
 impl Default for FdTable {
@@ -59,17 +64,20 @@ impl Default for FdTable {
             free: BinaryHeap::new(),
             open: 0,
             limit: 1 << 16,
+            next_serial: 1,
         }
     }
 }
 
 impl FdTable {
     /// The lowest free descriptor, as POSIX allocates them (in O(log n)); `None` at the limit.
-    pub(crate) fn insert(&mut self, d: Descriptor) -> Option<Fd> {
+    pub(crate) fn insert(&mut self, mut d: Descriptor) -> Option<Fd> {
         if self.open >= self.limit {
             return None;
         }
         self.open += 1;
+        d.serial = self.next_serial;
+        self.next_serial += 1;
         let index = match self.free.pop() {
             Some(Reverse(i)) => {
                 self.slots[i] = Some(d);

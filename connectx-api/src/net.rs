@@ -137,9 +137,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The packet path (never while holding the state lock).
+    /// The packet path (never while holding the state lock). Give it back with
+    /// [`Shared::let_go`], never by dropping it: a call may have left packets for its holder.
     pub(crate) fn io(&self) -> MutexGuard<'_, IoSide> {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Give the packet path back, writing first what calls left in the outbox while it was
+    /// held.
+    pub(crate) fn let_go<'a>(&'a self, io: MutexGuard<'a, IoSide>) {
+        self.flush_held(io);
     }
 
     /// End a call: if it queued something to send, run the round's egress now (stack work,
@@ -189,6 +196,8 @@ impl Shared {
         let more = {
             let mut state = self.lock();
             if !state.running {
+                drop(state);
+                self.flush_held(io);
                 return RoundOutcome {
                     running: false,
                     more: false,
@@ -259,6 +268,9 @@ impl Shared {
                 io.write_taken(self.clock);
             }
             drop(io);
+            // The unlock is a release only; a thread that set the flag and found the lock taken
+            // must be seen here.
+            std::sync::atomic::fence(Ordering::SeqCst);
             if !self.flush_wanted.load(Ordering::SeqCst) {
                 return;
             }

@@ -292,9 +292,12 @@ impl Runtime {
                 }
             }
             let now = shared.clock.now();
-            io.path
+            let held = io
+                .path
                 .next_due()
-                .map(|due| Duration::from_micros((due - now.min(due)).total_micros()))
+                .map(|due| Duration::from_micros((due - now.min(due)).total_micros()));
+            shared.let_go(io);
+            held
         };
         // A failing poll(2) (EINTR is retried inside) leaves `ready` clear; the loop then runs on
         // its timers alone, which is the best that can be done.
@@ -306,6 +309,7 @@ impl Runtime {
             for (readable, ready) in devices.readable.iter_mut().zip(ready.iter()) {
                 *readable |= *ready;
             }
+            shared.let_go(io);
         }
         if ready[n] {
             shared.drain_kicks();
@@ -319,15 +323,19 @@ impl Runtime {
     /// stack's next timer is due (an alarm calls may move earlier), or a packet the impairment
     /// holds comes due; then runs a round ([`Shared::round`]).
     pub(crate) fn run(mut self, shared: &Shared) {
-        let mut fds: Vec<RawFd> = shared
-            .io()
-            .path
-            .inner()
-            .inner()
-            .devices
-            .iter()
-            .map(|d| d.as_raw_fd())
-            .collect();
+        let mut fds: Vec<RawFd> = {
+            let io = shared.io();
+            let fds = io
+                .path
+                .inner()
+                .inner()
+                .devices
+                .iter()
+                .map(|d| d.as_raw_fd())
+                .collect();
+            shared.let_go(io);
+            fds
+        };
         fds.extend(shared.wake_fds());
         let mut ready = vec![false; fds.len()];
         loop {
@@ -368,7 +376,9 @@ impl Runtime {
             let due = {
                 let mut io = shared.io();
                 io.path.advance(clock.now());
-                io.path.next_due()
+                let due = io.path.next_due();
+                shared.let_go(io);
+                due
             };
             match due {
                 Some(due) => {

@@ -15,7 +15,8 @@
 //! sockets, TIME-WAIT entries of its own connections): nothing a peer sends adds an entry without
 //! the `tcp` module's admission (backlog and half-open limits).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::time::Instant;
@@ -33,6 +34,21 @@ pub(crate) struct TimeWait {
     pub(crate) rcv_nxt: u32,
     pub(crate) window: u16,
     pub(crate) expires: Instant,
+    /// The time of its one place in the expiry queue (earlier than `expires` after a
+    /// retransmitted FIN restarted the wait: it is queued again when that place comes up).
+    queued: Instant,
+}
+
+impl TimeWait {
+    pub(crate) fn new(snd_nxt: u32, rcv_nxt: u32, window: u16, expires: Instant) -> TimeWait {
+        TimeWait {
+            snd_nxt,
+            rcv_nxt,
+            window,
+            expires,
+            queued: expires,
+        }
+    }
 }
 
 /// What to do with a segment that found a TIME-WAIT entry.
@@ -65,9 +81,9 @@ struct UdpEntry {
 pub(crate) struct Demux {
     tcp: HashMap<Tuple, ShardId>,
     time_wait: HashMap<Tuple, TimeWait>,
-    /// TIME-WAIT entries in the order they expire (an entry restarted by a retransmitted FIN is
-    /// queued again; its earlier place is skipped).
-    tw_order: VecDeque<(Instant, Tuple)>,
+    /// TIME-WAIT entries by the time of their place in the queue: one place each, however many
+    /// FINs restart the wait (a FIN flood cannot grow it).
+    tw_order: BinaryHeap<Reverse<(Instant, Tuple)>>,
     listeners: HashMap<u16, Vec<ListenerEntry>>,
     udp: HashMap<(IfaceId, u16), Vec<UdpEntry>>,
 }
@@ -106,8 +122,9 @@ impl Demux {
 
     // ----- TIME-WAIT -----
 
-    pub(crate) fn insert_time_wait(&mut self, tuple: Tuple, tw: TimeWait) {
-        self.tw_order.push_back((tw.expires, tuple));
+    pub(crate) fn insert_time_wait(&mut self, tuple: Tuple, mut tw: TimeWait) {
+        tw.queued = tw.expires;
+        self.tw_order.push(Reverse((tw.expires, tuple)));
         self.time_wait.insert(tuple, tw);
     }
 
@@ -148,8 +165,6 @@ impl Demux {
         }
         if t.has(FIN) {
             tw.expires = now + duration;
-            let expires = tw.expires;
-            self.tw_order.push_back((expires, tuple));
             return self.ack(&tuple);
         }
         if t.payload_len() > 0 {
@@ -171,34 +186,35 @@ impl Demux {
     /// Forget the TIME-WAIT entries that expired by `now`; returns how many.
     pub(crate) fn expire_time_wait(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        while let Some(&(at, tuple)) = self.tw_order.front() {
+        while let Some(&Reverse((at, tuple))) = self.tw_order.peek() {
             if at > now {
                 break;
             }
-            self.tw_order.pop_front();
-            if self
-                .time_wait
-                .get(&tuple)
-                .is_some_and(|tw| tw.expires == at)
-            {
+            self.tw_order.pop();
+            let Some(tw) = self.time_wait.get_mut(&tuple).filter(|tw| tw.queued == at) else {
+                // The place of an entry gone (a RST, a new SYN).
+                continue;
+            };
+            if tw.expires <= now {
                 self.time_wait.remove(&tuple);
                 n += 1;
+            } else {
+                // A FIN restarted the wait: its place is now at the new end.
+                tw.queued = tw.expires;
+                self.tw_order.push(Reverse((tw.expires, tuple)));
             }
         }
         n
     }
 
-    /// When the next TIME-WAIT entry expires.
+    /// When the expiry queue next needs a look (an entry's end, or the place of one whose wait
+    /// a FIN restarted).
     pub(crate) fn next_time_wait(&mut self) -> Option<Instant> {
-        while let Some(&(at, tuple)) = self.tw_order.front() {
-            if self
-                .time_wait
-                .get(&tuple)
-                .is_some_and(|tw| tw.expires == at)
-            {
+        while let Some(&Reverse((at, tuple))) = self.tw_order.peek() {
+            if self.time_wait.get(&tuple).is_some_and(|tw| tw.queued == at) {
                 return Some(at);
             }
-            self.tw_order.pop_front();
+            self.tw_order.pop();
         }
         None
     }
@@ -321,12 +337,7 @@ mod tests {
         let mut d = Demux::default();
         d.insert_time_wait(
             (sa("192.0.2.2:40000"), sa("192.0.2.1:80")),
-            TimeWait {
-                snd_nxt: 7,
-                rcv_nxt: 1000,
-                window: 512,
-                expires: Instant::from_secs(60),
-            },
+            TimeWait::new(7, 1000, 512, Instant::from_secs(60)),
         );
         d
     }
@@ -350,7 +361,17 @@ mod tests {
             "restarted at 30 s"
         );
         assert_eq!(d.next_time_wait(), Some(Instant::from_secs(90)));
-        assert_eq!(d.expire_time_wait(Instant::from_secs(90)), 1);
+        // A flood of FINs keeps one place in the queue.
+        for s in 62..80 {
+            d.time_wait_segment(&fin, Instant::from_secs(s), MINUTE);
+        }
+        assert_eq!(d.tw_order.len(), 1);
+        assert_eq!(
+            d.expire_time_wait(Instant::from_secs(90)),
+            0,
+            "restarted at 79 s"
+        );
+        assert_eq!(d.expire_time_wait(Instant::from_secs(139)), 1);
         assert_eq!(d.time_wait_count(), 0);
         assert_eq!(d.next_time_wait(), None);
     }

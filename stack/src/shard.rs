@@ -70,8 +70,8 @@ pub(crate) struct TcpConn {
     /// Added to our sequence numbers on the way out, taken from the peer's acknowledgements on
     /// the way in (a connection made from a SYN cookie).
     pub(crate) shift: u32,
-    /// In the demux table: false once its tuple went to the TIME-WAIT table while the
-    /// application still had data to read.
+    /// In the demux table: false once its tuple went to the TIME-WAIT table, or its socket
+    /// closed, while the application still holds it.
     pub(crate) registered: bool,
 }
 

@@ -29,6 +29,9 @@ const MSS_V6: [u16; 4] = [1220, 1420, 1440, 8940];
 const PERIOD_US: i64 = 64_000_000;
 /// Periods a cookie stays good.
 const MAX_AGE: u32 = 2;
+/// How long a cookie stays good (after it, an ACK cannot bring back one that checks out).
+pub(crate) const LIFETIME: smoltcp::time::Duration =
+    smoltcp::time::Duration::from_micros(PERIOD_US as u64 * MAX_AGE as u64);
 const COOKIE_BITS: u32 = 24;
 const COOKIE_MASK: u32 = (1 << COOKIE_BITS) - 1;
 

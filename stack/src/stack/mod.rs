@@ -117,6 +117,9 @@ pub struct Stack {
     pub(crate) counters: TcpCounters,
     /// The key of the SYN cookies this stack gives.
     pub(crate) syncookies: crate::syncookie::SynCookies,
+    /// When the last SYN cookie went out: ACKs are checked for cookies only while one may
+    /// come back (as Linux checks only after a recent overflow).
+    pub(crate) last_cookie: Option<Instant>,
     /// Handshakes peers started that are not finished yet, all listeners together.
     pub(crate) half_open: usize,
     /// Sockets whose readiness may have changed since the last [`Stack::take_events`].
@@ -151,6 +154,7 @@ impl Stack {
             fo,
             counters: TcpCounters::default(),
             syncookies,
+            last_cookie: None,
             half_open: 0,
             events: std::collections::HashSet::new(),
             raised: 0,
@@ -496,6 +500,8 @@ impl Stack {
     /// most [`StackConfig::orphan_timeout`] from `now`; a listener resets the connections not
     /// yet accepted. Returns whether `id` was open.
     pub fn close(&mut self, id: SocketId, now: Instant) -> bool {
+        // Whoever waits on it (another thread) looks again and finds it gone.
+        self.notify(id);
         match self.sockets.remove(id.0) {
             Some(Entry::Tcp(s)) => {
                 self.tcp_release(id, s, now);

@@ -805,6 +805,7 @@ impl Stack {
                 if self.config.syn_cookies {
                     let mtu = self.ifaces[iface.0].config.mtu;
                     self.counters.SyncookiesSent += 1;
+                    self.last_cookie = Some(now);
                     return Admission::Cookie(self.cookie_synack(t, pkt, mtu, now));
                 }
                 self.counters.TCPReqQFullDrop += 1;
@@ -927,6 +928,13 @@ impl Stack {
         let tuple = t.arriving_tuple();
         let client_isn = t.seq.wrapping_sub(1);
         let cookie = t.ack.wrapping_sub(1);
+        if self
+            .last_cookie
+            .is_none_or(|at| now >= at + crate::syncookie::LIFETIME)
+        {
+            // No cookie out that could still be good: a stray segment.
+            return CookieAck::NotOurs;
+        }
         let Some(mss) = self.syncookies.check(tuple, client_isn, cookie, now) else {
             self.counters.SyncookiesFailed += 1;
             return CookieAck::NotOurs;
@@ -986,7 +994,6 @@ impl Stack {
         };
         let iface = sh.iface;
         let state = sh.tcp().state();
-        let recv_queue = sh.tcp().recv_queue();
         let Some(c) = sh.conn_mut() else { return };
         let before = std::mem::replace(&mut c.last_state, state);
         if !matches!(state, tcp::State::SynSent) {
@@ -1048,8 +1055,10 @@ impl Stack {
                 .is_some_and(|c| c.registered)
         {
             self.enter_time_wait(shard, iface, now, tw_len);
-            let keep = matches!(owner, Some(Owner::Socket(_))) && recv_queue > 0;
-            if !keep && !matches!(owner, Some(Owner::Socket(_))) {
+            // The socket goes at once, unless an application still holds it (it may have data
+            // to read, and what Fast Open did is asked of it): then when the application
+            // closes it.
+            if !matches!(owner, Some(Owner::Socket(_))) {
                 self.remove_tcp_shard(shard);
                 return;
             }
@@ -1227,15 +1236,8 @@ impl Stack {
             self.counters.TCPTimeWaitOverflow += 1;
             return;
         }
-        self.demux.insert_time_wait(
-            tuple,
-            TimeWait {
-                snd_nxt,
-                rcv_nxt,
-                window,
-                expires: now + len,
-            },
-        );
+        self.demux
+            .insert_time_wait(tuple, TimeWait::new(snd_nxt, rcv_nxt, window, now + len));
     }
 
     /// When a registered connection next needs a poll without a packet.
