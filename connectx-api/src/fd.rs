@@ -91,6 +91,11 @@ impl FdTable {
         Some(FIRST_FD + index as Fd)
     }
 
+    /// Open descriptors.
+    pub(crate) fn len(&self) -> usize {
+        self.open
+    }
+
     fn index(fd: Fd) -> Option<usize> {
         usize::try_from(fd.checked_sub(FIRST_FD)?).ok()
     }

@@ -59,12 +59,12 @@ pub use calls::{
 };
 pub use errno::Errno;
 pub use fd::Fd;
-pub use net::Net;
+pub use net::{Net, Tables};
 pub use stack::capture;
 pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{
     CookieEntry, CookieKey, Fallback, Family, FastOpenCounters, FastOpenInfo, FastOpenServerConfig,
-    FastOpenServerInfo, KeyUsed, Shutdown, SocketType, StackConfig,
+    FastOpenServerInfo, KeyUsed, Shutdown, SocketType, StackConfig, TableSizes, TcpCounters,
 };
 pub use stream::{TcpListener, TcpStream, UdpSocket};
 pub use tun_driver::Device;

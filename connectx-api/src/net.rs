@@ -414,4 +414,41 @@ impl Net {
     pub fn connection_counts(&self) -> (usize, usize) {
         self.shared().lock().stack.connection_counts()
     }
+
+    /// The sizes of the stack's internal tables and of this handle's own, so that a leak is
+    /// something a caller (or a test) can see.
+    pub fn tables(&self) -> Tables {
+        let state = self.shared().lock();
+        Tables {
+            stack: state.stack.table_sizes(),
+            descriptors: state.fds.len(),
+            waiting_sockets: state.waiters.sockets(),
+            outbox: state.outbox.len(),
+        }
+    }
+}
+
+/// The sizes of a [`Net`]'s tables ([`Net::tables`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tables {
+    /// The stack's.
+    pub stack: stack::TableSizes,
+    /// Open descriptors.
+    pub descriptors: usize,
+    /// Sockets with a call waiting on them.
+    pub waiting_sockets: usize,
+    /// Packets made and not yet written to a device.
+    pub outbox: usize,
+}
+
+impl Tables {
+    /// (name, value) pairs: the stack's, then the handle's.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+        self.stack.iter().chain([
+            ("descriptors", self.descriptors),
+            ("waiting_sockets", self.waiting_sockets),
+            ("outbox", self.outbox),
+        ])
+    }
 }

@@ -107,6 +107,10 @@ impl Queue {
         self.items.is_empty()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     fn push(&mut self, iface: IfaceId, packet: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(packet);

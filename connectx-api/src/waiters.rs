@@ -104,8 +104,7 @@ impl Waiters {
     }
 
     /// How many sockets have waiters.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn sockets(&self) -> usize {
         self.by_socket.len()
     }
 }
@@ -129,9 +128,9 @@ mod tests {
         t.take(a, &mut out);
         assert_eq!(out.len(), 1, "registered once, taken once");
         assert!(Arc::ptr_eq(&out[0], &w1));
-        assert_eq!(t.len(), 1, "b's waiter stays");
+        assert_eq!(t.sockets(), 1, "b's waiter stays");
         t.unregister(b, &w2);
-        assert_eq!(t.len(), 0);
+        assert_eq!(t.sockets(), 0);
     }
 
     #[test]

@@ -213,15 +213,25 @@ pub fn opt<T: std::fmt::Display>(v: &Option<T>, quote: bool) -> String {
     }
 }
 
-/// `{"counters":{...}}`: the stack's Fast Open and TCP counters (Linux's names).
+/// `{"counters":{...},"tables":{...}}`: the stack's Fast Open and TCP counters (Linux's names)
+/// and the sizes of its tables (a leak shows there).
 pub fn counters_json(net: &Net) -> String {
-    let fields: Vec<String> = net
+    let counters: Vec<String> = net
         .fast_open_counters()
         .iter()
         .chain(net.tcp_counters().iter())
         .map(|(k, v)| format!("\"{k}\":{v}"))
         .collect();
-    format!("{{\"counters\":{{{}}}}}", fields.join(","))
+    let tables: Vec<String> = net
+        .tables()
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    format!(
+        "{{\"counters\":{{{}}},\"tables\":{{{}}}}}",
+        counters.join(","),
+        tables.join(",")
+    )
 }
 
 /// A counter of the kernel's TcpExt MIB in this thread's namespace (0 if unreadable).

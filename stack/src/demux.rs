@@ -120,6 +120,15 @@ impl Demux {
         self.tcp.len()
     }
 
+    /// (listeners, datagram bindings, places in the TIME-WAIT expiry queue).
+    pub(crate) fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.listeners.values().map(Vec::len).sum(),
+            self.udp.values().map(Vec::len).sum(),
+            self.tw_order.len(),
+        )
+    }
+
     // ----- TIME-WAIT -----
 
     pub(crate) fn insert_time_wait(&mut self, tuple: Tuple, mut tw: TimeWait) {

@@ -74,4 +74,4 @@ pub use smoltcp::time::{Duration as SmolDuration, Instant};
 pub use source::select_source;
 pub use stack::socket::{Readiness, Shutdown, SocketType};
 pub use stack::tcp::{ConnectOptions, ConnectStatus};
-pub use stack::{PollOutcome, Stack, TcpCounters, MAX_ADDRESSES_PER_INTERFACE};
+pub use stack::{PollOutcome, Stack, TableSizes, TcpCounters, MAX_ADDRESSES_PER_INTERFACE};

@@ -161,6 +161,11 @@ impl Ports {
         }
     }
 
+    /// (bindings, ports used by connections).
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (self.bound.values().map(Vec::len).sum(), self.in_use.len())
+    }
+
     /// A TCP connection now uses `port`.
     pub(crate) fn connection_added(&mut self, port: u16) {
         *self.in_use.entry(port).or_default() += 1;

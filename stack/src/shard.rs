@@ -143,6 +143,8 @@ pub(crate) struct Shards {
     spare_tcp: Vec<tcp::Socket<'static>>,
     /// Most spare sockets kept.
     pub(crate) spare_limit: usize,
+    /// Connections with Fast Open state.
+    fast_open: usize,
 }
 
 impl Shards {
@@ -156,6 +158,9 @@ impl Shards {
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
         self.committed = self.committed.saturating_add(bytes);
+        if matches!(&kind, Kind::Tcp(c) if c.fo.is_some()) {
+            self.fast_open += 1;
+        }
         let id = ShardId(self.slab.insert(Shard {
             iface,
             set,
@@ -173,6 +178,9 @@ impl Shards {
     pub(crate) fn remove(&mut self, id: ShardId) -> Option<Shard> {
         let mut shard = self.slab.remove(id.0)?;
         self.committed = self.committed.saturating_sub(shard.bytes);
+        if matches!(&shard.kind, Kind::Tcp(c) if c.fo.is_some()) {
+            self.fast_open -= 1;
+        }
         if matches!(shard.kind, Kind::Tcp(_))
             && self.spare_tcp.len() < self.spare_limit
             && !shard.tcp().is_open()
@@ -199,6 +207,16 @@ impl Shards {
 
     pub(crate) fn committed(&self) -> usize {
         self.committed
+    }
+
+    /// (shards, connections with Fast Open state, timer heap entries, spare sockets).
+    pub(crate) fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.slab.len(),
+            self.fast_open,
+            self.timers.len(),
+            self.spare_tcp.len(),
+        )
     }
 
     /// Put a shard on this round's work list (once): it gets an egress pass and is looked at

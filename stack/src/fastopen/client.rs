@@ -90,7 +90,12 @@ pub struct CookieEntry {
     pub mss: Option<u16>,
 }
 
-/// Cookies per (client address, server address).
+/// Most entries the cookie cache and the suspension table hold (the client's peers are the
+/// application's choice, but a program that talks to many servers must not grow them without
+/// bound).
+const MAX_ENTRIES: usize = 4096;
+
+/// Cookies per (client address, server address), at most 4,096.
 #[derive(Debug, Default, Clone)]
 pub struct CookieCache {
     entries: HashMap<(IpAddr, IpAddr), CookieEntry>,
@@ -114,6 +119,12 @@ impl CookieCache {
         mss: Option<u16>,
     ) {
         let existed = self.entries.contains_key(&(client, server));
+        if !existed && self.entries.len() >= MAX_ENTRIES {
+            // Bounded, as Linux's tcp_metrics: an old entry makes room.
+            if let Some(&any) = self.entries.keys().next() {
+                self.entries.remove(&any);
+            }
+        }
         let e = self.entries.entry((client, server)).or_insert(CookieEntry {
             client,
             server,
@@ -134,6 +145,12 @@ impl CookieCache {
 
     /// Store an entry as is (loading a saved cache).
     pub fn insert(&mut self, entry: CookieEntry) {
+        let key = (entry.client, entry.server);
+        if !self.entries.contains_key(&key) && self.entries.len() >= MAX_ENTRIES {
+            if let Some(&any) = self.entries.keys().next() {
+                self.entries.remove(&any);
+            }
+        }
         if self.entries.insert((entry.client, entry.server), entry) != Some(entry) {
             self.generation += 1;
         }
@@ -189,6 +206,15 @@ impl Blackhole {
     }
 
     pub(crate) fn failure(&mut self, server: IpAddr, now: Instant) {
+        if self.servers.len() >= MAX_ENTRIES && !self.servers.contains_key(&server) {
+            // Bounded: suspensions that ran out go first, then any.
+            self.servers.retain(|_, &mut (_, until)| now < until);
+            if self.servers.len() >= MAX_ENTRIES {
+                if let Some(&any) = self.servers.keys().next() {
+                    self.servers.remove(&any);
+                }
+            }
+        }
         let e = self.servers.entry(server).or_insert((0, now));
         e.0 = e.0.saturating_add(1);
         e.1 = now + Self::period(e.0);
@@ -196,6 +222,16 @@ impl Blackhole {
 
     pub(crate) fn success(&mut self, server: IpAddr) {
         self.servers.remove(&server);
+    }
+
+    /// How many servers Fast Open is (or was recently) suspended towards.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether no server is suspended.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
     }
 }
 

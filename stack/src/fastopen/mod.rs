@@ -76,6 +76,18 @@ pub(crate) enum Conn {
     Server(server::Server),
 }
 
+impl Conn {
+    /// Whether the layer rewrites or acts on what arrives for this connection (during the
+    /// handshake), rather than only translating sequence numbers in place. Such segments have
+    /// their checksum checked first.
+    pub(crate) fn acts_on_ingress(&self) -> bool {
+        match self {
+            Conn::Client(c) => !c.done,
+            Conn::Server(s) => !s.final_acked,
+        }
+    }
+}
+
 /// What the layer made of an arriving segment.
 #[derive(Debug)]
 pub(crate) struct Ingress {

@@ -101,9 +101,12 @@ impl Stack {
         let Some(ip) = wire::ip(&self.rx_buf[..len]) else {
             return self.unclaimed(iface, len, now, io);
         };
-        // Only what is addressed to this interface is ours (smoltcp would drop the rest too).
+        // Only what is addressed to one of this interface's (unicast) addresses is ours. The
+        // rest (another host's address, a broadcast or multicast one) is dropped unanswered: no
+        // reply may leave from an address the stack does not own.
         if !self.ifaces[iface.0].owns(&ip.dst) {
-            return self.unclaimed(iface, len, now, io);
+            self.counters.InAddrErrors += 1;
+            return;
         }
         match ip.proto {
             wire::PROTO_TCP => {
@@ -266,6 +269,14 @@ impl Stack {
         let mut len = len;
         let mut replies = Vec::new();
         let mut released = None;
+        if c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
+            && !wire::tcp_checksum_ok(&rx_buf[..len], &t)
+        {
+            // The Fast Open layer rewrites or acts on this segment (a handshake's): a corrupt one
+            // is dropped here, before it could come out with a fresh checksum.
+            counters.InCsumErrors += 1;
+            return;
+        }
         if let Some(state) = c.fo.as_deref_mut() {
             let out = fo.ingress(state, &t, rx_buf, len, now, &mut c.inject, &mut replies);
             len = out.len;
@@ -273,6 +284,8 @@ impl Stack {
                 if let crate::fastopen::Conn::Server(s) = state {
                     released = Some((s.listener, c.tuple));
                 }
+                // The handshake is over for real.
+                c.deadline = None;
             }
         }
         for p in replies {

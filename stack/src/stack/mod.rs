@@ -78,6 +78,9 @@ pub struct TcpCounters {
     pub SyncookiesRecv: u64,
     /// ACKs to a listener's port, without a connection, that brought no good cookie.
     pub SyncookiesFailed: u64,
+    /// Packets to an address that is not one of the interface's unicast addresses (another
+    /// host's, a broadcast or multicast one): dropped unanswered (Linux's `Ip: InAddrErrors`).
+    pub InAddrErrors: u64,
 }
 
 impl TcpCounters {
@@ -93,6 +96,71 @@ impl TcpCounters {
             ("SyncookiesSent", self.SyncookiesSent),
             ("SyncookiesRecv", self.SyncookiesRecv),
             ("SyncookiesFailed", self.SyncookiesFailed),
+            ("InAddrErrors", self.InAddrErrors),
+        ]
+        .into_iter()
+    }
+}
+
+/// The sizes of the stack's internal tables: what a leak would grow. All of them go back to
+/// zero once every socket is closed and the clock has run past every timer (the spare
+/// sockets stay, at most [`StackConfig::spare_sockets`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Open sockets.
+    pub sockets: usize,
+    /// smoltcp sockets (connections, handshakes, closing connections, datagram sockets' parts).
+    pub shards: usize,
+    /// TCP connections in the demultiplexing table.
+    pub connections: usize,
+    /// Handshakes peers started, not finished yet.
+    pub handshakes: usize,
+    /// Connections in TIME-WAIT.
+    pub time_wait: usize,
+    /// Places in the TIME-WAIT expiry queue (one per entry).
+    pub time_wait_queue: usize,
+    /// Connections with Fast Open state.
+    pub fast_open: usize,
+    /// Entries in the timer heap (current and stale ones not yet skipped).
+    pub timers: usize,
+    /// Listeners.
+    pub listeners: usize,
+    /// Datagram sockets' parts in the demultiplexing table.
+    pub datagram_bindings: usize,
+    /// Port bindings.
+    pub bindings: usize,
+    /// Ports used by TCP connections.
+    pub connection_ports: usize,
+    /// Closed TCP sockets kept for reuse.
+    pub spare_sockets: usize,
+    /// Readiness events not yet taken.
+    pub events: usize,
+    /// Servers Fast Open is suspended towards.
+    pub fast_open_suspended: usize,
+    /// Client cookie cache entries.
+    pub cookies: usize,
+}
+
+impl TableSizes {
+    /// (name, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, usize)> {
+        [
+            ("sockets", self.sockets),
+            ("shards", self.shards),
+            ("connections", self.connections),
+            ("handshakes", self.handshakes),
+            ("time_wait", self.time_wait),
+            ("time_wait_queue", self.time_wait_queue),
+            ("fast_open", self.fast_open),
+            ("timers", self.timers),
+            ("listeners", self.listeners),
+            ("datagram_bindings", self.datagram_bindings),
+            ("bindings", self.bindings),
+            ("connection_ports", self.connection_ports),
+            ("spare_sockets", self.spare_sockets),
+            ("events", self.events),
+            ("fast_open_suspended", self.fast_open_suspended),
+            ("cookies", self.cookies),
         ]
         .into_iter()
     }
@@ -718,6 +786,31 @@ impl Stack {
     /// Bytes of socket buffers the stack holds now.
     pub fn buffers_committed(&self) -> usize {
         self.shards.committed()
+    }
+
+    /// The sizes of the internal tables, so that a leak is something a test can see.
+    pub fn table_sizes(&self) -> TableSizes {
+        let (shards, fast_open, timers, spare_sockets) = self.shards.sizes();
+        let (listeners, datagram_bindings, time_wait_queue) = self.demux.sizes();
+        let (bindings, connection_ports) = self.ports.sizes();
+        TableSizes {
+            sockets: self.sockets.len(),
+            shards,
+            connections: self.demux.connections(),
+            handshakes: self.half_open,
+            time_wait: self.demux.time_wait_count(),
+            time_wait_queue,
+            fast_open,
+            timers,
+            listeners,
+            datagram_bindings,
+            bindings,
+            connection_ports,
+            spare_sockets,
+            events: self.events.len(),
+            fast_open_suspended: self.fo.blackhole.len(),
+            cookies: self.fo.cache.entries().len(),
+        }
     }
 
     /// TCP connections the stack keeps a socket for (handshakes, open and closing ones), and

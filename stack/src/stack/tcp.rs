@@ -994,6 +994,7 @@ impl Stack {
         };
         let iface = sh.iface;
         let state = sh.tcp().state();
+        let recv_queue = sh.tcp().recv_queue();
         let Some(c) = sh.conn_mut() else { return };
         let before = std::mem::replace(&mut c.last_state, state);
         if !matches!(state, tcp::State::SynSent) {
@@ -1021,8 +1022,16 @@ impl Stack {
             }
             Owner::Listener { id, queued: true } => {
                 self.notify(id);
-                if state == tcp::State::Closed {
+                self.fast_open_handshake_expired(shard, now);
+                let state = self.shards.get(shard).map(|s| s.tcp().state());
+                if state == Some(tcp::State::Closed) {
                     self.unregister(shard);
+                    // Reset before it was accepted: kept for `accept` only if it has data for
+                    // the application to read first (S-08); else nothing is left to see.
+                    if recv_queue == 0 {
+                        self.leave_listener(shard);
+                        self.orphan(shard, None, false);
+                    }
                 }
             }
             Owner::Orphan => {
@@ -1115,11 +1124,36 @@ impl Stack {
                 id: lid,
                 queued: true,
             };
-            c.deadline = None;
+            // A Fast Open connection is established for smoltcp before the client's final ACK
+            // (the layer plays it): until the real one comes, the handshake's deadline stays.
+            if !c.fo.as_deref().is_some_and(|f| f.acts_on_ingress()) {
+                c.deadline = None;
+            }
         }
         if ok {
             self.notify(lid);
         }
+    }
+
+    /// A Fast Open connection whose client never sent its final ACK (a forged or lost SYN
+    /// with a good cookie) is reset at the handshake's deadline, as Linux gives up on the
+    /// SYN-ACK. Returns whether it was.
+    fn fast_open_handshake_expired(&mut self, shard: ShardId, now: Instant) -> bool {
+        let Some(sh) = self.shards.get_mut(shard) else {
+            return false;
+        };
+        let expired = sh.conn().is_some_and(|c| {
+            c.deadline.is_some_and(|d| now >= d)
+                && c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
+        });
+        if expired {
+            sh.tcp_mut().abort();
+            if let Some(c) = sh.conn_mut() {
+                c.deadline = None;
+            }
+            self.shards.mark(shard);
+        }
+        expired
     }
 
     fn settle_app_conn(
@@ -1131,6 +1165,10 @@ impl Stack {
         now: Instant,
     ) {
         self.notify(id);
+        if self.fast_open_handshake_expired(shard, now) {
+            // The reset shows at the next round, as any.
+            return;
+        }
         let fo_offset = match self
             .shards
             .get(shard)
