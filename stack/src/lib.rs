@@ -41,6 +41,8 @@ pub mod config;
 mod demux;
 pub mod error;
 pub mod fastopen;
+#[cfg(feature = "fuzz")]
+pub mod fuzzing;
 mod icmp;
 mod ids;
 mod iface;

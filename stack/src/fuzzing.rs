@@ -1,0 +1,234 @@
+//! Entry points for the fuzz targets in `fuzz/` (the `fuzz` feature; not part of the API): the
+//! parts no public call reaches on their own (the packet parser and rewriter, the Fast Open
+//! layer, ICMP errors), and the invariants every packet the stack emits must hold.
+//!
+//! Each function panics when an invariant breaks, which is what a fuzzer reports.
+
+use std::net::IpAddr;
+
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+
+use crate::fastopen::{self, CookieKey, Mode, ServerConfig};
+use crate::wire::{self, ACK, OPT_FAST_OPEN, SYN};
+
+/// Parse `data` and, if it is a TCP segment, put it through every rewrite the layers use. A
+/// rewritten segment must parse again, with what was asked of it, and a checksum that is valid
+/// exactly when the original's was (a rewrite never launders a bad checksum, nor breaks a good
+/// one).
+pub fn wire(data: &[u8]) {
+    let _ = wire::ip_prefix(data);
+    if let Some(ip) = wire::ip(data) {
+        let _ = wire::udp_ports(data, &ip);
+    }
+    let Some(t) = wire::parse(data) else {
+        return;
+    };
+    let good = wire::tcp_checksum_ok(data, &t);
+    let opts = t.options(data).to_vec();
+    let _ = wire::options(&opts).count();
+    let _ = wire::mss(&opts);
+    let stripped = wire::without_option(&opts, OPT_FAST_OPEN);
+    assert!(stripped.len() <= opts.len());
+    // Sequence numbers moved in place: the checksum is updated, not recomputed.
+    let mut moved = data[..t.total].to_vec();
+    wire::set_seq_ack(&mut moved, &t, t.seq ^ 0x5a5a, t.ack.wrapping_add(77), 1000);
+    let mt = wire::parse(&moved).expect("a segment whose numbers moved still parses");
+    assert_eq!((mt.seq, mt.ack), (t.seq ^ 0x5a5a, t.ack.wrapping_add(77)));
+    assert_eq!(
+        wire::tcp_checksum_ok(&moved, &mt),
+        good,
+        "moving sequence numbers kept the checksum's verdict"
+    );
+    // Rebuilt with other options and payload: a fresh, valid checksum (the layers check the
+    // original first).
+    let mut out = vec![0u8; t.total + 64];
+    if let Some(n) = wire::rebuild(data, &t, &stripped, t.payload(data), &mut out) {
+        let rt = wire::parse(&out[..n]).expect("a rebuilt segment parses");
+        assert!(wire::tcp_checksum_ok(&out[..n], &rt));
+        assert_eq!(rt.payload(&out[..n]), t.payload(data));
+        check_ip_checksum(&out[..n]);
+    }
+}
+
+/// ICMP error parsing: never panics; a report names ports of the quoted packet.
+pub fn icmp(data: &[u8]) {
+    let _ = crate::icmp::parse(data);
+}
+
+/// The Fast Open layer alone, as client and as server, fed `data` cut into segments. Every
+/// segment the layer makes or rewrites must parse, with a valid checksum if the input had one.
+pub fn fast_open(data: &[u8]) {
+    let mut layer = fastopen::Layer::default();
+    let now = Instant::from_secs(1);
+    let key: CookieKey = CookieKey::from_bytes([7; 16]);
+    let mut listener = fastopen::server::Listener::new(ServerConfig::new(key));
+    let local: IpAddr = "192.0.2.2".parse().expect("an address");
+    let remote: IpAddr = "192.0.2.1".parse().expect("an address");
+    let mut client = fastopen::Conn::Client(layer.client(Mode::Cookie, local, remote, 1400, now));
+    let mut server: Option<fastopen::Conn> = None;
+    let mut inject = Vec::new();
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; 1500];
+    for chunk in data.split(|b| *b == 0xfe).take(32) {
+        let len = chunk.len().min(buf.len());
+        buf[..len].copy_from_slice(&chunk[..len]);
+        let Some(t) = wire::parse(&buf[..len]) else {
+            continue;
+        };
+        let good = wire::tcp_checksum_ok(&buf[..len], &t);
+        match chunk.first().map(|b| b & 3) {
+            // What smoltcp sends is always sound.
+            Some(0) if good => {
+                let n = layer.egress(&mut client, &t, &mut buf, len, now, &mut inject);
+                check_segment(&buf[..n], good);
+            }
+            // The stack checks a segment the layer would rebuild before it gets there.
+            Some(1) if good || !client_rewrites(&client) => {
+                let out =
+                    layer.ingress(&mut client, &t, &mut buf, len, now, &mut inject, &mut reply);
+                check_segment(&buf[..out.len], good);
+            }
+            Some(2) if t.has(SYN) && !t.has(ACK) && good => {
+                let (n, conn) = layer.server_syn(&mut listener, &t, &mut buf, len, now);
+                check_segment(&buf[..n], good);
+                if let Some(c) = conn {
+                    server = Some(fastopen::Conn::Server(c));
+                }
+            }
+            Some(3) if good => {
+                if let Some(s) = server.as_mut() {
+                    let n = layer.egress(s, &t, &mut buf, len, now, &mut inject);
+                    check_segment(&buf[..n], good);
+                    if let Some(t) = wire::parse(&buf[..n]) {
+                        let out = layer.ingress(s, &t, &mut buf, n, now, &mut inject, &mut reply);
+                        check_segment(&buf[..out.len], true);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for p in inject.drain(..).chain(reply.drain(..)) {
+            check_segment(&p, true);
+        }
+    }
+}
+
+/// Whether the client layer would rebuild an arriving segment (the stack checks those first).
+fn client_rewrites(c: &fastopen::Conn) -> bool {
+    c.acts_on_ingress()
+}
+
+/// A segment the layer passed on (0 bytes: dropped) parses, and has a valid checksum if the one
+/// it came from had.
+fn check_segment(pkt: &[u8], was_good: bool) {
+    if pkt.is_empty() {
+        return;
+    }
+    let Some(t) = wire::parse(pkt) else {
+        // Not TCP, or not understood: passed on untouched.
+        return;
+    };
+    if was_good {
+        assert!(
+            wire::tcp_checksum_ok(pkt, &t),
+            "a segment the layer passed on lost its valid checksum"
+        );
+    }
+}
+
+fn check_ip_checksum(pkt: &[u8]) {
+    if pkt.first().map(|b| b >> 4) == Some(4) {
+        let ip = Ipv4Packet::new_checked(pkt).expect("an IPv4 packet we built");
+        assert!(ip.verify_checksum(), "IPv4 header checksum");
+    }
+}
+
+/// Give a TCP segment (IPv4 or IPv6) valid checksums, so that a fuzzer's packets get past the
+/// check and into the layers. Anything else is left as it is.
+pub fn fix_checksums(pkt: &mut [u8]) {
+    let Some(t) = wire::parse(pkt) else {
+        return;
+    };
+    let opts = t.options(pkt).to_vec();
+    let payload = t.payload(pkt).to_vec();
+    let mut out = vec![0u8; pkt.len() + 64];
+    if let Some(n) = wire::rebuild(pkt, &t, &opts, &payload, &mut out) {
+        if n == t.total {
+            pkt[..n].copy_from_slice(&out[..n]);
+        }
+    }
+}
+
+/// What must hold of a packet the stack sends on an interface with MTU `mtu` and addresses
+/// `ours`: it fits the MTU, it is IPv4 or IPv6 with a valid header checksum, its TCP, UDP or
+/// ICMP checksum is valid, and its source is one of `ours`. `Err` says what does not.
+pub fn check_emitted(pkt: &[u8], mtu: usize, ours: &[IpAddr]) -> Result<(), String> {
+    if pkt.len() > mtu {
+        return Err(format!("{} bytes on an MTU of {mtu}", pkt.len()));
+    }
+    let (src, dst, proto, payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
+        match pkt.first().map(|b| b >> 4) {
+            Some(4) => {
+                let ip = Ipv4Packet::new_checked(pkt).map_err(|e| format!("IPv4: {e}"))?;
+                if !ip.verify_checksum() {
+                    return Err("IPv4 header checksum".into());
+                }
+                let end = usize::from(ip.total_len()).min(pkt.len());
+                let start = usize::from(ip.header_len());
+                (
+                    ip.src_addr().into(),
+                    ip.dst_addr().into(),
+                    ip.next_header(),
+                    pkt.get(start..end).unwrap_or(&[]),
+                )
+            }
+            Some(6) => {
+                let ip = Ipv6Packet::new_checked(pkt).map_err(|e| format!("IPv6: {e}"))?;
+                (
+                    ip.src_addr().into(),
+                    ip.dst_addr().into(),
+                    ip.next_header(),
+                    ip.payload(),
+                )
+            }
+            _ => return Err("neither IPv4 nor IPv6".into()),
+        };
+    let src_ip = crate::addr::from_smoltcp(src);
+    if !ours.contains(&src_ip) {
+        return Err(format!("source {src_ip} is not one of ours"));
+    }
+    match proto {
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(payload).map_err(|e| format!("TCP: {e}"))?;
+            if !tcp.verify_checksum(&src, &dst) {
+                return Err("TCP checksum".into());
+            }
+        }
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(payload).map_err(|e| format!("UDP: {e}"))?;
+            if !udp.verify_checksum(&src, &dst) {
+                return Err("UDP checksum".into());
+            }
+        }
+        IpProtocol::Icmp => {
+            let icmp = smoltcp::wire::Icmpv4Packet::new_checked(payload)
+                .map_err(|e| format!("ICMP: {e}"))?;
+            if !icmp.verify_checksum() {
+                return Err("ICMP checksum".into());
+            }
+        }
+        IpProtocol::Icmpv6 => {
+            let icmp = smoltcp::wire::Icmpv6Packet::new_checked(payload)
+                .map_err(|e| format!("ICMPv6: {e}"))?;
+            let (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) = (src, dst) else {
+                return Err("ICMPv6 over IPv4".into());
+            };
+            if !icmp.verify_checksum(&s, &d) {
+                return Err("ICMPv6 checksum".into());
+            }
+        }
+        other => return Err(format!("protocol {other}")),
+    }
+    Ok(())
+}
