@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use stack::sim::{forge_tcp, tcp_view, LinkConfig, Pair, TcpView};
 use stack::{
-    ConnectOptions, ConnectStatus, CookieKey, Family, FastOpenMode, FastOpenServerConfig, SocketId,
-    SocketType, StackConfig, TableSizes,
+    ConnectOptions, ConnectStatus, CookieKey, Family, FastOpenMode, FastOpenServerConfig,
+    RecvError, SocketId, SocketType, StackConfig, TableSizes,
 };
 
 const FIN: u8 = 0x01;
@@ -310,4 +310,158 @@ fn a_corrupt_syn_with_a_good_cookie_gives_the_application_nothing() {
     assert_eq!(p.b.table_sizes().connections, 0);
     assert_eq!(p.b.fast_open_counters().TCPFastOpenPassive, 0);
     assert_eq!(p.b.tcp_counters().InCsumErrors, 1);
+}
+
+/// Segments seen on the wire: (towards B, the segment).
+type Log = Arc<Mutex<Vec<(bool, TcpView)>>>;
+
+/// An established connection between A and B; the segments on the wire are logged.
+fn established(p: &mut Pair) -> (SocketId, SocketId, Log) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (la, lb) = (Arc::clone(&log), Arc::clone(&log));
+    p.filter_to_a(move |pkt: &mut Vec<u8>| {
+        if let Some(t) = tcp_view(pkt) {
+            la.lock().unwrap().push((false, t));
+        }
+        true
+    });
+    p.filter_to_b(move |pkt: &mut Vec<u8>| {
+        if let Some(t) = tcp_view(pkt) {
+            lb.lock().unwrap().push((true, t));
+        }
+        true
+    });
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr(SERVER)).unwrap();
+    p.b.listen(l, 8).unwrap();
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr(SERVER), ConnectOptions::default(), p.now())
+        .unwrap();
+    let mut s = None;
+    p.drive_until(10_000, |p| {
+        s = s.or_else(|| p.b.accept(l).ok().map(|(s, _)| s));
+        s.is_some()
+    });
+    p.a.send(c, b"ping").unwrap();
+    let mut buf = [0u8; 8];
+    p.drive_until(10_000, |p| p.b.recv(s.unwrap(), &mut buf) == Ok(4));
+    p.run_for(Duration::from_millis(50));
+    (c, s.unwrap(), log)
+}
+
+/// RFC 5961 §3.2: a RST inside the window but not at exactly the next expected sequence number
+/// (what a blind attacker can hope to hit) draws a challenge ACK and leaves the connection
+/// alone; one at exactly that number resets it.
+#[test]
+fn a_blind_rst_draws_a_challenge_ack_and_resets_nothing() {
+    let mut p = pair(45);
+    let (c, s, log) = established(&mut p);
+    // What B expects from A next: the ack of B's last segment.
+    let last_from_b = log
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(to_b, t)| !*to_b && t.flags & ACK != 0)
+        .map(|(_, t)| *t)
+        .unwrap();
+    let (a_addr, b_addr) = (last_from_b.dst, last_from_b.src);
+    let expected = last_from_b.ack;
+    log.lock().unwrap().clear();
+    for guess in [1u32, 1000, 30_000, 40_000, 60_000] {
+        let rst = forge_tcp(
+            a_addr,
+            b_addr,
+            expected.wrapping_add(guess),
+            0,
+            RST,
+            &[],
+            b"",
+        )
+        .unwrap();
+        p.inject_to_b(rst);
+    }
+    p.run_for(Duration::from_millis(20));
+    let challenges: Vec<TcpView> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(to_b, t)| !*to_b && t.flags == ACK)
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(
+        challenges.len(),
+        1,
+        "one challenge ACK for the burst (one a second): {challenges:?}"
+    );
+    assert_eq!(challenges[0].ack, expected, "it says what B expects");
+    assert_eq!(p.b.tcp_counters().TCPChallengeACK, 5);
+    // The connection is intact both ways.
+    p.b.send(s, b"still here").unwrap();
+    let mut buf = [0u8; 16];
+    p.drive_until(10_000, |p| p.a.recv(c, &mut buf) == Ok(10));
+    // A RST at exactly the expected number does reset it.
+    let last_from_b = log
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(to_b, t)| !*to_b && t.flags & ACK != 0)
+        .map(|(_, t)| *t)
+        .unwrap();
+    let rst = forge_tcp(a_addr, b_addr, last_from_b.ack, 0, RST, &[], b"").unwrap();
+    p.inject_to_b(rst);
+    p.run_for(Duration::from_millis(20));
+    assert_eq!(
+        p.b.recv(s, &mut buf),
+        Err(RecvError::Connection(stack::ConnectionError::Reset))
+    );
+}
+
+/// RFC 5961 §4.2: a SYN on an established connection draws a challenge ACK (smoltcp's) and
+/// resets nothing; §5.2: data whose acknowledgement number is beyond what was sent is dropped.
+#[test]
+fn a_syn_or_an_impossible_ack_on_an_established_connection_changes_nothing() {
+    let mut p = pair(46);
+    let (c, s, log) = established(&mut p);
+    let last_from_b = log
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(to_b, t)| !*to_b && t.flags & ACK != 0)
+        .map(|(_, t)| *t)
+        .unwrap();
+    let (a_addr, b_addr) = (last_from_b.dst, last_from_b.src);
+    log.lock().unwrap().clear();
+    let syn = forge_tcp(a_addr, b_addr, 77, 0, SYN, &[], b"").unwrap();
+    p.inject_to_b(syn);
+    let data = forge_tcp(
+        a_addr,
+        b_addr,
+        last_from_b.ack,
+        last_from_b.seq.wrapping_add(100_000),
+        ACK | PSH,
+        &[],
+        b"evil",
+    )
+    .unwrap();
+    p.inject_to_b(data);
+    p.run_for(Duration::from_millis(20));
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        p.b.recv(s, &mut buf),
+        Err(RecvError::WouldBlock),
+        "the data with an impossible ACK is not taken"
+    );
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|(to_b, t)| !*to_b && t.flags == ACK),
+        "a challenge ACK answered the SYN"
+    );
+    p.a.send(c, b"fine").unwrap();
+    p.drive_until(10_000, |p| p.b.recv(s, &mut buf) == Ok(4));
+    assert_eq!(&buf[..4], b"fine");
 }

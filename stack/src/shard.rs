@@ -97,6 +97,11 @@ pub(crate) struct WireSeq {
     pub(crate) last_ack: Option<(u32, u16)>,
     /// One past the peer's FIN.
     pub(crate) peer_fin: Option<u32>,
+    /// The next sequence number expected from the peer, as far as the wire tells: our last
+    /// acknowledgement, moved on by the in-order segments that arrived since.
+    pub(crate) rcv_nxt: Option<u32>,
+    /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
+    pub(crate) challenged: Option<smoltcp::time::Instant>,
 }
 
 impl WireSeq {
@@ -106,9 +111,26 @@ impl WireSeq {
         if self.snd_nxt.is_none_or(|n| seq_after(end, n)) {
             self.snd_nxt = Some(end);
         }
-        if ack.is_some() {
+        if let Some((a, _)) = ack {
             self.last_ack = ack;
+            if self.rcv_nxt.is_none_or(|n| seq_after(a, n)) {
+                self.rcv_nxt = Some(a);
+            }
         }
+    }
+
+    /// A segment arrived: if it starts where the peer's data is expected, the expectation
+    /// moves past it.
+    pub(crate) fn arrived(&mut self, seq: u32, len: u32) {
+        if len > 0 && self.rcv_nxt == Some(seq) {
+            self.rcv_nxt = Some(seq.wrapping_add(len));
+        }
+    }
+
+    /// RFC 5961 §3.2: a RST resets the connection only at exactly the next expected sequence
+    /// number.
+    pub(crate) fn rst_acceptable(&self, seq: u32) -> bool {
+        self.rcv_nxt == Some(seq) || self.last_ack.map(|(a, _)| a) == Some(seq)
     }
 }
 

@@ -29,6 +29,18 @@ use crate::wire::{self, ACK, FIN, RST, SYN};
 /// bulk sender does not starve the others.
 const EGRESS_BUDGET: usize = 256;
 
+/// RFC 5961 §7's limit on challenge ACKs, per connection.
+const ONE_SECOND: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
+
+/// States in which the handshake is over (RFC 5961's synchronized states).
+fn synchronized(state: smoltcp::socket::tcp::State) -> bool {
+    use smoltcp::socket::tcp::State;
+    !matches!(
+        state,
+        State::Closed | State::Listen | State::SynSent | State::SynReceived
+    )
+}
+
 /// Most passes over the work list in a round (settling may add work: a RST to send, segments
 /// Fast Open plays to smoltcp).
 const PASSES: usize = 8;
@@ -247,6 +259,28 @@ impl Stack {
         let Kind::Tcp(c) = &mut sh.kind else {
             return;
         };
+        // RFC 5961 §3.2 (blind reset): in a synchronized state a RST counts only at exactly the
+        // next expected sequence number; any other is answered with a challenge ACK (one a
+        // second at most) and dropped, so that a peer that guessed the window cannot reset the
+        // connection. smoltcp takes any RST in the window.
+        if t.has(RST) && synchronized(c.last_state) && !c.wire.rst_acceptable(t.seq) {
+            if wire::tcp_checksum_ok(&rx_buf[..len], &t) {
+                counters.TCPChallengeACK += 1;
+                let due = c.wire.challenged.is_none_or(|at| now >= at + ONE_SECOND);
+                if let (true, Some(snd), Some(rcv)) = (due, c.wire.snd_nxt, c.wire.rcv_nxt) {
+                    c.wire.challenged = Some(now);
+                    let window = c.wire.last_ack.map_or(0, |(_, w)| w);
+                    let ack = crate::demux::ack_segment(c.tuple, snd, rcv, window);
+                    io.send(iface, &ack);
+                    self.ifaces[iface.0].tx_packets += 1;
+                }
+            } else {
+                counters.InCsumErrors += 1;
+            }
+            return;
+        }
+        c.wire
+            .arrived(t.seq, t.payload_len() as u32 + u32::from(t.has(FIN)));
         if t.has(FIN) {
             // Where the peer's FIN ends, for the TIME-WAIT entry; only from a sound segment.
             if wire::tcp_checksum_ok(&rx_buf[..len], &t) {

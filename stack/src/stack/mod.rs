@@ -81,6 +81,9 @@ pub struct TcpCounters {
     /// Packets to an address that is not one of the interface's unicast addresses (another
     /// host's, a broadcast or multicast one): dropped unanswered (Linux's `Ip: InAddrErrors`).
     pub InAddrErrors: u64,
+    /// RSTs not at exactly the next expected sequence number, answered with a challenge ACK
+    /// instead of resetting the connection (RFC 5961 §3.2; Linux's `TCPChallengeACK`).
+    pub TCPChallengeACK: u64,
 }
 
 impl TcpCounters {
@@ -97,6 +100,7 @@ impl TcpCounters {
             ("SyncookiesRecv", self.SyncookiesRecv),
             ("SyncookiesFailed", self.SyncookiesFailed),
             ("InAddrErrors", self.InAddrErrors),
+            ("TCPChallengeACK", self.TCPChallengeACK),
         ]
         .into_iter()
     }
