@@ -1093,6 +1093,10 @@ fn ends_with_counters(out: &Output, conns: usize) {
         last.starts_with("{\"counters\":{\"TCPFastOpenActive\":") && last.ends_with("}}"),
         "{last}"
     );
+    assert!(
+        last.contains("\"ListenDrops\":") && last.contains("\"tables\":{\"sockets\":"),
+        "the TCP counters and the table sizes follow: {last}"
+    );
     assert_eq!(stdout.matches("\"counters\"").count(), 1, "{stdout}");
 }
 

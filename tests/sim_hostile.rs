@@ -465,3 +465,41 @@ fn a_syn_or_an_impossible_ack_on_an_established_connection_changes_nothing() {
     p.drive_until(10_000, |p| p.b.recv(s, &mut buf) == Ok(4));
     assert_eq!(&buf[..4], b"fine");
 }
+
+/// Fast Open settings are for bound or listening sockets and belong to the socket: on a
+/// connected socket they are refused, and nothing is left for a later listener on its port.
+#[test]
+fn fast_open_on_a_connected_socket_is_refused_and_leaves_nothing_behind() {
+    let mut p = pair(47);
+    let (c, s, _log) = established(&mut p);
+    let port = p.a.local_addr(c).unwrap().port();
+    assert_eq!(
+        p.a.set_fast_open(c, Some(FastOpenServerConfig::new(key()))),
+        Err(stack::ListenError::Connected)
+    );
+    p.a.close(c, p.now());
+    p.b.close(s, p.now());
+    p.run_for(Duration::from_secs(1));
+    // A plain listener on that port of A; a client on B asking for a cookie gets none.
+    let l = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.bind(l, SocketAddr::new("192.0.2.2".parse().unwrap(), port))
+        .unwrap();
+    p.a.listen(l, 8).unwrap();
+    let c = p.b.socket(Family::V4, SocketType::Stream);
+    let opts = ConnectOptions {
+        fast_open: FastOpenMode::Cookie,
+        ..ConnectOptions::default()
+    };
+    let to = SocketAddr::new("192.0.2.2".parse().unwrap(), port);
+    p.b.connect(c, to, opts, p.now()).unwrap();
+    p.drive_until(10_000, |p| {
+        p.b.connect_status(c) == Some(ConnectStatus::Connected)
+    });
+    let info = p.b.fast_open_info(c).unwrap();
+    assert!(info.cookie_requested, "{info:?}");
+    assert_eq!(
+        info.cookie_received, None,
+        "no Fast Open on the new listener: {info:?}"
+    );
+    assert_eq!(p.a.fast_open_counters().TCPFastOpenCookieReqd, 0);
+}

@@ -16,7 +16,8 @@ impl Net {
     /// `setsockopt(TCP_FASTOPEN)` with the key and limits of `config`.
     ///
     /// # Errors
-    /// `EBADF`, `ENOTSOCK`; `EOPNOTSUPP` for a datagram socket or one not bound yet.
+    /// `EBADF`, `ENOTSOCK`; `EOPNOTSUPP` for a datagram socket, one not bound yet, or a
+    /// connected one.
     pub fn set_fast_open(&self, fd: Fd, config: Option<FastOpenServerConfig>) -> io::Result<()> {
         let mut state = self.shared().lock();
         let id = Self::descriptor(&mut state, fd)?.socket;

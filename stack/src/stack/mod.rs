@@ -685,10 +685,11 @@ impl Stack {
 
     /// Switch Fast Open on (or off, with `None`) for a bound or listening stream socket: SYNs
     /// to it get cookies, and data behind a valid cookie goes to the application (S-01…S-09).
+    /// The setting belongs to the socket and goes with it.
     ///
     /// # Errors
     /// [`ListenError::NoSuchSocket`]; [`ListenError::NotStream`] for a datagram socket or one
-    /// with no local port yet.
+    /// with no local port yet; [`ListenError::Connected`] for a connected (or connecting) one.
     pub fn set_fast_open(
         &mut self,
         id: SocketId,
@@ -696,6 +697,10 @@ impl Stack {
     ) -> Result<(), ListenError> {
         let disabled = self.fo.disabled;
         match self.sockets.get_mut(id.0) {
+            Some(Entry::Tcp(TcpSocket {
+                state: TcpState::Connection(_),
+                ..
+            })) => Err(ListenError::Connected),
             Some(Entry::Tcp(s)) if s.local.is_some() => {
                 s.fast_open = config
                     .filter(|_| !disabled)
