@@ -97,8 +97,8 @@ pub(crate) struct WireSeq {
     pub(crate) last_ack: Option<(u32, u16)>,
     /// One past the peer's FIN.
     pub(crate) peer_fin: Option<u32>,
-    /// The next sequence number expected from the peer, as far as the wire tells: our last
-    /// acknowledgement, moved on by the in-order segments that arrived since.
+    /// The next sequence number expected from the peer, as our acknowledgements said it (only
+    /// what smoltcp accepted, checksums included, moves it).
     pub(crate) rcv_nxt: Option<u32>,
     /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
     pub(crate) challenged: Option<smoltcp::time::Instant>,
@@ -119,18 +119,12 @@ impl WireSeq {
         }
     }
 
-    /// A segment arrived: if it starts where the peer's data is expected, the expectation
-    /// moves past it.
-    pub(crate) fn arrived(&mut self, seq: u32, len: u32) {
-        if len > 0 && self.rcv_nxt == Some(seq) {
-            self.rcv_nxt = Some(seq.wrapping_add(len));
-        }
-    }
-
     /// RFC 5961 §3.2: a RST resets the connection only at exactly the next expected sequence
-    /// number.
+    /// number, as our last acknowledgement gave it. (While an ACK of ours waits on the delayed
+    /// ACK timer, a genuine RST past it draws a challenge ACK; the peer's answer to that is a
+    /// RST at exactly the number it carries.)
     pub(crate) fn rst_acceptable(&self, seq: u32) -> bool {
-        self.rcv_nxt == Some(seq) || self.last_ack.map(|(a, _)| a) == Some(seq)
+        self.rcv_nxt == Some(seq)
     }
 }
 

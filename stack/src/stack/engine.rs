@@ -279,8 +279,6 @@ impl Stack {
             }
             return;
         }
-        c.wire
-            .arrived(t.seq, t.payload_len() as u32 + u32::from(t.has(FIN)));
         if t.has(FIN) {
             // Where the peer's FIN ends, for the TIME-WAIT entry; only from a sound segment.
             if wire::tcp_checksum_ok(&rx_buf[..len], &t) {
