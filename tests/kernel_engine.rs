@@ -440,3 +440,164 @@ fn fire_and_forget_sends_leave_at_once() {
         net.close(fd).unwrap();
     });
 }
+
+// ----- E. Blind resets (RFC 5961), side by side with the kernel -----
+
+/// A `Write` the test can read back: the stack's pcap capture.
+#[derive(Clone, Default)]
+struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// (source, destination, seq, ack, payload length) of each TCP segment of a raw-IP pcap.
+fn segments(pcap: &[u8]) -> Vec<(SocketAddr, SocketAddr, u32, u32, usize)> {
+    let mut out = Vec::new();
+    let mut i = 24;
+    while i + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[i + 8..i + 12].try_into().unwrap()) as usize;
+        let p = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
+        i += 16 + len;
+        if p.len() < 40 || p[0] >> 4 != 4 || p[9] != 6 {
+            continue;
+        }
+        let ihl = usize::from(p[0] & 15) * 4;
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        let t = &p[ihl..];
+        let doff = usize::from(t[12] >> 4) * 4;
+        let ip = |o: usize| std::net::Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
+        let port = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
+        let word = |o: usize| u32::from_be_bytes(t[o..o + 4].try_into().unwrap());
+        out.push((
+            SocketAddr::from((ip(12), port(0))),
+            SocketAddr::from((ip(16), port(2))),
+            word(4),
+            word(8),
+            total - ihl - doff,
+        ));
+    }
+    out
+}
+
+/// Send a forged RST from `from` to `to` with sequence number `seq`, through a raw socket of
+/// the calling thread's namespace (python3 builds the packet and its checksums).
+fn forge_rst(from: SocketAddr, to: SocketAddr, seq: u32) {
+    let py = r#"
+import socket, struct, sys
+src, sport, dst, dport, seq = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+s_, d_ = socket.inet_aton(src), socket.inet_aton(dst)
+tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x04, 0, 0, 0)
+c = csum(s_ + d_ + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, s_, d_)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+r.sendto(ip + tcp, (dst, 0))
+"#;
+    let status = std::process::Command::new("timeout")
+        .args(["10", "python3", "-c", py])
+        .args([
+            from.ip().to_string(),
+            from.port().to_string(),
+            to.ip().to_string(),
+            to.port().to_string(),
+            seq.to_string(),
+        ])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "the raw socket sent the RST");
+}
+
+/// The same blind RST (in the window, not at exactly the next expected sequence number) sent to
+/// both ends of one connection, the kernel's and the stack's: each answers with a challenge
+/// ACK (TcpExt TCPChallengeACK, and the stack's counter of the same name) and keeps the
+/// connection; a RST at exactly the expected number then resets the stack's end.
+#[test]
+fn a_blind_rst_is_challenged_by_the_stack_as_by_the_kernel() {
+    in_netns(
+        "a_blind_rst_is_challenged_by_the_stack_as_by_the_kernel",
+        || {
+            let pcap = Shared::default();
+            let net = Net::builder()
+                .tun("cx0")
+                .address("192.0.2.2/24")
+                .peer("192.0.2.1/24")
+                .capture(Box::new(pcap.clone()))
+                .start()
+                .unwrap();
+            let l = std::net::TcpListener::bind("192.0.2.1:0").unwrap();
+            let server = l.local_addr().unwrap();
+            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.connect(fd, server).unwrap();
+            let (mut k, _) = l.accept().unwrap();
+            k.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            net.set_timeouts(fd, Some(Duration::from_secs(5)), None)
+                .unwrap();
+            let mut buf = [0u8; 16];
+            net.send(fd, b"ping").unwrap();
+            k.read_exact(&mut buf[..4]).unwrap();
+            k.write_all(b"pong").unwrap();
+            assert_eq!(net.recv(fd, &mut buf).unwrap(), 4);
+            std::thread::sleep(Duration::from_millis(100));
+            let client = net.local_addr(fd).unwrap();
+            let segs = segments(&pcap.0.lock().unwrap());
+            // What each end expects next: the ack of the last segment from the other one.
+            let stack_expects = segs
+                .iter()
+                .rev()
+                .find(|s| s.0 == client)
+                .map(|s| s.3)
+                .expect("a segment from the stack");
+            let kernel_expects = segs
+                .iter()
+                .rev()
+                .find(|s| s.0 == server)
+                .map(|s| s.3)
+                .expect("a segment from the kernel");
+            let kernel_before = tcp_ext("TCPChallengeACK");
+            forge_rst(client, server, kernel_expects.wrapping_add(1000));
+            forge_rst(server, client, stack_expects.wrapping_add(1000));
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(
+                tcp_ext("TCPChallengeACK") - kernel_before,
+                1,
+                "the kernel challenged its blind RST"
+            );
+            assert_eq!(net.tcp_counters().TCPChallengeACK, 1, "so did the stack");
+            // Both ends still talk.
+            net.send(fd, b"again").unwrap();
+            k.read_exact(&mut buf[..5]).unwrap();
+            assert_eq!(&buf[..5], b"again");
+            k.write_all(b"still").unwrap();
+            assert_eq!(net.recv(fd, &mut buf).unwrap(), 5);
+            // A RST at exactly what the stack expects resets its end.
+            std::thread::sleep(Duration::from_millis(100));
+            let segs = segments(&pcap.0.lock().unwrap());
+            let stack_expects = segs
+                .iter()
+                .rev()
+                .find(|s| s.0 == client)
+                .map(|s| s.3)
+                .unwrap();
+            forge_rst(server, client, stack_expects);
+            let r = net.recv(fd, &mut buf);
+            assert_eq!(
+                r.map_err(|e| e.raw_os_error()),
+                Err(Some(connectx_api::Errno::ECONNRESET.0))
+            );
+            net.close(fd).unwrap();
+        },
+    );
+}
