@@ -133,6 +133,12 @@ impl Net {
         }
     }
 
+    /// Whether `fd` is still the descriptor a call started on (not closed, nor closed and
+    /// given again).
+    fn same_descriptor(state: &State, fd: Fd, serial: u64) -> bool {
+        state.fds.get(fd).is_some_and(|d| d.serial == serial)
+    }
+
     fn running(&self) -> io::Result<MutexGuard<'_, State>> {
         let state = self.shared().lock();
         if state.running {
@@ -190,7 +196,7 @@ impl Net {
                 if !state.running {
                     return Err(err(Errno::EINTR));
                 }
-                if Self::desc(&mut state, fd)?.serial != serial {
+                if !Self::same_descriptor(&state, fd, serial) {
                     return Err(err(Errno::EBADF));
                 }
                 continue;
@@ -212,7 +218,7 @@ impl Net {
             }
             // The descriptor may have been closed by another thread meanwhile, and its number
             // given to another socket: that one is not this call's.
-            if Self::desc(&mut state, fd)?.serial != serial {
+            if !Self::same_descriptor(&state, fd, serial) {
                 return Err(err(Errno::EBADF));
             }
         }
