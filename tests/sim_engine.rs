@@ -34,6 +34,7 @@ fn pair_with(a: StackConfig, b: StackConfig, seed: u64) -> Pair {
         loss: 0.0,
         mtu: 1500,
         seed,
+        ..LinkConfig::default()
     };
     Pair::with_configs(
         link,

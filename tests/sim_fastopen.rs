@@ -21,6 +21,7 @@ fn pair(latency_ms: u64) -> Pair {
         loss: 0.0,
         mtu: 1500,
         seed: 11,
+        ..LinkConfig::default()
     };
     Pair::new(
         link,

@@ -32,6 +32,7 @@ fn pair(seed: u64) -> Pair {
         loss: 0.0,
         mtu: 1500,
         seed,
+        ..LinkConfig::default()
     };
     Pair::with_configs(
         link,

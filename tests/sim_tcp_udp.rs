@@ -19,6 +19,7 @@ fn pair(latency_ms: u64, loss: f64, seed: u64) -> Pair {
         loss,
         mtu: 1500,
         seed,
+        ..LinkConfig::default()
     };
     Pair::new(
         link,
@@ -392,6 +393,7 @@ fn an_orphan_waiting_out_time_wait_does_not_make_the_runtime_spin() {
         loss: 0.0,
         mtu: 1500,
         seed: 12,
+        ..LinkConfig::default()
     };
     let mut p = Pair::with_configs(
         link,

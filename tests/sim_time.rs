@@ -25,6 +25,7 @@ fn pair(a: StackConfig, b: StackConfig) -> Pair {
         loss: 0.0,
         mtu: 1500,
         seed: 21,
+        ..LinkConfig::default()
     };
     Pair::with_configs(link, a, b, &["192.0.2.2/24"], &["192.0.2.1/24"])
 }

@@ -64,7 +64,8 @@ pub use stack::capture;
 pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{
     CookieEntry, CookieKey, Fallback, Family, FastOpenCounters, FastOpenInfo, FastOpenServerConfig,
-    FastOpenServerInfo, KeyUsed, Shutdown, SocketType, StackConfig, TableSizes, TcpCounters,
+    FastOpenServerInfo, KeyUsed, RecoveryCounters, RecoveryInfo, RecoveryState, Shutdown,
+    SocketType, StackConfig, TableSizes, TcpCounters,
 };
 pub use stream::{TcpListener, TcpStream, UdpSocket};
 pub use tun_driver::Device;

@@ -410,6 +410,27 @@ impl Net {
         self.shared().lock().stack.tcp_counters()
     }
 
+    /// The loss recovery layer's counters, with Linux's names (`TcpRetransSegs`,
+    /// `TCPSackRecovery`, `TCPLossProbes`, …).
+    pub fn recovery_counters(&self) -> stack::RecoveryCounters {
+        self.shared().lock().stack.recovery_counters()
+    }
+
+    /// What the loss recovery layer knows of a connected TCP socket's sending side: round
+    /// trip, congestion window, what is in flight, SACKed and lost, and its share of the
+    /// counters (Linux's `TCP_INFO`, for what concerns recovery).
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `ENOTCONN` for a socket that is not a TCP connection.
+    pub fn recovery_info(&self, fd: crate::Fd) -> std::io::Result<stack::RecoveryInfo> {
+        let mut state = self.shared().lock();
+        let id = Self::descriptor(&mut state, fd)?.socket;
+        state
+            .stack
+            .recovery_info(id)
+            .ok_or_else(|| crate::Errno::ENOTCONN.to_io())
+    }
+
     /// TCP connections the stack holds a socket for, and connections in TIME-WAIT.
     pub fn connection_counts(&self) -> (usize, usize) {
         self.shared().lock().stack.connection_counts()

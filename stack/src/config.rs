@@ -85,6 +85,11 @@ pub struct StackConfig {
     /// smoltcp untouched: no option 34 is sent or understood, Fast Open requests on sockets
     /// are plain connections. For measuring what the layer costs.
     pub fast_open_layer: bool,
+    /// Run the loss recovery layer (default): SACK scoreboard, RACK-TLP, PRR, CUBIC or Reno
+    /// (see [`recovery`](crate::recovery)). Off, smoltcp recovers on its own (one fast
+    /// retransmit per three duplicate ACKs, a timeout of at least a second, its own congestion
+    /// control). For measuring what the layer does.
+    pub loss_recovery: bool,
     /// Most bytes of socket buffers the stack commits at once: each TCP connection (and each
     /// socket a listener keeps ready) takes `tcp_rx_buffer + tcp_tx_buffer`, each UDP socket
     /// `udp_rx_buffer + udp_tx_buffer` per interface it lives on. A connection that would go
@@ -117,6 +122,7 @@ impl Default for StackConfig {
             spare_sockets: 16,
             rx_burst: 64,
             fast_open_layer: true,
+            loss_recovery: true,
             buffer_limit: usize::MAX,
         }
     }

@@ -16,6 +16,7 @@ use crate::addr::Cidr;
 use crate::config::InterfaceConfig;
 use crate::fastopen;
 use crate::ids::IfaceId;
+use crate::recovery;
 use crate::shard::TcpConn;
 use crate::wire;
 
@@ -187,6 +188,13 @@ fn capabilities(mtu: usize) -> DeviceCapabilities {
     caps
 }
 
+/// A TCP connection and the stack's layers, as a shard's segments pass them.
+pub(crate) struct ConnLayers<'a> {
+    pub(crate) conn: &'a mut TcpConn,
+    pub(crate) fo: &'a mut fastopen::Layer,
+    pub(crate) recovery: &'a mut recovery::Layer,
+}
+
 /// smoltcp's view of one interface while it handles one shard (or the interface's default set):
 /// the packet to hand over, if any, and the way out, through the layers of the packet path.
 pub(crate) struct Path<'a, P: PacketIo + ?Sized> {
@@ -198,8 +206,9 @@ pub(crate) struct Path<'a, P: PacketIo + ?Sized> {
     /// The packet to hand to smoltcp (taken by the first `receive`).
     pub(crate) rx: Option<&'a [u8]>,
     pub(crate) tx: &'a mut [u8],
-    /// The connection these segments belong to, and the Fast Open layer, for TCP shards.
-    pub(crate) conn: Option<(&'a mut TcpConn, &'a mut fastopen::Layer)>,
+    /// The connection these segments belong to, and the layers its segments pass, for TCP
+    /// shards.
+    pub(crate) conn: Option<ConnLayers<'a>>,
     pub(crate) now: Instant,
     /// Packets sent.
     pub(crate) sent: u64,
@@ -250,8 +259,8 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
         let len = len.min(p.tx.len());
         let r = f(&mut p.tx[..len]);
         let mut n = len;
-        if let Some((conn, fo)) = p.conn.as_mut() {
-            n = egress_layers(conn, fo, p.tx, n, p.now);
+        if let Some(l) = p.conn.as_mut() {
+            n = egress_layers(l, p.tx, n, p.now);
         }
         if n > 0 && p.up {
             p.io.send(p.iface, &p.tx[..n]);
@@ -262,18 +271,15 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
 }
 
 /// The layers a connection's outgoing segment passes: Fast Open (which may rewrite or drop
-/// it), then the records the stack keeps from the wire (the SYN's sequence number for ICMP, the
-/// sequence numbers for TIME-WAIT). Returns the segment's new length.
-fn egress_layers(
-    conn: &mut TcpConn,
-    fo: &mut fastopen::Layer,
-    buf: &mut [u8],
-    len: usize,
-    now: Instant,
-) -> usize {
+/// it), a SYN cookie's shift, loss recovery (which records it, or drops what smoltcp sends
+/// again on its own), then the records the stack keeps from the wire (the SYN's sequence
+/// number for ICMP, the sequence numbers for TIME-WAIT). Returns the segment's new length.
+fn egress_layers(l: &mut ConnLayers<'_>, buf: &mut [u8], len: usize, now: Instant) -> usize {
+    let ConnLayers { conn, fo, recovery } = l;
     let Some(mut t) = wire::parse(buf.get(..len).unwrap_or(&[])) else {
         return len;
     };
+    let orig_seq = t.seq;
     let mut len = len;
     if let Some(state) = conn.fo.as_deref_mut() {
         len = fo.egress(state, &t, buf, len, now, &mut conn.inject);
@@ -299,6 +305,18 @@ fn egress_layers(
             wire::set_seq_ack(pkt, &t, seq, t.ack, 0);
         }
         t.seq = seq;
+    }
+    if !t.has(wire::SYN) {
+        conn.recovery.translated(orig_seq, t.seq);
+    }
+    len = recovery.egress(&mut conn.recovery, &t, buf, len, &conn.wire, now);
+    if len == 0 {
+        return 0;
+    }
+    // It may have become a bare ACK, or gained SACK blocks.
+    match wire::parse(buf.get(..len).unwrap_or(&[])) {
+        Some(nt) => t = nt,
+        None => return len,
     }
     if t.has(wire::SYN) && !t.has(wire::ACK) {
         conn.syn_isn = Some(t.seq);

@@ -8,7 +8,7 @@
 //!   ┌─ stack (the table of contents) ──────────────────────────────────▼────────┴──┐
 //!   │ sockets · ports · routing (longest prefix) · source selection (RFC 6724)     │
 //!   │ engine: wire (one parser) ─► demux (tuple → shard, TIME-WAIT, listeners)     │
-//!   │         ─► layers: Fast Open · SYN cookies · ICMP errors ─► shard            │
+//!   │         ─► layers: loss recovery · Fast Open · SYN cookies · ICMP ─► shard   │
 //!   │ shards: one smoltcp socket per SocketSet, one timer heap, a work list        │
 //!   │ per interface: one smoltcp Interface, polled with one shard at a time        │
 //!   └─────────────────────────────────────────────────────────────▲────────────────┘
@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Module layers, each depending only on those before it: `ids`, `addr`, `error`, `wire` ·
-//! `fastopen`, `syncookie`, `icmp`, `ports`, `route`, `source`, `config` · `shard`, `demux`,
+//! `fastopen`, `recovery`, `syncookie`, `icmp`, `ports`, `route`, `source`, `config` · `shard`, `demux`,
 //! `iface` · `stack` (and its parts `tcp`, `udp`, `engine`, `socket`) · `sim` (tests only, the
 //! `sim` feature).
 //!
@@ -48,6 +48,7 @@ mod ids;
 mod iface;
 pub mod impair;
 mod ports;
+pub mod recovery;
 pub mod route;
 mod shard;
 #[cfg(any(test, feature = "sim"))]
@@ -72,6 +73,7 @@ pub use fastopen::{
 pub use ids::{Family, IfaceId, SocketId};
 pub use iface::{InterfaceInfo, PacketIo};
 pub use impair::{ImpairStats, Impaired, Impairment, ImpairmentError};
+pub use recovery::{RecoveryCounters, RecoveryInfo, RecoveryState};
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
 pub use source::select_source;
 pub use stack::socket::{Readiness, Shutdown, SocketType};

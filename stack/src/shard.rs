@@ -70,6 +70,8 @@ pub(crate) struct TcpConn {
     /// Added to our sequence numbers on the way out, taken from the peer's acknowledgements on
     /// the way in (a connection made from a SYN cookie).
     pub(crate) shift: u32,
+    /// The loss recovery layer's state.
+    pub(crate) recovery: crate::recovery::Conn,
     /// In the demux table: false once its tuple went to the TIME-WAIT table, or its socket
     /// closed, while the application still holds it.
     pub(crate) registered: bool,

@@ -28,6 +28,11 @@ pub struct LinkConfig {
     pub mtu: usize,
     /// Seed of the loss decisions.
     pub seed: u64,
+    /// Probability that a packet is held back one more `latency`, so that the packets sent
+    /// meanwhile overtake it.
+    pub reorder: f64,
+    /// Probability that a packet is delivered twice.
+    pub duplicate: f64,
 }
 
 impl Default for LinkConfig {
@@ -37,6 +42,8 @@ impl Default for LinkConfig {
             loss: 0.0,
             mtu: 1500,
             seed: 1,
+            reorder: 0.0,
+            duplicate: 0.0,
         }
     }
 }
@@ -80,6 +87,16 @@ impl std::fmt::Debug for Link {
     }
 }
 
+impl Link {
+    /// Put a packet on its way towards side `to`, arriving at `at` (the queue stays in arrival
+    /// order).
+    fn queue(&mut self, to: usize, at: Instant, packet: Vec<u8>) {
+        let q = &mut self.queues[to];
+        let pos = q.iter().rposition(|p| p.at <= at).map_or(0, |i| i + 1);
+        q.insert(pos, InFlight { at, packet });
+    }
+}
+
 struct End<'a> {
     link: &'a mut Link,
     /// 0 for side A, 1 for side B.
@@ -115,10 +132,17 @@ impl PacketIo for End<'_> {
             return;
         }
         let latency = smoltcp::time::Duration::from_micros(link.config.latency.as_micros() as u64);
-        link.queues[to].push_back(InFlight {
-            at: link.now + latency,
-            packet,
-        });
+        // The reordering and duplication draws are made only when asked for, so that a seed
+        // gives the same losses with them off as before they existed.
+        let held =
+            link.config.reorder > 0.0 && link.rng.random_bool(link.config.reorder.clamp(0.0, 1.0));
+        let twice = link.config.duplicate > 0.0
+            && link.rng.random_bool(link.config.duplicate.clamp(0.0, 1.0));
+        let at = link.now + latency + if held { latency } else { Default::default() };
+        if twice {
+            link.queue(to, at, packet.clone());
+        }
+        link.queue(to, at, packet);
     }
 }
 
@@ -408,6 +432,25 @@ pub fn forge_tcp(
     let m = crate::wire::rebuild(&plain[..n], &t, options, payload, &mut out)?;
     out.truncate(m);
     Some(out)
+}
+
+/// Replace a segment's TCP options with `options` (padded to a multiple of four; checksums
+/// fixed), keeping its header fields and payload: a middlebox that rewrites options. Returns
+/// false if it is not TCP or the options do not fit.
+pub fn set_tcp_options(pkt: &mut Vec<u8>, options: &[u8]) -> bool {
+    let Some(t) = crate::wire::parse(pkt) else {
+        return false;
+    };
+    let payload = t.payload(pkt).to_vec();
+    let mut out = vec![0u8; pkt.len() + 40];
+    match crate::wire::rebuild(pkt, &t, options, &payload, &mut out) {
+        Some(n) => {
+            out.truncate(n);
+            *pkt = out;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Keep only the first `keep` bytes of a segment's payload (checksums fixed): a middlebox, or a

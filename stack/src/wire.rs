@@ -22,6 +22,7 @@ pub(crate) const OPT_EOL: u8 = 0;
 pub(crate) const OPT_NOP: u8 = 1;
 pub(crate) const OPT_MSS: u8 = 2;
 pub(crate) const OPT_WINDOW_SCALE: u8 = 3;
+pub(crate) const OPT_SACK_PERMITTED: u8 = 4;
 pub(crate) const OPT_SACK: u8 = 5;
 /// RFC 7413 §4.1.1.
 pub(crate) const OPT_FAST_OPEN: u8 = 34;
@@ -442,6 +443,20 @@ pub(crate) fn set_seq_ack(pkt: &mut [u8], t: &Tcp, seq: u32, ack: u32, sack_delt
     }
     if let Some(f) = pkt.get_mut(s + 16..s + 18) {
         f.copy_from_slice(&ck.to_be_bytes());
+    }
+}
+
+/// Set the window field of a segment in place, updating the checksum for that field only
+/// (RFC 1624): a segment that arrived with a bad checksum keeps a bad one.
+pub(crate) fn set_window(pkt: &mut [u8], t: &Tcp, window: u16) {
+    let s = t.ip_len;
+    let (Some(ck), Some(old)) = (be16(pkt, s + 16), be16(pkt, s + 14)) else {
+        return;
+    };
+    let ck = adjust_checksum(ck, u32::from(old), u32::from(window));
+    if let Some(f) = pkt.get_mut(s + 14..s + 18) {
+        f[..2].copy_from_slice(&window.to_be_bytes());
+        f[2..].copy_from_slice(&ck.to_be_bytes());
     }
 }
 

@@ -2,13 +2,16 @@
 //!
 //! ```text
 //!  io.recv ─► wire::ip ─► ICMP error?  ─► icmp::parse ─► the attempt or association it names
-//!                     └─► TCP: demux tuple ─► connection shard ─► Fast Open ingress ─► smoltcp
+//!                     └─► TCP: demux tuple ─► connection shard ─► loss recovery (ACKs, SACK)
+//!                                     ─► Fast Open ingress ─► window the recovery layer allows ─► smoltcp
 //!                                     ├──► TIME-WAIT entry (ACK a FIN, RST ends it, SYN reopens)
 //!                                     └──► SYN: listener ─► backlog admission ─► new shard
 //!                     └─► UDP: (interface, port) ─► shard ─► smoltcp
 //!                     └─► anything else ─► the interface's empty set (RST, port unreachable)
 //!  timers due ─► shards on the work list
-//!  work list ─► smoltcp egress ─► Fast Open egress ─► SYN and sequence records ─► io.send
+//!  work list ─► recovery timers (RACK, probe, timeout) ─► retransmissions ─► io.send
+//!            ─► smoltcp egress ─► Fast Open egress ─► loss recovery (record, or drop what smoltcp
+//!               sends again) ─► SYN and sequence records ─► io.send
 //!            ─► settle (handshakes, deadlines, TIME-WAIT, orphans) ─► readiness events
 //! ```
 //!
@@ -21,7 +24,7 @@ use super::tcp::{Admission, CookieAck};
 use super::{PollOutcome, Stack};
 use crate::demux::TimeWaitVerdict;
 use crate::ids::{IfaceId, ShardId};
-use crate::iface::{Iface, PacketIo, Path};
+use crate::iface::{ConnLayers, Iface, PacketIo, Path};
 use crate::shard::Kind;
 use crate::wire::{self, ACK, FIN, RST, SYN};
 
@@ -210,10 +213,10 @@ impl Stack {
                 match self.tcp_cookie_ack(listener, iface, &t, now) {
                     CookieAck::NotOurs => {}
                     CookieAck::Dropped => return,
-                    CookieAck::Shard(shard, syn) => {
+                    CookieAck::Shard(shard, mut syn) => {
                         // smoltcp takes the SYN the cookie stands for and answers it (the
                         // answer is swallowed: the client has ours), then the client's ACK.
-                        self.feed_bytes(shard, iface, &syn, now, io);
+                        self.feed_bytes(shard, iface, &mut syn, now, io);
                         self.egress(shard, now, io);
                         self.conn_ingress(shard, iface, t, len, now, io);
                         return;
@@ -245,6 +248,7 @@ impl Stack {
         let Stack {
             shards,
             fo,
+            recovery,
             rx_buf,
             counters,
             ..
@@ -288,6 +292,14 @@ impl Stack {
                 return;
             }
         }
+        let mut replies = Vec::new();
+        // Loss recovery reads the acknowledgement and SACK blocks as they are on the wire, and
+        // may answer with retransmissions.
+        let ctx = crate::recovery::Ctx {
+            tuple: c.tuple,
+            wire: &c.wire,
+        };
+        recovery.ingress(&mut c.recovery, &t, &rx_buf[..len], ctx, now, &mut replies);
         if c.shift != 0 && t.has(ACK) {
             // A connection made from a SYN cookie: acknowledgements back in smoltcp's numbers.
             wire::set_seq_ack(
@@ -299,7 +311,6 @@ impl Stack {
             );
         }
         let mut len = len;
-        let mut replies = Vec::new();
         let mut released = None;
         if c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
             && !wire::tcp_checksum_ok(&rx_buf[..len], &t)
@@ -354,6 +365,7 @@ impl Stack {
             ifaces,
             shards,
             fo,
+            recovery,
             rx_buf,
             tx_buf,
             ..
@@ -373,7 +385,14 @@ impl Stack {
         let mut injected = Vec::new();
         {
             let conn = match kind {
-                Kind::Tcp(c) => Some((&mut **c, &mut *fo)),
+                Kind::Tcp(c) => {
+                    recovery.to_smoltcp(&mut c.recovery, &mut rx_buf[..len]);
+                    Some(ConnLayers {
+                        conn: c,
+                        fo: &mut *fo,
+                        recovery: &mut *recovery,
+                    })
+                }
                 Kind::Udp(_) => None,
             };
             let mut path = Path {
@@ -393,9 +412,9 @@ impl Stack {
         if let Kind::Tcp(c) = kind {
             injected.append(&mut c.inject);
         }
-        for p in &injected {
+        for p in &mut injected {
             feed_one(
-                smol, set, kind, fo, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
+                smol, set, kind, fo, recovery, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
             );
         }
         shards.mark(shard);
@@ -406,7 +425,7 @@ impl Stack {
         &mut self,
         shard: ShardId,
         iface: IfaceId,
-        packet: &[u8],
+        packet: &mut [u8],
         now: Instant,
         io: &mut (impl PacketIo + ?Sized),
     ) {
@@ -414,6 +433,7 @@ impl Stack {
             ifaces,
             shards,
             fo,
+            recovery,
             tx_buf,
             ..
         } = self;
@@ -429,7 +449,8 @@ impl Stack {
         } = &mut ifaces[iface.0];
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         feed_one(
-            smol, set, kind, fo, io, iface, *up, config.mtu, tx_buf, tx_packets, packet, now,
+            smol, set, kind, fo, recovery, io, iface, *up, config.mtu, tx_buf, tx_packets, packet,
+            now,
         );
         shards.mark(shard);
     }
@@ -479,6 +500,7 @@ impl Stack {
             ifaces,
             shards,
             fo,
+            recovery,
             tx_buf,
             ..
         } = self;
@@ -495,11 +517,31 @@ impl Stack {
         let iface = sh.iface;
         let mtu = config.mtu;
         let (set, kind) = (&mut sh.set, &mut sh.kind);
+        if let Kind::Tcp(c) = &mut *kind {
+            // The recovery layer's timer (reordering window, tail loss probe, timeout) first:
+            // what it sends again goes before new data.
+            let mut out = Vec::new();
+            let ctx = crate::recovery::Ctx {
+                tuple: c.tuple,
+                wire: &c.wire,
+            };
+            recovery.on_timer(&mut c.recovery, ctx, now, &mut out);
+            for p in &out {
+                if *up {
+                    io.send(iface, p);
+                    *tx_packets += 1;
+                }
+            }
+        }
         let mut sent = 0;
         let mut more = false;
         for _ in 0..4 {
             let conn = match &mut *kind {
-                Kind::Tcp(c) => Some((&mut **c, &mut *fo)),
+                Kind::Tcp(c) => Some(ConnLayers {
+                    conn: c,
+                    fo: &mut *fo,
+                    recovery: &mut *recovery,
+                }),
                 Kind::Udp(_) => None,
             };
             let mut path = Path {
@@ -525,13 +567,13 @@ impl Stack {
             // Segments Fast Open plays to smoltcp after a SYN-ACK (a server's view of the
             // client's final ACK and data) are taken now, so the connection is acceptable and
             // readable in this round.
-            let injected = match &mut *kind {
+            let mut injected = match &mut *kind {
                 Kind::Tcp(c) if !c.inject.is_empty() => std::mem::take(&mut c.inject),
                 _ => break,
             };
-            for p in &injected {
+            for p in &mut injected {
                 feed_one(
-                    smol, set, kind, fo, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
+                    smol, set, kind, fo, recovery, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
                 );
             }
         }
@@ -549,17 +591,25 @@ fn feed_one<P: PacketIo + ?Sized>(
     set: &mut smoltcp::iface::SocketSet<'static>,
     kind: &mut Kind,
     fo: &mut crate::fastopen::Layer,
+    recovery: &mut crate::recovery::Layer,
     io: &mut P,
     iface: IfaceId,
     up: bool,
     mtu: usize,
     tx_buf: &mut [u8],
     tx_packets: &mut u64,
-    packet: &[u8],
+    packet: &mut [u8],
     now: Instant,
 ) {
     let conn = match kind {
-        Kind::Tcp(c) => Some((&mut **c, &mut *fo)),
+        Kind::Tcp(c) => {
+            recovery.to_smoltcp(&mut c.recovery, packet);
+            Some(ConnLayers {
+                conn: c,
+                fo: &mut *fo,
+                recovery: &mut *recovery,
+            })
+        }
         Kind::Udp(_) => None,
     };
     let mut path = Path {

@@ -186,6 +186,8 @@ pub struct Stack {
     pub(crate) ports: Ports,
     /// TCP Fast Open: cookie cache, suspensions, counters.
     pub(crate) fo: fastopen::Layer,
+    /// Loss recovery: counters (the state is per connection).
+    pub(crate) recovery: crate::recovery::Layer,
     pub(crate) counters: TcpCounters,
     /// The key of the SYN cookies this stack gives.
     pub(crate) syncookies: crate::syncookie::SynCookies,
@@ -214,6 +216,8 @@ impl Stack {
         fo.disabled = !config.fast_open_layer;
         let mut shards = Shards::default();
         shards.spare_limit = config.spare_sockets;
+        let recovery =
+            crate::recovery::Layer::new(!config.loss_recovery, config.congestion_control);
         Stack {
             config,
             rng,
@@ -224,6 +228,7 @@ impl Stack {
             demux: Demux::default(),
             ports: Ports::default(),
             fo,
+            recovery,
             counters: TcpCounters::default(),
             syncookies,
             last_cookie: None,
@@ -724,6 +729,20 @@ impl Stack {
         self.shards.get(c.shard)?.conn()?.fo.as_deref()
     }
 
+    /// What the loss recovery layer knows of a connection's sending side (`None`: not a
+    /// connected TCP socket). All zero before it sent data, or with the layer off.
+    pub fn recovery_info(&self, id: SocketId) -> Option<crate::recovery::RecoveryInfo> {
+        let Some(Entry::Tcp(TcpSocket {
+            state: TcpState::Connection(c),
+            ..
+        })) = self.sockets.get(id.0)
+        else {
+            return None;
+        };
+        let conn = self.shards.get(c.shard)?.conn()?;
+        Some(crate::recovery::Layer::info(&conn.recovery))
+    }
+
     /// What Fast Open did on a client connection (`None`: not a Fast Open connection).
     pub fn fast_open_info(&self, id: SocketId) -> Option<fastopen::FastOpenInfo> {
         match self.fast_open_state(id)? {
@@ -790,6 +809,11 @@ impl Stack {
     /// The TCP counters (Linux's names).
     pub fn tcp_counters(&self) -> TcpCounters {
         self.counters
+    }
+
+    /// The loss recovery layer's counters (Linux's names).
+    pub fn recovery_counters(&self) -> crate::recovery::RecoveryCounters {
+        self.recovery.counters
     }
 
     /// Bytes of socket buffers the stack holds now.

@@ -180,12 +180,26 @@ impl Stack {
         });
         s.set_nagle_enabled(self.config.nagle);
         s.set_ack_delay(self.config.ack_delay.map(micros));
-        s.set_congestion_control(match self.config.congestion_control {
+        // With the recovery layer on, congestion control is the layer's (it tells smoltcp
+        // how far to send through the window smoltcp sees).
+        let algorithm = if self.config.loss_recovery {
+            CongestionControl::None
+        } else {
+            self.config.congestion_control
+        };
+        s.set_congestion_control(match algorithm {
             CongestionControl::None => tcp::CongestionControl::None,
             CongestionControl::Reno => tcp::CongestionControl::Reno,
             CongestionControl::Cubic => tcp::CongestionControl::Cubic,
         });
         s
+    }
+
+    /// The loss recovery state of a new connection on `iface`.
+    fn recovery_conn(&self, iface: IfaceId, v4: bool) -> crate::recovery::Conn {
+        let mtu = self.ifaces[iface.0].config.mtu;
+        let mss = mtu.saturating_sub(if v4 { 40 } else { 60 });
+        self.recovery.conn(mss as u32)
     }
 
     fn tcp_entry(&mut self, id: SocketId) -> Option<&mut TcpSocket> {
@@ -382,6 +396,7 @@ impl Stack {
                 now,
             )))
         });
+        let recovery = self.recovery_conn(iface, src.is_ipv4());
         let conn = TcpConn {
             tuple: (local, remote),
             owner: Owner::Socket(id),
@@ -393,6 +408,7 @@ impl Stack {
             inject: Vec::new(),
             cookie_isn: None,
             shift: 0,
+            recovery,
             registered: true,
         };
         let shard = self
@@ -847,6 +863,7 @@ impl Stack {
         };
         // Only port 0 makes smoltcp refuse, and a SYN to port 0 finds no listener.
         let _ = sock.listen(listen);
+        let recovery = self.recovery_conn(iface, tuple.0.is_ipv4());
         let conn = TcpConn {
             tuple,
             owner: Owner::Listener {
@@ -861,6 +878,7 @@ impl Stack {
             inject: Vec::new(),
             cookie_isn,
             shift: 0,
+            recovery,
             registered: true,
         };
         let shard = self
@@ -1289,15 +1307,14 @@ impl Stack {
             return;
         }
         let deadline = c.deadline;
+        let layer = crate::recovery::Layer::next_timer(&c.recovery)
+            .map(|t| t.max(now + Duration::from_micros(1)));
         let iface = sh.iface;
         let smol = self.ifaces[iface.0].iface.poll_at(now, &sh.set);
-        let at = match (smol, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         // smoltcp wants to send now: that is this round's work, or the next round's when this
         // one ran out of budget; a timer for "now" would only spin.
-        let at = at.map(|t| t.max(now + Duration::from_millis(1)));
+        let smol = smol.map(|t| t.max(now + Duration::from_millis(1)));
+        let at = [smol, deadline, layer].into_iter().flatten().min();
         self.shards.schedule(shard, at);
     }
 

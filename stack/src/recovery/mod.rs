@@ -1,0 +1,975 @@
+//! Loss recovery and congestion control as Linux runs them, added to an unmodified smoltcp: a
+//! layer in the packet path with its own state per connection.
+//!
+//! smoltcp's sender waits at least a second before it resends anything but the first missing
+//! segment, ignores the peer's SACK blocks, and after a timeout sends everything again. This
+//! layer takes the sending side over:
+//!
+//! - **Scoreboard** ([`scoreboard`]): every segment smoltcp sends is recorded, payload and all,
+//!   until the peer acknowledges it; the peer's SACK blocks mark what it holds (RFC 6675).
+//!   Blocks that are reversed, out of the window or beyond what was sent are ignored and
+//!   counted; SACKed data is kept until cumulatively acknowledged (a peer may renege).
+//! - **Loss detection**: RACK (RFC 8985 §6) by time and order, with the reordering window that
+//!   grows when the peer reports reordering (D-SACK); without SACK, three duplicate ACKs and
+//!   NewReno's partial acknowledgements (RFC 6582). Lost segments are sent again at once, each
+//!   exactly as it first left, never one the peer SACKed; what smoltcp sends again on its own
+//!   (its one-second timer, its fast retransmit) is dropped on the way out.
+//! - **Tail loss probe** (RFC 8985 §7): two round trips after the last segment, if nothing
+//!   came back, the last segment goes again, so losing the end of a burst costs about two round
+//!   trips instead of a timeout.
+//! - **Retransmission timeout** (RFC 6298 with Linux's 200 ms floor), with backoff.
+//! - **Congestion control** ([`cc`]): CUBIC or Reno, Proportional Rate Reduction during
+//!   recovery (RFC 6937), slow start from one segment after a timeout. smoltcp's own is off;
+//!   the layer tells smoltcp how far it may send through the window of the acknowledgements it
+//!   lets smoltcp see (never more than the peer offered).
+//! - **As a receiver** ([`sack_out`]): up to four SACK blocks per acknowledgement (smoltcp
+//!   sends one), from the runs smoltcp itself reported.
+//!
+//! The layer sees segments as they are on the wire (after the Fast Open layer's translation
+//! and a SYN cookie's shift on the way out, before them on the way in), and it acts on an
+//! arriving segment only once its checksum is known good.
+
+pub(crate) mod cc;
+pub(crate) mod rtt;
+pub(crate) mod sack_out;
+pub(crate) mod scoreboard;
+
+use smoltcp::time::{Duration, Instant};
+
+use crate::config::CongestionControl;
+use crate::ids::Tuple;
+use crate::shard::WireSeq;
+use crate::wire::{self, Tcp, ACK, FIN, PSH, RST, SYN};
+use cc::{Congestion, Phase};
+use rtt::Rtt;
+use sack_out::SackOut;
+use scoreboard::{before, before_eq, Delivered, Scoreboard, Sent};
+
+/// RFC 8985's `DupThresh`.
+const DUP_THRESH: u32 = 3;
+/// RFC 8985 §7.2's `WCDelAckT`: a peer may hold the acknowledgement of a lone segment this
+/// long (Linux's `TCP_RTO_MIN` serves).
+const MAX_ACK_DELAY: Duration = Duration::from_millis(200);
+/// Added to two round trips for the probe timeout (Linux's `TCP_TIMEOUT_MIN`, 2 ms).
+const PTO_SLACK: Duration = Duration::from_millis(2);
+/// A timeout scheduled after reneging: soon, not a whole RTO.
+const RENEGE_DELAY: Duration = Duration::from_millis(10);
+/// Most SACK blocks a segment carries (40 option bytes).
+const MAX_SACK_BLOCKS: usize = 4;
+
+/// The recovery layer's counters, stack-wide, with Linux's names (`nstat`'s `Tcp*`/`TcpExt*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(non_snake_case)]
+#[non_exhaustive]
+pub struct RecoveryCounters {
+    /// Segments sent again (Linux's `Tcp: RetransSegs`): by loss detection, probes, timeouts.
+    pub TcpRetransSegs: u64,
+    /// Retransmissions found lost again (RACK).
+    pub TCPLostRetransmit: u64,
+    /// Fast recoveries entered on SACK information.
+    pub TCPSackRecovery: u64,
+    /// Fast recoveries entered on duplicate ACKs (a peer without SACK).
+    pub TCPRenoRecovery: u64,
+    /// Segments sent again during fast recovery.
+    pub TCPFastRetrans: u64,
+    /// Segments sent again after a timeout.
+    pub TCPSlowStartRetrans: u64,
+    /// Tail loss probes sent.
+    pub TCPLossProbes: u64,
+    /// Losses repaired by a tail loss probe alone.
+    pub TCPLossProbeRecovery: u64,
+    /// Retransmission timeouts.
+    pub TCPTimeouts: u64,
+    /// Acknowledgements that showed the network reordered segments.
+    pub TCPSACKReorder: u64,
+    /// SACK blocks ignored: reversed, out of the window, or beyond what was sent.
+    pub TCPSACKDiscard: u64,
+    /// D-SACK blocks received (a segment arrived twice).
+    pub TCPDSACKRecv: u64,
+    /// Receivers that dropped data they had SACKed.
+    pub TCPSACKReneging: u64,
+    /// Segments smoltcp sent again on its own that the layer did not let out (already in
+    /// flight, SACKed, or sent again by the layer). Not a Linux counter.
+    pub RecoveryRedundantDropped: u64,
+}
+
+impl RecoveryCounters {
+    /// (name, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("TcpRetransSegs", self.TcpRetransSegs),
+            ("TCPLostRetransmit", self.TCPLostRetransmit),
+            ("TCPSackRecovery", self.TCPSackRecovery),
+            ("TCPRenoRecovery", self.TCPRenoRecovery),
+            ("TCPFastRetrans", self.TCPFastRetrans),
+            ("TCPSlowStartRetrans", self.TCPSlowStartRetrans),
+            ("TCPLossProbes", self.TCPLossProbes),
+            ("TCPLossProbeRecovery", self.TCPLossProbeRecovery),
+            ("TCPTimeouts", self.TCPTimeouts),
+            ("TCPSACKReorder", self.TCPSACKReorder),
+            ("TCPSACKDiscard", self.TCPSACKDiscard),
+            ("TCPDSACKRecv", self.TCPDSACKRecv),
+            ("TCPSACKReneging", self.TCPSACKReneging),
+            ("RecoveryRedundantDropped", self.RecoveryRedundantDropped),
+        ]
+        .into_iter()
+    }
+
+    fn add(&mut self, o: &RecoveryCounters) {
+        self.TcpRetransSegs += o.TcpRetransSegs;
+        self.TCPLostRetransmit += o.TCPLostRetransmit;
+        self.TCPSackRecovery += o.TCPSackRecovery;
+        self.TCPRenoRecovery += o.TCPRenoRecovery;
+        self.TCPFastRetrans += o.TCPFastRetrans;
+        self.TCPSlowStartRetrans += o.TCPSlowStartRetrans;
+        self.TCPLossProbes += o.TCPLossProbes;
+        self.TCPLossProbeRecovery += o.TCPLossProbeRecovery;
+        self.TCPTimeouts += o.TCPTimeouts;
+        self.TCPSACKReorder += o.TCPSACKReorder;
+        self.TCPSACKDiscard += o.TCPSACKDiscard;
+        self.TCPDSACKRecv += o.TCPDSACKRecv;
+        self.TCPSACKReneging += o.TCPSACKReneging;
+        self.RecoveryRedundantDropped += o.RecoveryRedundantDropped;
+    }
+}
+
+/// Where a connection's sender stands (Linux's `tcpi_ca_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryState {
+    /// Nothing known lost.
+    #[default]
+    Open,
+    /// Fast recovery (losses found by SACK, RACK or duplicate ACKs).
+    Recovery,
+    /// After a retransmission timeout.
+    Loss,
+}
+
+/// One connection's sender, as the recovery layer sees it (the fields of Linux's `tcp_info`
+/// that concern it). All zero before the connection sent data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryInfo {
+    /// Open, in fast recovery, or after a timeout.
+    pub state: RecoveryState,
+    /// Smoothed round-trip time, in microseconds.
+    pub srtt_us: u64,
+    /// Its variation, in microseconds.
+    pub rttvar_us: u64,
+    /// The least round trip seen (over 300 s), in microseconds.
+    pub min_rtt_us: u64,
+    /// The retransmission timeout now, in microseconds.
+    pub rto_us: u64,
+    /// Congestion window in bytes (`u32::MAX`: no congestion control).
+    pub cwnd: u32,
+    /// Slow start threshold in bytes (`u32::MAX` until the first loss).
+    pub ssthresh: u32,
+    /// Bytes sent and not cumulatively acknowledged.
+    pub unacked: u32,
+    /// Of those, bytes the peer SACKed.
+    pub sacked: u32,
+    /// Of those, bytes known lost and not yet sent again.
+    pub lost: u32,
+    /// The peer reported reordering.
+    pub reordering_seen: bool,
+    /// This connection's share of the stack's counters.
+    pub counters: RecoveryCounters,
+}
+
+/// What the layer knows of a connection from the peer's SYN (or SYN-ACK), kept inline; the
+/// rest comes with the first data sent.
+#[derive(Debug, Default)]
+pub(crate) struct Conn {
+    /// Largest segment payload: the peer's MSS option within our MTU.
+    mss: u32,
+    /// The peer's window scale (0 without the option).
+    scale: u8,
+    /// The peer may send SACK blocks (it said so in its SYN).
+    sack: bool,
+    /// Our sequence numbers on the wire minus smoltcp's (Fast Open's offset, a SYN cookie's
+    /// shift), to relate the acknowledgements smoltcp sees to the wire's.
+    delta: u32,
+    /// Timing the handshake.
+    handshake: Handshake,
+    /// Its round trip, until the state that keeps round trips exists.
+    first_rtt: Option<Duration>,
+    state: Option<Box<State>>,
+}
+
+impl Conn {
+    /// smoltcp wrote `smoltcp_seq` where the wire carries `wire_seq` (the Fast Open layer's
+    /// offset, a SYN cookie's shift): acknowledgements relate to smoltcp's numbers by as much.
+    pub(crate) fn translated(&mut self, smoltcp_seq: u32, wire_seq: u32) {
+        self.delta = wire_seq.wrapping_sub(smoltcp_seq);
+    }
+}
+
+/// Timing our SYN (or SYN-ACK) to the peer's answer (Linux takes its first RTT sample there).
+#[derive(Debug, Clone, Copy, Default)]
+enum Handshake {
+    #[default]
+    Idle,
+    /// Our SYN left then (once: a retransmitted SYN makes the answer ambiguous, Karn).
+    Sent(Instant),
+    Ambiguous,
+    Measured,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// RACK's reordering window runs out for a segment.
+    Reorder,
+    /// Tail loss probe.
+    Probe,
+    /// Retransmission timeout.
+    Retransmit,
+}
+
+/// RACK (RFC 8985 §6).
+#[derive(Debug, Clone, Copy)]
+struct Rack {
+    /// The most recently sent segment known delivered: when it left, its end.
+    xmit: Option<(Instant, u32)>,
+    rtt: Duration,
+    reordering_seen: bool,
+    reo_wnd_mult: u32,
+    reo_wnd_persist: u32,
+    dsack_round: Option<u32>,
+}
+
+impl Default for Rack {
+    fn default() -> Self {
+        Rack {
+            xmit: None,
+            rtt: Duration::ZERO,
+            reordering_seen: false,
+            reo_wnd_mult: 1,
+            reo_wnd_persist: 0,
+            dsack_round: None,
+        }
+    }
+}
+
+/// A tail loss probe out (RFC 8985 §7.3's `TLP.end_seq`).
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    end: u32,
+}
+
+/// The sending side of one connection, from its first data on.
+#[derive(Debug)]
+struct State {
+    sb: Scoreboard,
+    rtt: Rtt,
+    cc: Congestion,
+    rack: Rack,
+    probe: Option<Probe>,
+    timer: Option<(Instant, Timer)>,
+    /// When the retransmission timer expires while data is out.
+    rto_at: Option<Instant>,
+    /// The peer acknowledged only up to data it had SACKed.
+    reneged: bool,
+    /// Duplicate ACKs in a row (a peer without SACK), and the window they carried.
+    dupacks: u32,
+    last_window: Option<u16>,
+    /// When data last left.
+    last_send: Option<Instant>,
+    /// The most in flight since the last acknowledgement, and in the round before (RFC 7661).
+    peak_pipe: u32,
+    sack_out: SackOut,
+    counters: RecoveryCounters,
+}
+
+impl State {
+    fn new(algorithm: CongestionControl, mss: u32, rtt: Option<Duration>, now: Instant) -> State {
+        let mut estimator = Rtt::default();
+        if let Some(rtt) = rtt {
+            estimator.sample(rtt, now);
+        }
+        State {
+            sb: Scoreboard::default(),
+            rtt: estimator,
+            cc: Congestion::new(algorithm, mss),
+            rack: Rack::default(),
+            probe: None,
+            timer: None,
+            rto_at: None,
+            reneged: false,
+            dupacks: 0,
+            last_window: None,
+            last_send: None,
+            peak_pipe: 0,
+            sack_out: SackOut::default(),
+            counters: RecoveryCounters::default(),
+        }
+    }
+}
+
+/// What the layer needs of the connection to build its own segments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    /// (local, remote).
+    pub(crate) tuple: Tuple,
+    /// What the wire saw of our side of the connection (the acknowledgement and window the
+    /// layer's segments carry).
+    pub(crate) wire: &'a WireSeq,
+}
+
+/// The recovery layer of one stack.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub(crate) counters: RecoveryCounters,
+    /// Switched off by [`StackConfig::loss_recovery`](crate::StackConfig::loss_recovery).
+    pub(crate) disabled: bool,
+    algorithm: CongestionControl,
+    scratch: Vec<u8>,
+}
+
+impl Layer {
+    pub(crate) fn new(disabled: bool, algorithm: CongestionControl) -> Layer {
+        Layer {
+            counters: RecoveryCounters::default(),
+            disabled,
+            algorithm,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The state of a new connection whose segments carry at most `mss` bytes (our MTU).
+    pub(crate) fn conn(&self, mss: u32) -> Conn {
+        Conn {
+            mss,
+            ..Conn::default()
+        }
+    }
+
+    /// A segment about to be handed to a connection's smoltcp socket (after the translations
+    /// of the Fast Open layer and of SYN cookies): learn the peer's options from a SYN, and
+    /// set the window smoltcp sees to what the congestion window allows.
+    pub(crate) fn to_smoltcp(&self, conn: &mut Conn, pkt: &mut [u8]) {
+        if self.disabled {
+            return;
+        }
+        let Some(t) = wire::parse(pkt) else { return };
+        if t.has(RST) {
+            return;
+        }
+        let opts = t.options(pkt);
+        if t.has(SYN) {
+            let peer_mss = wire::mss(opts).map_or(536, u32::from);
+            conn.mss = conn.mss.min(peer_mss).max(64);
+            conn.scale = wire::find_option(opts, wire::OPT_WINDOW_SCALE)
+                .and_then(|b| b.first().copied())
+                .map_or(0, |s| s.min(14));
+            conn.sack = wire::find_option(opts, wire::OPT_SACK_PERMITTED).is_some();
+        }
+        if !t.has(ACK) || t.window == 0 || self.algorithm == CongestionControl::None {
+            return;
+        }
+        let wire_ack = t.ack.wrapping_add(conn.delta);
+        let len = match conn.state.as_deref().and_then(|s| s.right_edge()) {
+            Some(edge) => {
+                let len = edge.wrapping_sub(wire_ack);
+                // A right edge behind the acknowledgement (a segment older than the state).
+                if (len as i32) < 0 {
+                    0
+                } else {
+                    len
+                }
+            }
+            None => cc::INITIAL_SEGMENTS * conn.mss,
+        };
+        let scale = if t.has(SYN) { 0 } else { conn.scale };
+        let field = len.div_ceil(1 << scale).clamp(1, u32::from(u16::MAX)) as u16;
+        if field < t.window {
+            wire::set_window(pkt, &t, field);
+        }
+    }
+
+    /// A segment arrived for a connection (as on the wire, checksum not yet checked). Segments
+    /// the layer sends in answer (retransmissions) go to `out`.
+    pub(crate) fn ingress(
+        &mut self,
+        conn: &mut Conn,
+        t: &Tcp,
+        pkt: &[u8],
+        ctx: Ctx<'_>,
+        now: Instant,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        if self.disabled || !t.has(ACK) || t.has(RST) {
+            return;
+        }
+        if let Handshake::Sent(at) = conn.handshake {
+            // The peer's answer to our SYN (its SYN-ACK) or SYN-ACK (its ACK).
+            if wire::tcp_checksum_ok(pkt, t) {
+                conn.handshake = Handshake::Measured;
+                let rtt = now - at;
+                if let Some(s) = conn.state.as_deref_mut() {
+                    s.rtt.sample(rtt, now);
+                } else {
+                    conn.first_rtt = Some(rtt);
+                }
+            }
+        }
+        if t.has(SYN) {
+            return;
+        }
+        let Some(s) = conn.state.as_deref_mut() else {
+            return;
+        };
+        let Some(nxt) = s.sb.nxt() else { return };
+        let una = s.sb.una().unwrap_or(nxt);
+        if s.sb.is_empty() && t.ack == una {
+            // Nothing outstanding, nothing new: the common case of a receiving connection.
+            s.last_window = Some(t.window);
+            return;
+        }
+        // Only an acknowledgement of something sent, not older than the last, is looked at;
+        // and only a sound one.
+        if before(nxt, t.ack) || before(t.ack, una) {
+            return;
+        }
+        if !wire::tcp_checksum_ok(pkt, t) {
+            return;
+        }
+        let blocks = sack_blocks(t.options(pkt));
+        let mut d = Delivered::default();
+        let mut c = RecoveryCounters::default();
+        s.sb.on_ack(t.ack, &mut d);
+        let mut dsack = false;
+        let mut accepted = [(0u32, 0u32); MAX_SACK_BLOCKS];
+        let mut n_accepted = 0;
+        for (i, &(l, r)) in blocks.iter().enumerate() {
+            if !before(l, r) || r.wrapping_sub(l) > nxt.wrapping_sub(una) {
+                c.TCPSACKDiscard += 1;
+                continue;
+            }
+            // RFC 2883: a first block below the acknowledgement, or within the second, reports
+            // a segment that arrived twice.
+            let within_second = blocks
+                .get(1)
+                .is_some_and(|&(l2, r2)| before_eq(l2, l) && before_eq(r, r2));
+            if i == 0 && (before_eq(r, t.ack) || within_second) {
+                dsack = true;
+                c.TCPDSACKRecv += 1;
+                continue;
+            }
+            // Beyond what was sent, below the acknowledgement, or over a block already read
+            // from this segment: not what a receiver says.
+            let overlaps = accepted[..n_accepted]
+                .iter()
+                .any(|&(pl, pr)| before(l, pr) && before(pl, r));
+            if before(l, t.ack) || before(nxt, r) || overlaps {
+                c.TCPSACKDiscard += 1;
+                continue;
+            }
+            accepted[n_accepted] = (l, r);
+            n_accepted += 1;
+            s.sb.on_sack(l, r, &mut d);
+        }
+        s.on_delivered(&d, dsack, now, &mut c);
+        if d.acked > 0 {
+            s.dupacks = 0;
+            s.reneged = false;
+            s.rto_at = (!s.sb.is_empty()).then(|| now + s.rtt.rto());
+        }
+        if s.sb.head_sacked() && !s.reneged {
+            // RFC 2018 §8: the receiver threw away data it had SACKed. Time out soon, and
+            // then send everything again.
+            s.reneged = true;
+            c.TCPSACKReneging += 1;
+            let soon = s
+                .rtt
+                .srtt()
+                .map_or(RENEGE_DELAY, |r| (r / 2).max(RENEGE_DELAY));
+            s.rto_at = Some(now + soon);
+        }
+        // The end of a recovery.
+        match s.cc.phase() {
+            Phase::Recovery { point } | Phase::Loss { point } if !before(t.ack, point) => {
+                s.cc.exit_recovery();
+                s.rack.reo_wnd_persist = s.rack.reo_wnd_persist.saturating_sub(1);
+                if s.rack.reo_wnd_persist == 0 {
+                    s.rack.reo_wnd_mult = 1;
+                }
+            }
+            _ => {}
+        }
+        s.tlp_ack(t.ack, dsack, &mut c);
+        // Loss detection.
+        let mut reorder_wait = None;
+        if conn.sack {
+            reorder_wait = s.rack_detect(now, &mut c);
+        } else {
+            let dup = d.acked == 0
+                && t.payload_len() == 0
+                && !t.has(FIN)
+                && !s.sb.is_empty()
+                && s.last_window == Some(t.window);
+            if dup {
+                s.dupacks += 1;
+                if s.dupacks == DUP_THRESH {
+                    s.sb.mark_head_lost();
+                }
+            } else if d.acked > 0 && matches!(s.cc.phase(), Phase::Recovery { .. }) {
+                // NewReno (RFC 6582 §3.2): a partial acknowledgement; the next hole is lost.
+                s.sb.mark_head_lost();
+            }
+        }
+        s.last_window = Some(t.window);
+        let pipe_after = s.sb.pipe();
+        if s.sb.lost_bytes() > 0 && s.cc.enter_recovery(nxt, pipe_after) {
+            if conn.sack {
+                c.TCPSackRecovery += 1;
+            } else {
+                c.TCPRenoRecovery += 1;
+            }
+            // RFC 6675 §5 (4.3): the first lost segment goes at once.
+            s.cc.prr_ack(0, pipe_after);
+            s.cc.grant(conn.mss);
+        } else if matches!(s.cc.phase(), Phase::Recovery { .. }) {
+            s.cc.prr_ack(d.bytes, pipe_after);
+        } else {
+            let limited = s.peak_pipe.saturating_add(3 * conn.mss) >= s.cc.cwnd()
+                || s.peak_pipe.saturating_mul(2) >= s.cc.cwnd() && s.cc.cwnd() < s.cc.ssthresh();
+            let srtt = s.rtt.srtt().unwrap_or(Duration::ZERO);
+            s.cc.on_ack(now, d.acked, limited, srtt);
+        }
+        s.peak_pipe = s.sb.pipe();
+        s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
+        s.arm(conn.sack, conn.mss, reorder_wait, now);
+        s.counters.add(&c);
+        self.counters.add(&c);
+    }
+
+    /// A segment the connection's smoltcp socket sends, in `buf[..len]` (`buf` is MTU-sized),
+    /// as it will be on the wire. Returns its new length (0: it does not leave).
+    pub(crate) fn egress(
+        &mut self,
+        conn: &mut Conn,
+        t: &Tcp,
+        buf: &mut [u8],
+        len: usize,
+        wire: &WireSeq,
+        now: Instant,
+    ) -> usize {
+        if self.disabled || t.has(RST) {
+            return len;
+        }
+        if t.has(SYN) {
+            conn.handshake = match conn.handshake {
+                Handshake::Idle => Handshake::Sent(now),
+                Handshake::Sent(_) | Handshake::Ambiguous => Handshake::Ambiguous,
+                Handshake::Measured => Handshake::Measured,
+            };
+            return len;
+        }
+        let Some(pkt) = buf.get(..len) else {
+            return len;
+        };
+        let payload = t.payload(pkt);
+        let fin = t.has(FIN);
+        if payload.is_empty() && !fin {
+            return self.pure_ack(conn, t, buf, len, now);
+        }
+        let algorithm = self.algorithm;
+        let mss = conn.mss;
+        let first_rtt = conn.first_rtt.take();
+        let s = conn
+            .state
+            .get_or_insert_with(|| Box::new(State::new(algorithm, mss, first_rtt, now)));
+        let was_idle = s.sb.is_empty();
+        let before_nxt = s.sb.nxt();
+        match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now) {
+            Sent::New => {
+                let fresh =
+                    s.sb.nxt()
+                        .zip(before_nxt)
+                        .map_or(t.seq_len(), |(a, b)| a.wrapping_sub(b));
+                if was_idle {
+                    if s.last_send.is_some_and(|l| now >= l + s.rtt.rto()) {
+                        s.cc.restart_after_idle();
+                    }
+                    s.rto_at = Some(now + s.rtt.rto());
+                }
+                s.cc.on_sent(fresh);
+                s.last_send = Some(now);
+                s.peak_pipe = s.peak_pipe.max(s.sb.pipe());
+                s.arm(conn.sack, conn.mss, None, now);
+                len
+            }
+            Sent::Other => len,
+            Sent::Redundant => {
+                self.counters.RecoveryRedundantDropped += 1;
+                s.counters.RecoveryRedundantDropped += 1;
+                // What it said of our receiving side must still get out, if it is news.
+                let news = t.has(ACK) && wire.last_ack != Some((t.ack, t.window));
+                match (news, wire.snd_nxt) {
+                    (true, Some(snd_nxt)) => {
+                        wire::build(t.src, t.dst, snd_nxt, t.ack, ACK, t.window, &[], buf)
+                            .unwrap_or(0)
+                    }
+                    _ => 0,
+                }
+            }
+        }
+    }
+
+    /// A segment of ours without data: give its SACK option the blocks of RFC 2018 §4.
+    fn pure_ack(
+        &mut self,
+        conn: &mut Conn,
+        t: &Tcp,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> usize {
+        if !t.has(ACK) {
+            return len;
+        }
+        let Some(pkt) = buf.get(..len) else {
+            return len;
+        };
+        let opts = t.options(pkt);
+        let first = sack_blocks(opts).first().copied();
+        if first.is_none() && conn.state.is_none() {
+            return len;
+        }
+        let algorithm = self.algorithm;
+        let mss = conn.mss;
+        let first_rtt = conn.first_rtt.take();
+        let s = conn
+            .state
+            .get_or_insert_with(|| Box::new(State::new(algorithm, mss, first_rtt, now)));
+        let blocks = s.sack_out.on_ack(t.ack, first);
+        if blocks.len() < 2 {
+            return len;
+        }
+        let mut new_opts = Vec::with_capacity(40);
+        for (kind, body) in wire::options(opts).filter(|(k, _)| *k != wire::OPT_SACK) {
+            new_opts.push(kind);
+            new_opts.push(body.len() as u8 + 2);
+            new_opts.extend_from_slice(body);
+        }
+        let room = 40usize.saturating_sub(new_opts.len() + 2) / 8;
+        let n = blocks.len().min(room).min(MAX_SACK_BLOCKS);
+        if n < 2 {
+            return len;
+        }
+        new_opts.extend_from_slice(&[wire::OPT_NOP, wire::OPT_NOP, wire::OPT_SACK]);
+        new_opts.push(2 + 8 * n as u8);
+        for &(l, r) in &blocks[..n] {
+            new_opts.extend_from_slice(&l.to_be_bytes());
+            new_opts.extend_from_slice(&r.to_be_bytes());
+        }
+        self.scratch.resize(buf.len(), 0);
+        match wire::rebuild(pkt, t, &new_opts, &[], &mut self.scratch) {
+            Some(n) => {
+                buf[..n].copy_from_slice(&self.scratch[..n]);
+                n
+            }
+            None => len,
+        }
+    }
+
+    /// The connection's timer came due: RACK's reordering window, a tail loss probe, or a
+    /// retransmission timeout. Segments to send go to `out`.
+    pub(crate) fn on_timer(
+        &mut self,
+        conn: &mut Conn,
+        ctx: Ctx<'_>,
+        now: Instant,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        if self.disabled {
+            return;
+        }
+        let Some(s) = conn.state.as_deref_mut() else {
+            return;
+        };
+        let Some((at, which)) = s.timer else { return };
+        if now < at {
+            return;
+        }
+        s.timer = None;
+        if s.sb.is_empty() {
+            s.rto_at = None;
+            return;
+        }
+        let mut c = RecoveryCounters::default();
+        let mut reorder_wait = None;
+        match which {
+            Timer::Reorder => {
+                reorder_wait = s.rack_detect(now, &mut c);
+                let pipe = s.sb.pipe();
+                if s.sb.lost_bytes() > 0 {
+                    if let Some(nxt) = s.sb.nxt() {
+                        if s.cc.enter_recovery(nxt, pipe) {
+                            c.TCPSackRecovery += 1;
+                            s.cc.prr_ack(0, pipe);
+                            s.cc.grant(conn.mss);
+                        }
+                    }
+                }
+                s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
+            }
+            Timer::Probe => {
+                // RFC 8985 §7.3: send the last segment again (smoltcp holds any new data, and
+                // only an acknowledgement lets it send more).
+                if let Some(seg) = s.sb.last_in_flight() {
+                    if let Some(p) = s.resend(seg.seq, ctx, now, &mut self.scratch) {
+                        out.push(p);
+                        c.TcpRetransSegs += 1;
+                        c.TCPLossProbes += 1;
+                        s.probe = s.sb.nxt().map(|end| Probe { end });
+                    }
+                }
+                s.rto_at = Some(now + s.rtt.rto());
+            }
+            Timer::Retransmit => {
+                c.TCPTimeouts += 1;
+                let repeated = s.rtt.backoff() > 0;
+                s.sb.mark_all_lost(s.reneged);
+                s.reneged = false;
+                s.probe = None;
+                if let Some(nxt) = s.sb.nxt() {
+                    s.cc.on_timeout(nxt, repeated);
+                }
+                s.rtt.back_off();
+                s.rto_at = Some(now + s.rtt.rto());
+                s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
+            }
+        }
+        s.arm(conn.sack, conn.mss, reorder_wait, now);
+        s.counters.add(&c);
+        self.counters.add(&c);
+    }
+
+    /// When the connection's timer is due, if it has one.
+    pub(crate) fn next_timer(conn: &Conn) -> Option<Instant> {
+        conn.state
+            .as_deref()
+            .and_then(|s| s.timer)
+            .map(|(at, _)| at)
+    }
+
+    /// The connection's sender, for `RecoveryInfo`.
+    pub(crate) fn info(conn: &Conn) -> RecoveryInfo {
+        let Some(s) = conn.state.as_deref() else {
+            return RecoveryInfo::default();
+        };
+        RecoveryInfo {
+            state: match s.cc.phase() {
+                Phase::Open => RecoveryState::Open,
+                Phase::Recovery { .. } => RecoveryState::Recovery,
+                Phase::Loss { .. } => RecoveryState::Loss,
+            },
+            srtt_us: s.rtt.srtt().map_or(0, |d| d.total_micros()),
+            rttvar_us: s.rtt.rttvar().total_micros(),
+            min_rtt_us: s.rtt.min_rtt().map_or(0, |d| d.total_micros()),
+            rto_us: s.rtt.rto().total_micros(),
+            cwnd: s.cc.cwnd(),
+            ssthresh: s.cc.ssthresh(),
+            unacked: s.sb.outstanding(),
+            sacked: s.sb.sacked_bytes(),
+            lost: s.sb.lost_bytes(),
+            reordering_seen: s.rack.reordering_seen,
+            counters: s.counters,
+        }
+    }
+}
+
+impl State {
+    /// RACK and the RTT estimator learn from what an acknowledgement delivered (RFC 8985
+    /// §6.2 steps 1–4).
+    fn on_delivered(&mut self, d: &Delivered, dsack: bool, now: Instant, c: &mut RecoveryCounters) {
+        if let Some(sent) = d.rtt_from {
+            self.rtt.sample(now - sent, now);
+        }
+        if let Some((sent, end, resent)) = d.newest {
+            let rtt = now - sent;
+            // A retransmission acknowledged sooner than a round trip could be the original's
+            // acknowledgement: not a measurement (step 2).
+            let ambiguous = resent && self.rtt.min_rtt().is_some_and(|m| rtt < m);
+            let newer = self
+                .rack
+                .xmit
+                .is_none_or(|(t, e)| sent > t || (sent == t && before(e, end)));
+            if !ambiguous && newer {
+                self.rack.xmit = Some((sent, end));
+                self.rack.rtt = rtt;
+            }
+        }
+        if d.reordered {
+            self.rack.reordering_seen = true;
+            c.TCPSACKReorder += 1;
+        }
+        // Step 4: D-SACKs widen the reordering window, for 16 recoveries.
+        let una = self.sb.una();
+        if let (Some(round), Some(una)) = (self.rack.dsack_round, una) {
+            if !before(una, round) {
+                self.rack.dsack_round = None;
+            }
+        }
+        if dsack && self.rack.dsack_round.is_none() {
+            self.rack.dsack_round = self.sb.nxt();
+            self.rack.reo_wnd_mult = self.rack.reo_wnd_mult.saturating_add(1).min(64);
+            self.rack.reo_wnd_persist = 16;
+        }
+    }
+
+    /// RACK's reordering window (RFC 8985 §6.2 step 4).
+    fn reo_wnd(&self) -> Duration {
+        if !self.rack.reordering_seen
+            && (self.cc.in_recovery() || self.sb.sacked_segs() >= DUP_THRESH)
+        {
+            return Duration::ZERO;
+        }
+        let min = self.rtt.min_rtt().unwrap_or(Duration::ZERO);
+        let wnd = min / 4 * self.rack.reo_wnd_mult;
+        self.rtt.srtt().map_or(wnd, |s| wnd.min(s))
+    }
+
+    /// RACK's loss detection; returns the wait for the reordering timer, if any.
+    fn rack_detect(&mut self, now: Instant, c: &mut RecoveryCounters) -> Option<Duration> {
+        let (xmit, end) = self.rack.xmit?;
+        let wait = self.rack.rtt + self.reo_wnd();
+        self.sb
+            .detect_loss(xmit, end, wait, now, &mut c.TCPLostRetransmit)
+    }
+
+    /// RFC 8985 §7.4.2: what became of a tail loss probe.
+    fn tlp_ack(&mut self, ack: u32, dsack: bool, c: &mut RecoveryCounters) {
+        let Some(p) = self.probe else { return };
+        if before(ack, p.end) {
+            return;
+        }
+        self.probe = None;
+        if !dsack && !self.cc.in_recovery() {
+            // The probe alone repaired a loss: the window is reduced as for one.
+            self.cc.on_probe_repaired();
+            c.TCPLossProbeRecovery += 1;
+        }
+    }
+
+    /// Send again the lost segments the congestion window allows, lowest first.
+    fn send_lost(
+        &mut self,
+        mss: u32,
+        ctx: Ctx<'_>,
+        now: Instant,
+        c: &mut RecoveryCounters,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        while let Some(seg) = self.sb.next_lost() {
+            let room = self.cc.allowance(self.sb.pipe());
+            if room < seg.len.min(mss) {
+                break;
+            }
+            let Some(p) = self.resend(seg.seq, ctx, now, scratch) else {
+                break;
+            };
+            out.push(p);
+            self.cc.on_sent(seg.len);
+            c.TcpRetransSegs += 1;
+            match self.cc.phase() {
+                Phase::Loss { .. } => c.TCPSlowStartRetrans += 1,
+                _ => c.TCPFastRetrans += 1,
+            }
+        }
+    }
+
+    /// The segment at `seq` as it first left, with our acknowledgement and window now.
+    fn resend(
+        &mut self,
+        seq: u32,
+        ctx: Ctx<'_>,
+        now: Instant,
+        scratch: &mut Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let (ack, window) = ctx.wire.last_ack?;
+        let (s, a, b) = self.sb.resent(seq, now)?;
+        let flags = ACK | if s.fin { FIN } else { 0 } | if s.psh { PSH } else { 0 };
+        scratch.clear();
+        scratch.extend_from_slice(a);
+        scratch.extend_from_slice(b);
+        let mut p = vec![0u8; 60 + scratch.len()];
+        let n = wire::build(
+            ctx.tuple.0,
+            ctx.tuple.1,
+            s.seq,
+            ack,
+            flags,
+            window,
+            scratch,
+            &mut p,
+        )?;
+        p.truncate(n);
+        self.last_send = Some(now);
+        self.peak_pipe = self.peak_pipe.max(self.sb.pipe());
+        Some(p)
+    }
+
+    /// Set the timer: RACK's reordering timer if a segment waits on it; else a tail loss probe
+    /// if one may go (RFC 8985 §7.2); else the retransmission timeout.
+    fn arm(&mut self, sack: bool, mss: u32, reorder_wait: Option<Duration>, now: Instant) {
+        if self.sb.is_empty() {
+            self.timer = None;
+            self.rto_at = None;
+            self.probe = None;
+            return;
+        }
+        let rto_at = *self.rto_at.get_or_insert(now + self.rtt.rto());
+        if let Some(w) = reorder_wait {
+            self.timer = Some(((now + w).min(rto_at), Timer::Reorder));
+            return;
+        }
+        if sack && self.probe.is_none() && !self.cc.in_recovery() {
+            let pto = match self.rtt.srtt() {
+                Some(srtt) => {
+                    let mut pto = srtt * 2 + PTO_SLACK;
+                    if self.sb.outstanding() <= mss {
+                        pto += MAX_ACK_DELAY;
+                    }
+                    pto
+                }
+                None => rtt::INITIAL_RTO,
+            };
+            // RFC 8985 §7.2: never later than the timeout would be; when they coincide the
+            // probe goes, not the timeout (which would collapse the window).
+            self.timer = Some(((now + pto).min(rto_at), Timer::Probe));
+            return;
+        }
+        self.timer = Some((rto_at, Timer::Retransmit));
+    }
+
+    /// How far smoltcp may send (on the wire): the lost segments go first, then new data
+    /// within what the congestion window leaves.
+    fn right_edge(&self) -> Option<u32> {
+        let nxt = self.sb.nxt()?;
+        let room = self
+            .cc
+            .allowance(self.sb.pipe())
+            .saturating_sub(self.sb.lost_bytes());
+        Some(nxt.wrapping_add(room.min(i32::MAX as u32)))
+    }
+}
+
+/// The SACK blocks of a segment's options (at most four).
+fn sack_blocks(opts: &[u8]) -> Vec<(u32, u32)> {
+    let Some(body) = wire::find_option(opts, wire::OPT_SACK) else {
+        return Vec::new();
+    };
+    body.chunks_exact(8)
+        .take(MAX_SACK_BLOCKS)
+        .map(|c| {
+            (
+                u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
+            )
+        })
+        .collect()
+}

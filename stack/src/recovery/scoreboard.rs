@@ -1,0 +1,726 @@
+//! What a connection has sent and the peer has not cumulatively acknowledged: every segment,
+//! its payload, and what the peer said of it (RFC 6675's scoreboard).
+//!
+//! Segments are kept in sequence order, exactly as they left (the layer retransmits them with
+//! the same boundaries), with their payload in one ring of bytes that starts at `SND.UNA`. A
+//! segment is in one of three conditions: in flight (sent, nothing known), SACKed, or lost (its
+//! last transmission is gone and it waits to be sent again). A SACKed segment stays until the
+//! cumulative acknowledgement covers it: a receiver may renege (RFC 2018 §8).
+//!
+//! RACK (RFC 8985) asks, on every acknowledgement, which segments were sent before the most
+//! recently sent one that got through and have waited longer than a round trip plus the
+//! reordering window. Original transmissions leave in sequence order, so among them the answer
+//! is a prefix: a cursor (`scan`) walks it once over the life of each segment. Retransmissions
+//! are checked from a queue in the order they were sent. So an acknowledgement costs in
+//! proportion to what it changes, not to how much is in flight.
+
+use std::collections::VecDeque;
+
+use smoltcp::time::{Duration, Instant};
+
+/// `a` is before `b` in sequence space (RFC 9293 §3.4, modulo 2^32).
+pub(crate) fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// `a` is before or at `b`.
+pub(crate) fn before_eq(a: u32, b: u32) -> bool {
+    !before(b, a)
+}
+
+/// One segment as it left (and will leave again if lost).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seg {
+    pub(crate) seq: u32,
+    /// Sequence space: payload, plus one for a FIN.
+    pub(crate) len: u32,
+    /// Its last transmission.
+    pub(crate) sent: Instant,
+    /// How many times it was sent again.
+    pub(crate) rexmits: u16,
+    pub(crate) fin: bool,
+    pub(crate) psh: bool,
+    pub(crate) sacked: bool,
+    /// Its last transmission is known lost; it waits to be sent again.
+    pub(crate) lost: bool,
+}
+
+impl Seg {
+    pub(crate) fn end(&self) -> u32 {
+        self.seq.wrapping_add(self.len)
+    }
+
+    pub(crate) fn payload_len(&self) -> u32 {
+        self.len - u32::from(self.fin)
+    }
+
+    /// Whether it was sent before `(t, end)` (RFC 8985's `RACK_sent_after`, reversed): earlier,
+    /// or at the same time and earlier in sequence.
+    fn sent_before(&self, t: Instant, end: u32) -> bool {
+        self.sent < t || (self.sent == t && before(self.end(), end))
+    }
+}
+
+/// What one acknowledgement delivered (for RACK, the RTT estimator and PRR).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Delivered {
+    /// Bytes newly acknowledged cumulatively or SACKed, minus SACKed bytes now cumulatively
+    /// acknowledged (RFC 6937's `DeliveredData`).
+    pub(crate) bytes: u32,
+    /// How far `SND.UNA` moved.
+    pub(crate) acked: u32,
+    /// The most recently sent of the newly delivered segments: (sent, end, sent again).
+    pub(crate) newest: Option<(Instant, u32, bool)>,
+    /// The send time of the most recently sent newly delivered segment that was never sent
+    /// again (Karn's rule: only those time a round trip unambiguously).
+    pub(crate) rtt_from: Option<Instant>,
+    /// A segment sent once was delivered after one sent later in sequence had been SACKed:
+    /// the network reordered.
+    pub(crate) reordered: bool,
+    /// A segment marked lost turned out delivered without being sent again.
+    pub(crate) spurious_loss: bool,
+}
+
+impl Delivered {
+    fn saw(&mut self, s: &Seg) {
+        if self.newest.is_none_or(|(t, end, _)| !s.sent_before(t, end)) {
+            self.newest = Some((s.sent, s.end(), s.rexmits > 0));
+        }
+        if s.rexmits == 0 && self.rtt_from.is_none_or(|t| s.sent > t) {
+            self.rtt_from = Some(s.sent);
+        }
+    }
+}
+
+/// What the scoreboard made of a segment its connection's smoltcp socket sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// New sequence space (all or part of the segment): recorded.
+    New,
+    /// Nothing new: smoltcp sending again what is in flight, SACKed or already resent.
+    Redundant,
+    /// Not the scoreboard's business (entirely acknowledged already: a keep-alive probe; or
+    /// past a gap the scoreboard cannot hold).
+    Other,
+}
+
+/// The payload bytes of what is in flight, from `SND.UNA` on.
+#[derive(Debug, Default)]
+struct Ring {
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl Ring {
+    fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.len + data.len() > self.buf.len() {
+            let cap = (self.len + data.len()).next_power_of_two().max(4096);
+            let mut grown = vec![0u8; cap];
+            let (a, b) = self.slices(0, self.len);
+            grown[..a.len()].copy_from_slice(a);
+            grown[a.len()..a.len() + b.len()].copy_from_slice(b);
+            self.buf = grown;
+            self.head = 0;
+        }
+        let cap = self.buf.len();
+        let at = (self.head + self.len) % cap;
+        let first = data.len().min(cap - at);
+        self.buf[at..at + first].copy_from_slice(&data[..first]);
+        self.buf[..data.len() - first].copy_from_slice(&data[first..]);
+        self.len += data.len();
+    }
+
+    fn pop(&mut self, n: usize) {
+        let n = n.min(self.len);
+        if n > 0 {
+            self.head = (self.head + n) % self.buf.len();
+            self.len -= n;
+        }
+        if self.len == 0 {
+            self.head = 0;
+            // A connection that had a large window in flight once does not keep its memory
+            // while idle.
+            if self.buf.len() > 64 * 1024 {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    /// `n` bytes from offset `off`, as at most two slices.
+    fn slices(&self, off: usize, n: usize) -> (&[u8], &[u8]) {
+        if n == 0 || off + n > self.len {
+            return (&[], &[]);
+        }
+        let cap = self.buf.len();
+        let start = (self.head + off) % cap;
+        let first = n.min(cap - start);
+        (&self.buf[start..start + first], &self.buf[..n - first])
+    }
+}
+
+/// The scoreboard of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Scoreboard {
+    segs: VecDeque<Seg>,
+    data: Ring,
+    /// `SND.UNA` and one past the highest sequence number sent, once anything was sent.
+    una: u32,
+    nxt: u32,
+    started: bool,
+    /// Bytes SACKed, and bytes lost and not yet sent again.
+    sacked_bytes: u32,
+    lost_bytes: u32,
+    sacked_segs: u32,
+    /// One past the highest SACKed sequence number.
+    high_sacked: Option<u32>,
+    /// RACK's cursor over original transmissions: those before it are SACKed or lost.
+    scan: u32,
+    /// Retransmissions in the order they left: (sequence number, when). Stale entries (the
+    /// segment acknowledged, SACKed, or sent again since) are skipped.
+    rexmit_order: VecDeque<(u32, Instant)>,
+    /// No segment before it is lost (where the search for the next one to send again starts).
+    lost_hint: u32,
+}
+
+impl Scoreboard {
+    /// Nothing in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    pub(crate) fn una(&self) -> Option<u32> {
+        self.started.then_some(self.una)
+    }
+
+    /// One past the highest sequence number sent.
+    pub(crate) fn nxt(&self) -> Option<u32> {
+        self.started.then_some(self.nxt)
+    }
+
+    /// Sequence space outstanding (`SND.NXT - SND.UNA`).
+    pub(crate) fn outstanding(&self) -> u32 {
+        self.nxt.wrapping_sub(self.una)
+    }
+
+    /// RFC 6675's pipe: bytes outstanding that are neither SACKed nor known lost.
+    pub(crate) fn pipe(&self) -> u32 {
+        self.outstanding()
+            .saturating_sub(self.sacked_bytes)
+            .saturating_sub(self.lost_bytes)
+    }
+
+    pub(crate) fn sacked_bytes(&self) -> u32 {
+        self.sacked_bytes
+    }
+
+    pub(crate) fn lost_bytes(&self) -> u32 {
+        self.lost_bytes
+    }
+
+    pub(crate) fn sacked_segs(&self) -> u32 {
+        self.sacked_segs
+    }
+
+    /// Payload bytes held.
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.data.len
+    }
+
+    /// The index of the segment holding `seq`.
+    fn index_of(&self, seq: u32) -> Option<usize> {
+        let i = self.segs.partition_point(|s| before_eq(s.end(), seq));
+        self.segs
+            .get(i)
+            .filter(|s| before_eq(s.seq, seq))
+            .map(|_| i)
+    }
+
+    /// A segment left: record what is new in it.
+    pub(crate) fn on_send(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        fin: bool,
+        psh: bool,
+        now: Instant,
+    ) -> Sent {
+        let len = payload.len() as u32 + u32::from(fin);
+        if len == 0 {
+            return Sent::Other;
+        }
+        if !self.started {
+            self.started = true;
+            self.una = seq;
+            self.nxt = seq;
+            self.scan = seq;
+        }
+        let end = seq.wrapping_add(len);
+        if before_eq(end, self.una) {
+            return Sent::Other;
+        }
+        if before_eq(end, self.nxt) {
+            return Sent::Redundant;
+        }
+        if before(self.nxt, seq) {
+            // A gap: smoltcp never sends past what it sent. Forget the scoreboard rather than
+            // hold something inconsistent; the layer starts again from this segment.
+            if !self.segs.is_empty() {
+                return Sent::Other;
+            }
+            self.una = seq;
+            self.nxt = seq;
+            self.scan = seq;
+        }
+        // What is new: from `nxt` on (smoltcp may resend from further back after its own
+        // timeout, in other boundaries).
+        let skip = self.nxt.wrapping_sub(seq) as usize;
+        let fresh = payload.get(skip..).unwrap_or(&[]);
+        let fresh_fin = fin && skip <= payload.len();
+        self.data.push(fresh);
+        let s = Seg {
+            seq: self.nxt,
+            len: fresh.len() as u32 + u32::from(fresh_fin),
+            sent: now,
+            rexmits: 0,
+            fin: fresh_fin,
+            psh,
+            sacked: false,
+            lost: false,
+        };
+        if s.len == 0 {
+            return Sent::Redundant;
+        }
+        self.nxt = s.end();
+        self.segs.push_back(s);
+        Sent::New
+    }
+
+    /// A cumulative acknowledgement up to `ack` (checked by the caller to be within what was
+    /// sent).
+    pub(crate) fn on_ack(&mut self, ack: u32, d: &mut Delivered) {
+        if !self.started || !before(self.una, ack) || before(self.nxt, ack) {
+            return;
+        }
+        let high_sacked = self.high_sacked;
+        while let Some(front) = self.segs.front_mut() {
+            if before_eq(front.end(), ack) {
+                let s = *front;
+                self.segs.pop_front();
+                self.data.pop(s.payload_len() as usize);
+                if s.sacked {
+                    self.sacked_bytes -= s.len;
+                    self.sacked_segs -= 1;
+                } else {
+                    d.bytes += s.len;
+                    if s.lost {
+                        self.lost_bytes -= s.len;
+                        if s.rexmits == 0 {
+                            d.spurious_loss = true;
+                        }
+                    }
+                    if s.rexmits == 0 && high_sacked.is_some_and(|h| before(s.end(), h)) {
+                        d.reordered = true;
+                    }
+                    d.saw(&s);
+                }
+                continue;
+            }
+            if before(front.seq, ack) {
+                // Part of a segment (a peer's receive window cut it, or a middlebox): trim.
+                let cut = ack.wrapping_sub(front.seq);
+                let payload_cut = cut.min(front.payload_len());
+                if !front.sacked {
+                    d.bytes += cut;
+                    if front.lost {
+                        self.lost_bytes -= cut;
+                    }
+                } else {
+                    self.sacked_bytes -= cut;
+                }
+                front.seq = ack;
+                front.len -= cut;
+                self.data.pop(payload_cut as usize);
+                let s = *front;
+                d.saw(&s);
+            }
+            break;
+        }
+        d.acked = ack.wrapping_sub(self.una);
+        self.una = ack;
+        if before(self.scan, ack) {
+            self.scan = ack;
+        }
+        if self.high_sacked.is_some_and(|h| before_eq(h, ack)) {
+            self.high_sacked = None;
+        }
+        if self.segs.is_empty() {
+            self.rexmit_order.clear();
+        }
+    }
+
+    /// A SACK block `[left, right)` (checked by the caller to be within what is outstanding).
+    /// Only segments it covers whole are marked.
+    pub(crate) fn on_sack(&mut self, left: u32, right: u32, d: &mut Delivered) {
+        let high_before = self.high_sacked;
+        let mut i = self.segs.partition_point(|s| before_eq(s.end(), left));
+        while let Some(s) = self.segs.get_mut(i) {
+            if !before(s.seq, right) {
+                break;
+            }
+            i += 1;
+            if s.sacked || before(s.seq, left) || before(right, s.end()) {
+                continue;
+            }
+            s.sacked = true;
+            self.sacked_bytes += s.len;
+            self.sacked_segs += 1;
+            d.bytes += s.len;
+            if s.lost {
+                s.lost = false;
+                self.lost_bytes -= s.len;
+                if s.rexmits == 0 {
+                    d.spurious_loss = true;
+                }
+            }
+            if s.rexmits == 0 && high_before.is_some_and(|h| before(s.end(), h)) {
+                d.reordered = true;
+            }
+            let s = *s;
+            d.saw(&s);
+            if self.high_sacked.is_none_or(|h| before(h, s.end())) {
+                self.high_sacked = Some(s.end());
+            }
+        }
+    }
+
+    /// RACK's loss detection (RFC 8985 §6.2 step 5): mark lost every segment sent before
+    /// `(xmit, end)` that has waited `wait` (RACK.rtt + RACK.reo_wnd) since it left. Returns
+    /// how long until the next one would be (the reordering timer), and counts retransmissions
+    /// found lost again in `lost_rexmits`.
+    pub(crate) fn detect_loss(
+        &mut self,
+        xmit: Instant,
+        end: u32,
+        wait: Duration,
+        now: Instant,
+        lost_rexmits: &mut u64,
+    ) -> Option<Duration> {
+        let mut timeout: Option<Duration> = None;
+        let mut later = |remaining: Duration| {
+            timeout = Some(timeout.map_or(remaining, |t| t.max(remaining)));
+        };
+        // Original transmissions, in the order they left.
+        if let Some(mut i) = self.index_of(self.scan) {
+            while let Some(s) = self.segs.get_mut(i) {
+                if s.rexmits > 0 || s.sacked || s.lost {
+                    i += 1;
+                    self.scan = self.segs.get(i).map_or(self.nxt, |n| n.seq);
+                    continue;
+                }
+                if !s.sent_before(xmit, end) {
+                    break;
+                }
+                let due = s.sent + wait;
+                if now < due {
+                    later(due - now);
+                    break;
+                }
+                let (seq, len) = (s.seq, s.len);
+                s.lost = true;
+                self.lost_at(seq, len);
+                i += 1;
+                self.scan = self.segs.get(i).map_or(self.nxt, |n| n.seq);
+            }
+        }
+        // Retransmissions, in the order they left.
+        while let Some(&(seq, sent)) = self.rexmit_order.front() {
+            let Some(i) = self.index_of(seq) else {
+                self.rexmit_order.pop_front();
+                continue;
+            };
+            let s = &mut self.segs[i];
+            if s.seq != seq || s.sent != sent || s.sacked || s.lost {
+                self.rexmit_order.pop_front();
+                continue;
+            }
+            if !s.sent_before(xmit, end) {
+                break;
+            }
+            let due = s.sent + wait;
+            if now < due {
+                later(due - now);
+                break;
+            }
+            let (seq, len) = (s.seq, s.len);
+            s.lost = true;
+            self.lost_at(seq, len);
+            *lost_rexmits += 1;
+            self.rexmit_order.pop_front();
+        }
+        timeout
+    }
+
+    /// Mark lost the first segment outstanding, if it is in flight (the duplicate-ACK rule of
+    /// RFC 5681 / RFC 6582 for a peer without SACK). Returns whether it was.
+    pub(crate) fn mark_head_lost(&mut self) -> bool {
+        match self.segs.front_mut() {
+            Some(s) if !s.sacked && !s.lost => {
+                s.lost = true;
+                self.lost_bytes += s.len;
+                self.lost_hint = s.seq;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A retransmission timeout: every segment in flight is taken as lost. SACKed ones stay
+    /// SACKed unless the receiver reneged (`forget_sacks`), then they are sent again too.
+    pub(crate) fn mark_all_lost(&mut self, forget_sacks: bool) {
+        self.rexmit_order.clear();
+        self.lost_hint = self.una;
+        for s in self.segs.iter_mut() {
+            if s.sacked && forget_sacks {
+                s.sacked = false;
+                self.sacked_bytes -= s.len;
+                self.sacked_segs -= 1;
+            }
+            if !s.sacked && !s.lost {
+                s.lost = true;
+                self.lost_bytes += s.len;
+            }
+        }
+        if forget_sacks {
+            self.high_sacked = None;
+        }
+        self.scan = self.nxt;
+    }
+
+    /// The first segment is SACKed: the cumulative acknowledgement stopped at data the
+    /// receiver had said it held (it reneged, RFC 2018 §8).
+    pub(crate) fn head_sacked(&self) -> bool {
+        self.segs.front().is_some_and(|s| s.sacked)
+    }
+
+    /// The segment at `seq`, of `len`, was just marked lost.
+    fn lost_at(&mut self, seq: u32, len: u32) {
+        if self.lost_bytes == 0 || before(seq, self.lost_hint) {
+            self.lost_hint = seq;
+        }
+        self.lost_bytes += len;
+    }
+
+    /// The lowest lost segment, to send again first (RFC 6675's `NextSeg`), if any. The search
+    /// starts where the last one ended, so a recovery walks the scoreboard about once.
+    pub(crate) fn next_lost(&mut self) -> Option<Seg> {
+        if self.lost_bytes == 0 {
+            return None;
+        }
+        let from = self.index_of(self.lost_hint).unwrap_or(0);
+        let found = (from..self.segs.len())
+            .chain(0..from)
+            .find(|&i| self.segs[i].lost && !self.segs[i].sacked)?;
+        let s = self.segs[found];
+        self.lost_hint = s.seq;
+        Some(s)
+    }
+
+    /// The highest segment neither SACKed nor lost (a tail loss probe's choice), if any.
+    pub(crate) fn last_in_flight(&self) -> Option<Seg> {
+        self.segs.iter().rev().find(|s| !s.sacked).copied()
+    }
+
+    /// The segment at `seq` was sent again at `now`; its payload is in the returned slices.
+    pub(crate) fn resent(&mut self, seq: u32, now: Instant) -> Option<(Seg, &[u8], &[u8])> {
+        let i = self.index_of(seq)?;
+        let s = &mut self.segs[i];
+        if s.seq != seq {
+            return None;
+        }
+        if s.lost {
+            s.lost = false;
+            self.lost_bytes -= s.len;
+        }
+        s.sent = now;
+        s.rexmits = s.rexmits.saturating_add(1);
+        let s = *s;
+        self.rexmit_order.push_back((seq, now));
+        let off = s.seq.wrapping_sub(self.una) as usize;
+        let (a, b) = self.data.slices(off, s.payload_len() as usize);
+        Some((s, a, b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// Ten 100-byte segments from sequence number 1000, sent 1 ms apart.
+    fn ten() -> Scoreboard {
+        let mut sb = Scoreboard::default();
+        for i in 0..10u32 {
+            let payload = vec![i as u8; 100];
+            assert_eq!(
+                sb.on_send(1000 + 100 * i, &payload, false, false, t(i64::from(i))),
+                Sent::New
+            );
+        }
+        sb
+    }
+
+    #[test]
+    fn sending_again_what_is_outstanding_is_redundant() {
+        let mut sb = ten();
+        assert_eq!(
+            sb.on_send(1000, &[0; 100], false, false, t(20)),
+            Sent::Redundant
+        );
+        assert_eq!(sb.on_send(999, &[0; 1], false, false, t(20)), Sent::Other);
+        // Overlapping the end: the new part is recorded.
+        assert_eq!(sb.on_send(1950, &[9; 100], false, false, t(20)), Sent::New);
+        assert_eq!(sb.nxt(), Some(2050));
+        assert_eq!(sb.outstanding(), 1050);
+    }
+
+    #[test]
+    fn a_hole_is_found_lost_after_later_segments_are_sacked() {
+        let mut sb = ten();
+        let mut d = Delivered::default();
+        sb.on_ack(1100, &mut d);
+        assert_eq!(d.acked, 100);
+        let mut d = Delivered::default();
+        // Segment 1 (1100..1200) is missing; 2..5 arrived.
+        sb.on_sack(1200, 1600, &mut d);
+        assert_eq!(d.bytes, 400);
+        assert_eq!(sb.sacked_bytes(), 400);
+        let (xmit, end, _) = d.newest.unwrap();
+        assert_eq!((xmit, end), (t(5), 1600));
+        let mut lr = 0;
+        // A round trip of 10 ms and no reordering window: segment 1 (sent at 1 ms) is lost at
+        // 11 ms, not before.
+        let wait = Duration::from_millis(10);
+        assert_eq!(
+            sb.detect_loss(xmit, end, wait, t(6), &mut lr),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(sb.lost_bytes(), 0);
+        assert_eq!(sb.detect_loss(xmit, end, wait, t(11), &mut lr), None);
+        assert_eq!(sb.lost_bytes(), 100);
+        assert_eq!(sb.pipe(), 900 - 400 - 100);
+        let lost = sb.next_lost().unwrap();
+        assert_eq!(lost.seq, 1100);
+        let (s, a, b) = sb.resent(1100, t(12)).unwrap();
+        assert_eq!((s.rexmits, a.len() + b.len()), (1, 100));
+        assert!(
+            a.iter().chain(b).all(|&x| x == 1),
+            "the payload it was sent with"
+        );
+        assert!(sb.next_lost().is_none());
+        // Segments 6..9 were sent after the newest SACKed one: not lost.
+        assert_eq!(sb.lost_bytes(), 0);
+    }
+
+    #[test]
+    fn sacked_segments_are_never_marked_lost_nor_resent() {
+        let mut sb = ten();
+        let mut d = Delivered::default();
+        sb.on_sack(1500, 2000, &mut d);
+        let mut lr = 0;
+        sb.detect_loss(t(9), 2000, Duration::ZERO, t(100), &mut lr);
+        let mut lost = Vec::new();
+        while let Some(s) = sb.next_lost() {
+            lost.push(s.seq);
+            sb.resent(s.seq, t(101));
+        }
+        assert_eq!(lost, [1000, 1100, 1200, 1300, 1400]);
+    }
+
+    #[test]
+    fn a_lost_retransmission_is_found_and_counted() {
+        let mut sb = ten();
+        let mut d = Delivered::default();
+        sb.on_sack(1100, 1500, &mut d);
+        let mut lr = 0;
+        let wait = Duration::from_millis(10);
+        sb.detect_loss(t(4), 1500, wait, t(20), &mut lr);
+        assert_eq!(sb.next_lost().map(|s| s.seq), Some(1000));
+        sb.resent(1000, t(21));
+        // New data sent after the retransmission gets through; the retransmission does not.
+        sb.on_send(2000, &[7; 100], false, false, t(22));
+        let mut d = Delivered::default();
+        sb.on_sack(2000, 2100, &mut d);
+        assert_eq!(sb.detect_loss(t(22), 2100, wait, t(35), &mut lr), None);
+        assert_eq!(lr, 1);
+        // Segments 5..9 (never SACKed) are lost too; the lowest goes first.
+        let mut order = Vec::new();
+        while let Some(s) = sb.next_lost() {
+            order.push(s.seq);
+            sb.resent(s.seq, t(36));
+        }
+        assert_eq!(order, [1000, 1500, 1600, 1700, 1800, 1900]);
+    }
+
+    #[test]
+    fn cumulative_ack_frees_payload_and_reports_reordering() {
+        let mut sb = ten();
+        let mut d = Delivered::default();
+        sb.on_sack(1300, 1400, &mut d);
+        let mut d = Delivered::default();
+        // 1000..1300 arrive late, never resent: reordering.
+        sb.on_ack(1400, &mut d);
+        assert!(d.reordered);
+        assert_eq!(d.bytes, 300, "SACKed bytes were delivered before");
+        assert_eq!(sb.held_bytes(), 600);
+        assert_eq!(sb.sacked_bytes(), 0);
+        let mut d = Delivered::default();
+        sb.on_ack(2000, &mut d);
+        assert!(sb.is_empty());
+        assert_eq!(sb.held_bytes(), 0);
+        // Beyond what was sent: ignored.
+        let mut d = Delivered::default();
+        sb.on_ack(3000, &mut d);
+        assert_eq!(d.acked, 0);
+    }
+
+    #[test]
+    fn a_timeout_with_reneging_sends_sacked_data_again() {
+        let mut sb = ten();
+        let mut d = Delivered::default();
+        sb.on_sack(1100, 2000, &mut d);
+        sb.mark_all_lost(false);
+        assert_eq!(sb.lost_bytes(), 100);
+        sb.mark_all_lost(true);
+        assert_eq!(sb.lost_bytes(), 1000);
+        assert_eq!(sb.sacked_bytes(), 0);
+        let mut n = 0;
+        while let Some(s) = sb.next_lost() {
+            sb.resent(s.seq, t(50));
+            n += 1;
+        }
+        assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn ring_wraps() {
+        let mut r = Ring::default();
+        r.push(&[]);
+        assert_eq!(r.slices(0, 0), (&[][..], &[][..]));
+        r.push(&[1; 3000]);
+        r.pop(2500);
+        r.push(&[2; 3000]);
+        assert_eq!(r.len, 3500);
+        let (a, b) = r.slices(400, 200);
+        let v: Vec<u8> = a.iter().chain(b).copied().collect();
+        assert_eq!(&v[..100], &[1; 100]);
+        assert_eq!(&v[100..], &[2; 100]);
+    }
+}

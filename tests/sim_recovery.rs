@@ -1,0 +1,699 @@
+//! Loss recovery between two stacks on the simulated link (virtual clock, no root, seeded): how
+//! many round trips a loss costs, which segments go again, and what a lying or broken receiver
+//! cannot make the sender do. Durations are virtual, so comparing them is exact, not timing.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stack::sim::{self, LinkConfig, Pair};
+use stack::{
+    ConnectOptions, ConnectStatus, CookieKey, Family, FastOpenMode, FastOpenServerConfig,
+    RecoveryCounters, SocketId, SocketType, StackConfig,
+};
+
+const SERVER: &str = "192.0.2.1:9000";
+/// One-way delay of the link in most tests: a round trip of 20 ms.
+const LATENCY_MS: u64 = 10;
+const RTT_MS: u64 = 2 * LATENCY_MS;
+const MSS: usize = 1460;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn link(latency_ms: u64, seed: u64) -> LinkConfig {
+    LinkConfig {
+        latency: Duration::from_millis(latency_ms),
+        seed,
+        ..LinkConfig::default()
+    }
+}
+
+/// A stack configuration with the recovery layer on or off.
+fn config(recovery: bool) -> StackConfig {
+    let mut c = StackConfig::default();
+    c.loss_recovery = recovery;
+    c
+}
+
+/// Deterministic test bytes.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Two stacks joined by `link`, A connected to a listener on B: (pair, A's socket, B's).
+fn connected(link: LinkConfig, recovery: bool) -> (Pair, SocketId, SocketId) {
+    let mut p = Pair::with_configs(
+        link,
+        config(recovery),
+        config(recovery),
+        &["192.0.2.2/24"],
+        &["192.0.2.1/24"],
+    );
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr(SERVER)).unwrap();
+    p.b.listen(l, 8).unwrap();
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    p.a.connect(c, addr(SERVER), ConnectOptions::default(), p.now())
+        .unwrap();
+    p.drive_until(100_000, |p| {
+        p.a.connect_status(c) == Some(ConnectStatus::Connected)
+    });
+    let mut s = None;
+    p.drive_until(100_000, |p| {
+        s = p.b.accept(l).ok().map(|(s, _)| s);
+        s.is_some()
+    });
+    (p, c, s.unwrap())
+}
+
+/// Send `data` from A to B over an established connection; returns the virtual milliseconds
+/// from the first write until B has read it all, after checking it arrived byte for byte.
+fn a_to_b(p: &mut Pair, c: SocketId, s: SocketId, data: &[u8]) -> u64 {
+    a_to_b_timed(p, c, s, data, &AtomicI64::new(0))
+}
+
+/// [`a_to_b`], setting `clock` to the virtual time (µs) before each step.
+fn a_to_b_timed(p: &mut Pair, c: SocketId, s: SocketId, data: &[u8], clock: &AtomicI64) -> u64 {
+    let start = p.now();
+    let (mut sent, mut got) = (0, Vec::with_capacity(data.len()));
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..5_000_000 {
+        if sent < data.len() {
+            sent += p.a.send(c, &data[sent..]).unwrap_or(0);
+        }
+        while let Ok(n) = p.b.recv(s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() >= data.len() {
+            break;
+        }
+        clock.store(p.now().total_micros(), Ordering::Relaxed);
+        p.step();
+    }
+    assert!(got == data, "the data arrived intact (seed {})", p.seed);
+    (p.now() - start).total_millis()
+}
+
+/// A middlebox on the way to B that drops chosen data segments of A's, the first time each
+/// leaves (by their index in the stream: 0 is the first full segment), and records every data
+/// segment it sees.
+#[derive(Default)]
+struct Dropper {
+    /// The client's initial sequence number, from its SYN (or its first data).
+    isn: Option<u32>,
+    /// Byte offsets of the segments to drop.
+    drop_offsets: HashSet<usize>,
+    /// Segments seen: offset → times.
+    seen: HashMap<usize, u32>,
+    dropped: Vec<usize>,
+    /// When each segment left first, and last (µs of the virtual clock).
+    first_sent: HashMap<usize, i64>,
+    last_sent: HashMap<usize, i64>,
+    /// The virtual clock, as the test's loop sets it before each step.
+    clock: Arc<AtomicI64>,
+}
+
+impl Dropper {
+    fn install(p: &mut Pair, drop_offsets: impl IntoIterator<Item = usize>) -> Arc<Mutex<Dropper>> {
+        let d = Arc::new(Mutex::new(Dropper {
+            drop_offsets: drop_offsets.into_iter().collect(),
+            ..Dropper::default()
+        }));
+        let shared = Arc::clone(&d);
+        p.filter_to_b(move |pkt| {
+            let Some(v) = sim::tcp_view(pkt) else {
+                return true;
+            };
+            let mut d = shared.lock().unwrap();
+            if v.flags & 0x02 != 0 {
+                d.isn = Some(v.seq);
+                return true;
+            }
+            if v.payload_len == 0 {
+                return true;
+            }
+            // Installed after the handshake: the stream starts with the first data seen.
+            let isn = *d.isn.get_or_insert(v.seq.wrapping_sub(1));
+            let offset = v.seq.wrapping_sub(isn.wrapping_add(1)) as usize;
+            let now = d.clock.load(Ordering::Relaxed);
+            d.first_sent.entry(offset).or_insert(now);
+            d.last_sent.insert(offset, now);
+            let times = d.seen.entry(offset).or_insert(0);
+            *times += 1;
+            if *times == 1 && d.drop_offsets.contains(&offset) {
+                d.dropped.push(offset);
+                return false;
+            }
+            true
+        });
+        d
+    }
+
+    /// How long after it first left each dropped segment went again, in ms.
+    fn repair_ms(&self) -> Vec<i64> {
+        self.dropped
+            .iter()
+            .map(|o| (self.last_sent[o] - self.first_sent[o]) / 1000)
+            .collect()
+    }
+
+    /// Segments sent more than once.
+    fn resent(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .seen
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .map(|(&o, _)| o)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+fn segments(indexes: &[usize]) -> Vec<usize> {
+    indexes.iter().map(|i| i * MSS).collect()
+}
+
+#[test]
+fn several_segments_lost_in_one_window_are_sent_again_within_a_round_trip() {
+    let data = pattern(400_000);
+    let (mut p, c, s) = connected(link(LATENCY_MS, 1), true);
+    let clean = a_to_b(&mut p, c, s, &data);
+
+    // Four holes in the same flight: RACK finds them all from the SACK blocks that follow.
+    let lost = segments(&[40, 43, 46, 49]);
+    for recovery in [true, false] {
+        let (mut p, c, s) = connected(link(LATENCY_MS, 1), recovery);
+        let d = Dropper::install(&mut p, lost.clone());
+        let clock = Arc::clone(&d.lock().unwrap().clock);
+        let took = a_to_b_timed(&mut p, c, s, &data, &clock);
+        let d = d.lock().unwrap();
+        assert_eq!(d.dropped, lost, "the middlebox dropped each once");
+        let repair = d.repair_ms();
+        if recovery {
+            let r = p.a.recovery_counters();
+            assert_eq!(d.resent(), lost, "exactly the lost segments went again");
+            assert_eq!(r.TcpRetransSegs, 4, "{r:?}");
+            assert_eq!(r.TCPSackRecovery, 1, "one recovery for the four: {r:?}");
+            assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+            // Each went again as soon as the SACK blocks of the segments after it arrived:
+            // one round trip after it first left.
+            assert!(
+                repair.iter().all(|&ms| ms <= (RTT_MS + RTT_MS / 2) as i64),
+                "sent again after {repair:?} ms (RTT {RTT_MS} ms)"
+            );
+            // The window was cut once (CUBIC's 0.7), so the rest goes a little slower.
+            assert!(took < clean * 2, "{took} ms against {clean} ms clean");
+            let info = p.a.recovery_info(c).unwrap();
+            assert_eq!(info.counters.TcpRetransSegs, 4, "the connection's share");
+            assert!(info.srtt_us >= RTT_MS * 1000, "{info:?}");
+        } else {
+            // smoltcp alone: one fast retransmit, then a timeout of at least a second.
+            assert!(
+                repair.iter().any(|&ms| ms >= 1000),
+                "without the layer: sent again after {repair:?} ms"
+            );
+            assert!(took >= clean + 900, "without the layer: {took} ms");
+        }
+    }
+}
+
+#[test]
+fn losing_the_tail_of_a_burst_costs_about_two_round_trips_not_a_timeout() {
+    // Whole segments only: smoltcp's Nagle would hold a short last one back until everything
+    // before it is acknowledged.
+    let data = pattern(70 * MSS);
+    let (mut p, c, s) = connected(link(LATENCY_MS, 2), true);
+    let clean = a_to_b(&mut p, c, s, &data);
+    let lost = segments(&[68, 69]);
+    for recovery in [true, false] {
+        let (mut p, c, s) = connected(link(LATENCY_MS, 2), recovery);
+        let d = Dropper::install(&mut p, lost.clone());
+        let clock = Arc::clone(&d.lock().unwrap().clock);
+        let took = a_to_b_timed(&mut p, c, s, &data, &clock);
+        let d = d.lock().unwrap();
+        assert_eq!(d.dropped, lost);
+        if recovery {
+            let r = p.a.recovery_counters();
+            assert_eq!(r.TCPLossProbes, 1, "{r:?}");
+            assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+            assert_eq!(d.resent(), lost, "{r:?}");
+            // The probe (the last segment) goes two round trips plus 2 ms after the last
+            // acknowledgement, itself a round trip after the tail left; the probe's SACK shows
+            // the other hole, sent again at once: four round trips in all, as Linux.
+            let repair = d.repair_ms();
+            assert!(
+                repair.iter().all(|&ms| ms <= (4 * RTT_MS + 5) as i64),
+                "sent again after {repair:?} ms (RTT {RTT_MS} ms)"
+            );
+            assert!(
+                took <= clean + 4 * RTT_MS + 5,
+                "the tail cost {} ms over {clean} ms",
+                took - clean
+            );
+        } else {
+            assert!(took >= clean + 900, "without the layer: {took} ms");
+        }
+    }
+}
+
+/// SACK blocks B sent (as A will see them) and when.
+type SackLog = Arc<Mutex<Vec<(i64, u32, u32)>>>;
+
+#[test]
+fn segments_the_peer_sacked_are_never_sent_again() {
+    // Random loss on data only (the acknowledgements all arrive), reordering too.
+    let mut l = link(5, 3);
+    l.reorder = 0.02;
+    let (mut p, c, s) = connected(l, true);
+    let now_us = Arc::new(AtomicI64::new(0));
+    let sacks: SackLog = Arc::default();
+    {
+        let (now_us, sacks) = (Arc::clone(&now_us), Arc::clone(&sacks));
+        p.filter_to_a(move |pkt| {
+            let opts = sim::tcp_options(pkt);
+            for (l, r) in sack_blocks(&opts) {
+                sacks
+                    .lock()
+                    .unwrap()
+                    .push((now_us.load(Ordering::Relaxed), l, r));
+            }
+            true
+        });
+    }
+    let sent: Arc<Mutex<Vec<(i64, u32, u32)>>> = Arc::default();
+    {
+        let (now_us, sent) = (Arc::clone(&now_us), Arc::clone(&sent));
+        let mut x: u32 = 0x2545_f491;
+        p.filter_to_b(move |pkt| {
+            let Some(v) = sim::tcp_view(pkt) else {
+                return true;
+            };
+            if v.payload_len == 0 {
+                return true;
+            }
+            let t = now_us.load(Ordering::Relaxed);
+            sent.lock()
+                .unwrap()
+                .push((t, v.seq, v.seq.wrapping_add(v.payload_len as u32)));
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % 100 >= 3
+        });
+    }
+    let data = pattern(1_500_000);
+    let (mut written, mut got) = (0, 0);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut back = Vec::new();
+    while got < data.len() {
+        now_us.store(p.now().total_micros(), Ordering::Relaxed);
+        if written < data.len() {
+            written += p.a.send(c, &data[written..]).unwrap_or(0);
+        }
+        while let Ok(n) = p.b.recv(s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+            back.extend_from_slice(&buf[..n]);
+        }
+        assert!(p.step(), "stalled (seed {})", p.seed);
+    }
+    assert!(back == data, "intact (seed {})", p.seed);
+    let r = p.a.recovery_counters();
+    assert!(r.TcpRetransSegs > 0 && r.TCPSackRecovery > 0, "{r:?}");
+    // Every retransmission: no SACK block that reached A before it left covered it.
+    let latency_us = 5_000;
+    let sacks = sacks.lock().unwrap();
+    let mut first_seen = HashSet::new();
+    let mut resent = 0;
+    for &(t, l, r) in sent.lock().unwrap().iter() {
+        if first_seen.insert(l) {
+            continue;
+        }
+        resent += 1;
+        let covered = sacks
+            .iter()
+            .any(|&(st, sl, sr)| st + latency_us <= t && !seq_before(l, sl) && !seq_before(sr, r));
+        assert!(
+            !covered,
+            "{l}..{r} sent again at {t} µs after it was SACKed"
+        );
+    }
+    assert!(resent > 0);
+}
+
+fn seq_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// The SACK blocks of a segment's raw options.
+fn sack_blocks(opts: &[u8]) -> Vec<(u32, u32)> {
+    let mut i = 0;
+    let mut out = Vec::new();
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                if kind == 5 {
+                    for b in opts[i + 2..i + len].chunks_exact(8) {
+                        out.push((
+                            u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                            u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                        ));
+                    }
+                }
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+fn sack_option(blocks: &[(u32, u32)]) -> Vec<u8> {
+    let mut o = vec![1, 1, 5, 2 + 8 * blocks.len() as u8];
+    for (l, r) in blocks {
+        o.extend_from_slice(&l.to_be_bytes());
+        o.extend_from_slice(&r.to_be_bytes());
+    }
+    o
+}
+
+#[test]
+fn a_receiver_that_reneges_on_sacked_data_still_gets_it() {
+    let (mut p, c, s) = connected(link(LATENCY_MS, 4), true);
+    // A segment is lost on its way to B, and every acknowledgement B sends afterwards claims
+    // it was received (a receiver that SACKs, then throws the data away).
+    let d = Dropper::install(&mut p, segments(&[30]));
+    let shared = Arc::clone(&d);
+    p.filter_to_a(move |pkt| {
+        let Some(v) = sim::tcp_view(pkt) else {
+            return true;
+        };
+        let d = shared.lock().unwrap();
+        let (Some(isn), Some(&hole)) = (d.isn, d.dropped.first()) else {
+            return true;
+        };
+        let start = isn.wrapping_add(1).wrapping_add(hole as u32);
+        if v.ack == start {
+            let mut blocks = sack_blocks(&sim::tcp_options(pkt));
+            blocks.insert(0, (start, start.wrapping_add(MSS as u32)));
+            blocks.truncate(3);
+            assert!(sim::set_tcp_options(pkt, &sack_option(&blocks)));
+        }
+        true
+    });
+    let data = pattern(200_000);
+    let took = a_to_b(&mut p, c, s, &data);
+    let r = p.a.recovery_counters();
+    assert!(r.TCPSACKReneging >= 1, "{r:?}");
+    assert!(
+        r.TCPTimeouts >= 1,
+        "the early timeout sends it again: {r:?}"
+    );
+    assert!(took < 2_000, "{took} ms");
+}
+
+#[test]
+fn bad_sack_blocks_are_ignored_and_counted() {
+    let (mut p, c, s) = connected(link(LATENCY_MS, 5), true);
+    let d = Dropper::install(&mut p, segments(&[20, 60, 61]));
+    drop(d);
+    // Every acknowledgement to A gains blocks no receiver would send: reversed, beyond
+    // anything sent, far below the acknowledgement, and overlapping a real one.
+    p.filter_to_a(move |pkt| {
+        let Some(v) = sim::tcp_view(pkt) else {
+            return true;
+        };
+        if v.flags & 0x02 != 0 {
+            return true;
+        }
+        let mut blocks = sack_blocks(&sim::tcp_options(pkt));
+        let real = blocks.first().copied();
+        let ack = v.ack;
+        let mut bogus = vec![
+            (ack.wrapping_add(5_000), ack.wrapping_add(1_000)),
+            (ack.wrapping_add(50_000_000), ack.wrapping_add(50_001_000)),
+        ];
+        if let Some((l, r)) = real {
+            bogus.push((l.wrapping_sub(MSS as u32), r));
+        } else {
+            bogus.push((
+                ack.wrapping_sub(1_000_000_000),
+                ack.wrapping_sub(999_000_000),
+            ));
+        }
+        blocks.extend(bogus);
+        blocks.truncate(4);
+        assert!(sim::set_tcp_options(pkt, &sack_option(&blocks)));
+        true
+    });
+    let data = pattern(300_000);
+    a_to_b(&mut p, c, s, &data);
+    let r = p.a.recovery_counters();
+    assert!(r.TCPSACKDiscard > 0, "{r:?}");
+    // No bogus block was taken for data the receiver holds: had one been, the hole it covers
+    // would have waited for a timeout or for reneging to be noticed.
+    assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+    assert_eq!(r.TCPSACKReneging, 0, "{r:?}");
+    assert_eq!(r.TcpRetransSegs, 3, "{r:?}");
+}
+
+#[test]
+fn a_peer_without_sack_recovers_by_duplicate_acks_and_partial_acks() {
+    let data = pattern(400_000);
+    let lost = segments(&[40, 44]);
+    let run = |recovery: bool| {
+        let mut p = Pair::with_configs(
+            link(LATENCY_MS, 6),
+            config(recovery),
+            config(recovery),
+            &["192.0.2.2/24"],
+            &["192.0.2.1/24"],
+        );
+        // Strip SACK-permitted from both SYNs: neither side may send SACK blocks.
+        let strip = |pkt: &mut Vec<u8>| {
+            if sim::tcp_view(pkt).is_some_and(|v| v.flags & 0x02 != 0) {
+                let opts: Vec<u8> = sim::tcp_options(pkt);
+                let mut kept = Vec::new();
+                let mut i = 0;
+                while i < opts.len() {
+                    match opts[i] {
+                        0 => break,
+                        1 => {
+                            kept.push(1);
+                            i += 1;
+                        }
+                        kind => {
+                            let len = usize::from(opts[i + 1]);
+                            if kind != 4 {
+                                kept.extend_from_slice(&opts[i..i + len]);
+                            }
+                            i += len;
+                        }
+                    }
+                }
+                assert!(sim::set_tcp_options(pkt, &kept));
+            }
+            true
+        };
+        p.filter_to_a(strip);
+        let l = p.b.socket(Family::V4, SocketType::Stream);
+        p.b.bind(l, addr(SERVER)).unwrap();
+        p.b.listen(l, 8).unwrap();
+        let d = Dropper::install(&mut p, lost.clone());
+        // The dropper saw the SYN; strip its SACK-permitted on the way too.
+        let inner = Arc::clone(&d);
+        p.filter_to_b(move |pkt| {
+            strip(pkt);
+            let v = sim::tcp_view(pkt);
+            let mut d = inner.lock().unwrap();
+            let Some(v) = v else { return true };
+            if v.flags & 0x02 != 0 {
+                d.isn = Some(v.seq);
+                return true;
+            }
+            let (Some(isn), true) = (d.isn, v.payload_len > 0) else {
+                return true;
+            };
+            let offset = v.seq.wrapping_sub(isn.wrapping_add(1)) as usize;
+            let times = d.seen.entry(offset).or_insert(0);
+            *times += 1;
+            if *times == 1 && d.drop_offsets.contains(&offset) {
+                d.dropped.push(offset);
+                return false;
+            }
+            true
+        });
+        let c = p.a.socket(Family::V4, SocketType::Stream);
+        p.a.connect(c, addr(SERVER), ConnectOptions::default(), p.now())
+            .unwrap();
+        let mut s = None;
+        p.drive_until(100_000, |p| {
+            s = p.b.accept(l).ok().map(|(s, _)| s);
+            s.is_some()
+        });
+        let took = a_to_b(&mut p, c, s.unwrap(), &data);
+        (took, p.a.recovery_counters())
+    };
+    let (took, r) = run(true);
+    assert_eq!(r.TCPRenoRecovery, 1, "{r:?}");
+    assert_eq!(r.TCPSackRecovery, 0, "{r:?}");
+    assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+    assert_eq!(r.TcpRetransSegs, 2, "{r:?}");
+    let (without, _) = run(false);
+    assert!(
+        took + 500 < without,
+        "NewReno {took} ms, smoltcp alone {without} ms"
+    );
+}
+
+#[test]
+fn bulk_both_ways_under_loss_reordering_and_duplication_arrives_intact_and_fast() {
+    let mut l = link(2, 7);
+    l.loss = 0.03;
+    l.reorder = 0.03;
+    l.duplicate = 0.01;
+    let mut took = Vec::new();
+    for recovery in [true, false] {
+        let (mut p, c, s) = connected(l.clone(), recovery);
+        let data = pattern(1_000_000);
+        // A sends to B, B echoes everything back.
+        let start = p.now();
+        let (mut sent, mut echoed, mut back) = (0, 0, Vec::new());
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while back.len() < data.len() {
+            if sent < data.len() {
+                sent += p.a.send(c, &data[sent..]).unwrap_or(0);
+            }
+            while let Ok(n) = p.b.recv(s, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&buf[..n]);
+            }
+            if !pending.is_empty() {
+                let n = p.b.send(s, &pending).unwrap_or(0);
+                pending.drain(..n);
+                echoed += n;
+            }
+            while let Ok(n) = p.a.recv(c, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                back.extend_from_slice(&buf[..n]);
+            }
+            assert!(p.step(), "stalled (seed {})", p.seed);
+        }
+        assert_eq!(echoed, data.len());
+        assert!(back == data, "intact (seed {})", p.seed);
+        took.push((p.now() - start).total_millis());
+        if recovery {
+            let (a, b) = (p.a.recovery_counters(), p.b.recovery_counters());
+            assert!(
+                a.TCPSackRecovery > 0 && b.TCPSackRecovery > 0,
+                "{a:?} {b:?}"
+            );
+        }
+    }
+    assert!(
+        took[0] * 5 < took[1],
+        "with the layer {} ms, without {} ms",
+        took[0],
+        took[1]
+    );
+}
+
+fn key() -> CookieKey {
+    "a0bf63f7-ed803d81-cd641d30-cebc4a90".parse().unwrap()
+}
+
+/// A Fast Open exchange where the server's whole answer (sent before the client's final
+/// ACK, so before any data was acknowledged) is lost: the server's layer repairs it with a
+/// probe timed from the handshake's round trip, not after a timeout.
+#[test]
+fn fast_open_answer_lost_is_repaired_by_a_probe_timed_from_the_handshake() {
+    let mut p = Pair::new(link(LATENCY_MS, 8), &["192.0.2.2/24"], &["192.0.2.1/24"]);
+    let l = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(l, addr(SERVER)).unwrap();
+    p.b.listen(l, 8).unwrap();
+    p.b.set_fast_open(l, Some(FastOpenServerConfig::new(key())))
+        .unwrap();
+    let answer = pattern(2 * MSS);
+    // The first connection fetches a cookie.
+    let run = |p: &mut Pair, drop_answer: bool| -> (u64, RecoveryCounters) {
+        let dropped = Arc::new(Mutex::new(HashSet::new()));
+        if drop_answer {
+            let dropped = Arc::clone(&dropped);
+            p.filter_to_a(move |pkt| {
+                let v = sim::tcp_view(pkt).unwrap();
+                // Each segment of the answer, the first time.
+                !(v.payload_len > 0 && dropped.lock().unwrap().insert(v.seq))
+            });
+        }
+        let start = p.now();
+        let c = p.a.socket(Family::V4, SocketType::Stream);
+        let opts = ConnectOptions {
+            fast_open: FastOpenMode::Cookie,
+            ..ConnectOptions::default()
+        };
+        p.a.connect(c, addr(SERVER), opts, p.now()).unwrap();
+        p.a.queue_early(c, b"request").unwrap();
+        let mut s = None;
+        p.drive_until(100_000, |p| {
+            s = p.b.accept(l).ok().map(|(s, _)| s);
+            s.is_some()
+        });
+        let s = s.unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = Vec::new();
+        let mut answered = false;
+        p.drive_until(100_000, |p| {
+            if !answered && p.b.recv(s, &mut buf).is_ok() {
+                p.b.send(s, &answer).unwrap();
+                answered = true;
+            }
+            while let Ok(n) = p.a.recv(c, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.len() == answer.len()
+        });
+        assert_eq!(got, answer);
+        assert_eq!(
+            dropped.lock().unwrap().len(),
+            if drop_answer { 2 } else { 0 }
+        );
+        ((p.now() - start).total_millis(), p.b.recovery_counters())
+    };
+    let _cookie = run(&mut p, false);
+    let (clean, _) = run(&mut p, false);
+    let (took, r) = run(&mut p, true);
+    assert_eq!(r.TCPLossProbes, 1, "{r:?}");
+    assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+    // The final ACK a round trip after the answer, the probe two round trips and 2 ms later,
+    // its SACK a round trip after that.
+    assert!(
+        took <= clean + 4 * RTT_MS + 5,
+        "lost answer: {took} ms, clean: {clean} ms"
+    );
+}
