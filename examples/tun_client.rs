@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use common::{json_string, kernel_counter, number, opt, value};
+use common::{json_string, kernel_counter, number, opt, recovery_json, value};
 use connectx_api::{
     Errno, Family, FastOpenInfo, Net, PollFd, SaEndpoints, Shutdown, SocketType,
     CONNECT_DATA_AUTHENTICATED, CONNECT_DATA_IDEMPOTENT, CONNECT_RESUME_ON_READ_WRITE, POLLOUT,
@@ -169,12 +169,13 @@ struct Report {
     sent: usize,
     received: Vec<u8>,
     tfo: FastOpenInfo,
+    recovery: Option<connectx_api::RecoveryInfo>,
 }
 
 impl Report {
     fn json(&self, conn: usize) -> String {
         format!(
-            "{{\"conn\":{conn},\"ok\":{},\"errno\":{},\"failed_in\":{},\"local\":{},\"remote\":{},\"connect_us\":{},\"ttfb_us\":{},\"sent\":{},\"received\":{},\"tfo\":{{\"cookie_requested\":{},\"cookie_received\":{},\"syn_data_sent\":{},\"syn_data_acked\":{},\"fallback\":{}}}}}",
+            "{{\"conn\":{conn},\"ok\":{},\"errno\":{},\"failed_in\":{},\"local\":{},\"remote\":{},\"connect_us\":{},\"ttfb_us\":{},\"sent\":{},\"received\":{},\"tfo\":{{\"cookie_requested\":{},\"cookie_received\":{},\"syn_data_sent\":{},\"syn_data_acked\":{},\"fallback\":{}}},\"recovery\":{}}}",
             self.ok,
             opt(&self.errno.map(|e| e.name()), true),
             opt(&self.failed_in, true),
@@ -189,6 +190,7 @@ impl Report {
             self.tfo.syn_data_sent,
             self.tfo.syn_data_acked,
             opt(&self.tfo.fallback.map(|f| f.name()), true),
+            recovery_json(self.recovery),
         )
     }
 }
@@ -278,6 +280,7 @@ fn tcp_exchange(
             match net.recv(fd, &mut buf) {
                 Ok(0) => {
                     r.tfo = net.fast_open_info(fd)?.unwrap_or_default();
+                    r.recovery = net.recovery_info(fd).ok();
                     return Ok(());
                 }
                 Ok(n) => {

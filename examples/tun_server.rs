@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
-use common::{counters_json, number, opt, value, Devices};
+use common::{counters_json, number, opt, recovery_json, value, Devices};
 use connectx_api::{
     CookieKey, FastOpenServerConfig, FastOpenServerInfo, KeyUsed, Net, PollFd, TcpListener,
     TcpStream, UdpSocket, POLLIN,
@@ -115,6 +115,7 @@ struct Done {
     tfo: Option<FastOpenServerInfo>,
     received: usize,
     echoed: usize,
+    recovery: Option<connectx_api::RecoveryInfo>,
     error: Option<String>,
 }
 
@@ -137,18 +138,19 @@ impl Done {
             None => "null".into(),
         };
         format!(
-            "{{\"conn\":{},\"local\":{},\"peer\":\"{}\",\"tfo\":{tfo},\"received\":{},\"echoed\":{}}}",
+            "{{\"conn\":{},\"local\":{},\"peer\":\"{}\",\"tfo\":{tfo},\"received\":{},\"echoed\":{},\"recovery\":{}}}",
             self.conn,
             opt(&self.local, true),
             self.peer,
             self.received,
-            self.echoed
+            self.echoed,
+            recovery_json(self.recovery)
         )
     }
 }
 
 /// Echo everything until the peer half-closes, then close.
-fn echo(mut s: TcpStream) -> (usize, usize, Option<String>) {
+fn echo(s: &mut TcpStream) -> (usize, usize, Option<String>) {
     let (mut received, mut echoed) = (0, 0);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -202,8 +204,14 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
         let tx = tx.clone();
         let conn = accepted;
         accepted += 1;
+        let net = net.clone();
         std::thread::spawn(move || {
-            let (received, echoed, error) = echo(s);
+            let mut s = s;
+            let fd = s.fd();
+            let (received, echoed, error) = echo(&mut s);
+            // Before the stream closes: what recovery did for the echo (its sending side).
+            let recovery = net.recovery_info(fd).ok();
+            drop(s);
             let _ = tx.send(Done {
                 conn,
                 local,
@@ -211,6 +219,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
                 tfo,
                 received,
                 echoed,
+                recovery,
                 error,
             });
         });
@@ -287,6 +296,7 @@ fn serve_udp(net: &Net, args: &Args) -> Result<(), String> {
                 tfo: None,
                 received: n,
                 echoed,
+                recovery: None,
                 error: None,
             };
             report(&done, args.json);

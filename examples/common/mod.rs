@@ -213,13 +213,14 @@ pub fn opt<T: std::fmt::Display>(v: &Option<T>, quote: bool) -> String {
     }
 }
 
-/// `{"counters":{...},"tables":{...}}`: the stack's Fast Open and TCP counters (Linux's names)
-/// and the sizes of its tables (a leak shows there).
+/// `{"counters":{...},"tables":{...}}`: the stack's Fast Open, TCP and loss recovery counters
+/// (Linux's names) and the sizes of its tables (a leak shows there).
 pub fn counters_json(net: &Net) -> String {
     let counters: Vec<String> = net
         .fast_open_counters()
         .iter()
         .chain(net.tcp_counters().iter())
+        .chain(net.recovery_counters().iter())
         .map(|(k, v)| format!("\"{k}\":{v}"))
         .collect();
     let tables: Vec<String> = net
@@ -231,6 +232,35 @@ pub fn counters_json(net: &Net) -> String {
         "{{\"counters\":{{{}}},\"tables\":{{{}}}}}",
         counters.join(","),
         tables.join(",")
+    )
+}
+
+/// What the loss recovery layer did on one connection, as a JSON object: round trip,
+/// congestion window, and the connection's share of the counters (Linux's names). `null` when
+/// the stack could not say (the connection is gone).
+pub fn recovery_json(info: Option<connectx_api::RecoveryInfo>) -> String {
+    let Some(i) = info else {
+        return "null".into();
+    };
+    let counters: Vec<String> = i
+        .counters
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":{v}"))
+        .collect();
+    let window = |w: u32| {
+        if w == u32::MAX {
+            "null".into()
+        } else {
+            w.to_string()
+        }
+    };
+    format!(
+        "{{\"srtt_us\":{},\"min_rtt_us\":{},\"cwnd\":{},\"ssthresh\":{},{}}}",
+        i.srtt_us,
+        i.min_rtt_us,
+        window(i.cwnd),
+        window(i.ssthresh),
+        counters.join(",")
     )
 }
 

@@ -143,3 +143,78 @@ pub fn shutdown_and_read_all(net: &Net, fd: connectx_api::Fd) -> Vec<u8> {
         got.extend_from_slice(&buf[..n]);
     }
 }
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A kernel peer behind a router: a thread in a second private network namespace (made by
+/// this one), joined to the calling thread's namespace by a veth pair, `cxr0` here
+/// (198.51.100.1/24) and `cxr1` there (198.51.100.2/24, default route through here), with
+/// forwarding on here. Packets between that peer and the stack cross this namespace, where
+/// nftables can drop them on the way as a lossy network would (a drop on the sending host's own
+/// egress is not loss: its TCP just sends the segment again). Dropping it ends the thread; the
+/// namespace goes with its last socket.
+pub struct RoutedPeer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl RoutedPeer {
+    pub const ADDR: &'static str = "198.51.100.2";
+
+    /// Make the namespace and the link (call from the router's namespace).
+    pub fn new() -> RoutedPeer {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            tun_driver::netns::unshare_net().expect("a second private network namespace");
+            let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+            ready
+                .send(format!("/proc/{}/ns/net", me.display()))
+                .unwrap();
+            for job in queue {
+                job();
+            }
+        });
+        let path = started.recv().expect("the peer's namespace");
+        let peer = RoutedPeer { jobs };
+        run_cmd("ip link add cxr0 type veth peer name cxr1");
+        run_cmd(&format!("ip link set cxr1 netns {path}"));
+        run_cmd("ip addr add 198.51.100.1/24 dev cxr0");
+        run_cmd("ip link set cxr0 up");
+        tun_driver::netns::set_sysctl("net/ipv4/ip_forward", "1").expect("forwarding, here");
+        peer.run(|| {
+            // One segment per packet across the link, as on a wire: what the router drops is
+            // a segment.
+            run_cmd("ip link set dev cxr1 gso_max_segs 1");
+            run_cmd("ip link set lo up");
+            run_cmd("ip addr add 198.51.100.2/24 dev cxr1");
+            run_cmd("ip link set cxr1 up");
+            run_cmd("ip route add default via 198.51.100.1");
+        });
+        peer
+    }
+
+    /// Run `f` in the peer's namespace and wait for its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .expect("the peer's thread");
+        rx.recv().expect("the peer's job finished")
+    }
+}
+
+/// Run a command line (split on spaces) in the calling thread's namespace; fail on error.
+pub fn run_cmd(line: &str) {
+    let mut words = line.split(' ');
+    let out = std::process::Command::new(words.next().unwrap())
+        .args(words)
+        .output()
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -30,6 +30,7 @@
 //! arriving segment only once its checksum is known good.
 
 pub(crate) mod cc;
+pub(crate) mod receive;
 pub(crate) mod rtt;
 pub(crate) mod sack_out;
 pub(crate) mod scoreboard;
@@ -190,6 +191,10 @@ pub(crate) struct Conn {
     /// Our sequence numbers on the wire minus smoltcp's (Fast Open's offset, a SYN cookie's
     /// shift), to relate the acknowledgements smoltcp sees to the wire's.
     delta: u32,
+    /// Whether the peer's SYN had the window scale option, and the scale our SYN offered:
+    /// our window is scaled by it when both did (RFC 7323 §2.2).
+    peer_scales: bool,
+    our_scale: Option<u8>,
     /// Timing the handshake.
     handshake: Handshake,
     /// Its round trip, until the state that keeps round trips exists.
@@ -198,6 +203,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The scale of the window we advertise.
+    pub(crate) fn our_scale(&self) -> u8 {
+        match (self.peer_scales, self.our_scale) {
+            (true, Some(s)) => s,
+            _ => 0,
+        }
+    }
+
     /// smoltcp wrote `smoltcp_seq` where the wire carries `wire_seq` (the Fast Open layer's
     /// offset, a SYN cookie's shift): acknowledgements relate to smoltcp's numbers by as much.
     pub(crate) fn translated(&mut self, smoltcp_seq: u32, wire_seq: u32) {
@@ -323,7 +336,7 @@ pub(crate) struct Layer {
     /// Switched off by [`StackConfig::loss_recovery`](crate::StackConfig::loss_recovery).
     pub(crate) disabled: bool,
     algorithm: CongestionControl,
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
 }
 
 impl Layer {
@@ -359,9 +372,10 @@ impl Layer {
         if t.has(SYN) {
             let peer_mss = wire::mss(opts).map_or(536, u32::from);
             conn.mss = conn.mss.min(peer_mss).max(64);
-            conn.scale = wire::find_option(opts, wire::OPT_WINDOW_SCALE)
-                .and_then(|b| b.first().copied())
-                .map_or(0, |s| s.min(14));
+            let scale =
+                wire::find_option(opts, wire::OPT_WINDOW_SCALE).and_then(|b| b.first().copied());
+            conn.scale = scale.map_or(0, |s| s.min(14));
+            conn.peer_scales = scale.is_some();
             conn.sack = wire::find_option(opts, wire::OPT_SACK_PERMITTED).is_some();
         }
         if !t.has(ACK) || t.window == 0 || self.algorithm == CongestionControl::None {
@@ -559,6 +573,11 @@ impl Layer {
             return len;
         }
         if t.has(SYN) {
+            if let Some(pkt) = buf.get(..len) {
+                conn.our_scale = wire::find_option(t.options(pkt), wire::OPT_WINDOW_SCALE)
+                    .and_then(|b| b.first().copied())
+                    .map(|s| s.min(14));
+            }
             conn.handshake = match conn.handshake {
                 Handshake::Idle => Handshake::Sent(now),
                 Handshake::Sent(_) | Handshake::Ambiguous => Handshake::Ambiguous,

@@ -311,6 +311,20 @@ impl Stack {
             );
         }
         let mut len = len;
+        let mut t = t;
+        if let Some(n) = crate::recovery::receive::fin_after_old_data(
+            &t,
+            rx_buf,
+            len,
+            c.wire.rcv_nxt,
+            &mut recovery.scratch,
+        ) {
+            // Rebuilt: parse it again.
+            let Some(nt) = wire::parse(&rx_buf[..n]) else {
+                return;
+            };
+            (len, t) = (n, nt);
+        }
         let mut released = None;
         if c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
             && !wire::tcp_checksum_ok(&rx_buf[..len], &t)
@@ -331,12 +345,30 @@ impl Stack {
                 c.deadline = None;
             }
         }
+        // What smoltcp's acceptability test would throw away with the segment (after the
+        // translations: in smoltcp's numbers).
+        let salvaged = if recovery.disabled || !synchronized(c.last_state) {
+            None
+        } else {
+            wire::parse(&rx_buf[..len]).and_then(|nt| {
+                crate::recovery::receive::ack_outside_window(
+                    &nt,
+                    &rx_buf[..len],
+                    &c.wire,
+                    c.recovery.our_scale(),
+                )
+            })
+        };
         for p in replies {
             io.send(iface, &p);
             self.ifaces[iface.0].tx_packets += 1;
         }
         if let Some((listener, tuple)) = released {
             self.release_fast_open_slot(listener, &tuple);
+        }
+        if let Some(mut bare) = salvaged {
+            // Its acknowledgement first, which smoltcp would drop with the segment.
+            self.feed_bytes(shard, iface, &mut bare, now, io);
         }
         if len > 0 {
             let handshake = self.completes_handshake(shard);

@@ -1,0 +1,180 @@
+//! Repairs on the receiving side, where smoltcp's acceptability test throws away what a segment
+//! says besides its data.
+//!
+//! smoltcp judges an arriving segment by its payload alone, and drops an unacceptable one
+//! whole, acknowledgement included. Two cases cost a sender dearly:
+//!
+//! - **A FIN after old data.** A sender repairing a tail loss sends the last segment again, FIN
+//!   and all. Its data is all old, so smoltcp drops it and the FIN with it; the peer waits for
+//!   its retransmission timeout to send the FIN alone. RFC 9293 §3.10.7.4 counts the FIN in the
+//!   segment's length, which makes the segment acceptable: [`fin_after_old_data`] cuts the old
+//!   payload off, leaving the FIN at the next expected sequence number.
+//! - **An acknowledgement outside our window.** smoltcp shrinks its advertised window as its
+//!   buffer fills (rounding down to the window scale; RFC 7323 asks receivers not to), so a
+//!   peer may have sent past the window's new right edge; every segment it sends afterwards
+//!   starts there, is unacceptable, and its acknowledgement is lost with it. With our window at
+//!   zero and our application blocked sending (waiting for exactly that acknowledgement to free
+//!   its buffer) the connection deadlocks. RFC 9293 §3.10.7.4: "special allowance should be made
+//!   to accept valid ACKs". [`ack_outside_window`] gives smoltcp the acknowledgement alone, at
+//!   the sequence number it expects, before the segment itself.
+//!
+//! Both act only on segments whose checksum is good, and only in numbers our acknowledgements
+//! already told the peer.
+
+use super::scoreboard::{before, before_eq};
+use crate::shard::WireSeq;
+use crate::wire::{self, Tcp, ACK, FIN, RST, SYN};
+
+/// A segment with a FIN whose payload we already acknowledged, in `buf[..len]`: rewritten to
+/// the bare FIN. `rcv_nxt` is what our acknowledgements said. Returns the segment's new length
+/// when it was rewritten.
+pub(crate) fn fin_after_old_data(
+    t: &Tcp,
+    buf: &mut [u8],
+    len: usize,
+    rcv_nxt: Option<u32>,
+    scratch: &mut Vec<u8>,
+) -> Option<usize> {
+    let rcv_nxt = rcv_nxt?;
+    let payload_len = t.payload_len() as u32;
+    let data_end = t.seq.wrapping_add(payload_len);
+    if !t.has(FIN) || t.has(SYN) || t.has(RST) || payload_len == 0 || before(rcv_nxt, data_end) {
+        return None;
+    }
+    let pkt = buf.get(..len)?;
+    if !wire::tcp_checksum_ok(pkt, t) {
+        return None;
+    }
+    scratch.resize(buf.len(), 0);
+    let n = wire::rebuild(pkt, t, t.options(pkt), &[], scratch)?;
+    let bare = wire::parse(&scratch[..n])?;
+    wire::set_seq_ack(&mut scratch[..n], &bare, data_end, bare.ack, 0);
+    buf.get_mut(..n)?.copy_from_slice(&scratch[..n]);
+    Some(n)
+}
+
+/// An acknowledgement smoltcp would drop with its segment: the segment starts outside the
+/// window we advertised (or carries data or a FIN into a zero window). Returns a bare ACK with
+/// its acknowledgement, window and options, at the sequence number our last acknowledgement
+/// asked for, to hand to smoltcp first. `our_scale` scales the window we advertise.
+pub(crate) fn ack_outside_window(
+    t: &Tcp,
+    pkt: &[u8],
+    wire_seq: &WireSeq,
+    our_scale: u8,
+) -> Option<Vec<u8>> {
+    let (rcv_nxt, window) = wire_seq.last_ack?;
+    if !t.has(ACK) || t.has(SYN) || t.has(RST) {
+        return None;
+    }
+    let window = u32::from(window) << our_scale;
+    let right = rcv_nxt.wrapping_add(window);
+    let occupies = t.seq_len() > 0;
+    let acceptable = if window == 0 {
+        t.seq == rcv_nxt && !occupies
+    } else {
+        let end = t.seq.wrapping_add(t.seq_len().max(1)).wrapping_sub(1);
+        let inside = |s: u32| before_eq(rcv_nxt, s) && before(s, right);
+        inside(t.seq) || (occupies && inside(end))
+    };
+    if acceptable || !wire::tcp_checksum_ok(pkt, t) {
+        return None;
+    }
+    let mut plain = pkt.get(..t.total)?.to_vec();
+    // A bare ACK: no FIN, PSH or URG, no payload.
+    *plain.get_mut(t.ip_len + 13)? = ACK;
+    let mut out = vec![0u8; plain.len()];
+    let n = wire::rebuild(&plain, t, t.options(pkt), &[], &mut out)?;
+    out.truncate(n);
+    let bare = wire::parse(&out)?;
+    wire::set_seq_ack(&mut out, &bare, rcv_nxt, bare.ack, 0);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 1500];
+        let n = wire::build(
+            "192.0.2.1:7".parse().unwrap(),
+            "192.0.2.2:40000".parse().unwrap(),
+            seq,
+            5000,
+            flags,
+            100,
+            payload,
+            &mut b,
+        )
+        .unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn told(ack: u32, window: u16) -> WireSeq {
+        WireSeq {
+            last_ack: Some((ack, window)),
+            ..WireSeq::default()
+        }
+    }
+
+    #[test]
+    fn a_fin_after_old_data_becomes_a_bare_fin() {
+        let mut p = seg(900, ACK | FIN, &[7; 100]);
+        let t = wire::parse(&p).unwrap();
+        let len = p.len();
+        let mut scratch = Vec::new();
+        // New data in it: untouched.
+        assert_eq!(
+            fin_after_old_data(&t, &mut p, len, Some(950), &mut scratch),
+            None
+        );
+        let n = fin_after_old_data(&t, &mut p, len, Some(1000), &mut scratch).unwrap();
+        let bare = wire::parse(&p[..n]).unwrap();
+        assert_eq!(
+            (bare.seq, bare.payload_len(), bare.has(FIN)),
+            (1000, 0, true)
+        );
+        assert!(wire::tcp_checksum_ok(&p[..n], &bare));
+        // A corrupt one: untouched.
+        let mut bad = seg(900, ACK | FIN, &[7; 100]);
+        bad[60] ^= 1;
+        let t = wire::parse(&bad).unwrap();
+        let len = bad.len();
+        assert_eq!(
+            fin_after_old_data(&t, &mut bad, len, Some(1000), &mut scratch),
+            None
+        );
+    }
+
+    #[test]
+    fn the_ack_of_a_segment_outside_the_window_is_salvaged() {
+        // Our window is shut at 2000; the peer's data starts at 2004 (it sent past a window
+        // that shrank).
+        let p = seg(2004, ACK | FIN, &[1; 4]);
+        let t = wire::parse(&p).unwrap();
+        let bare = ack_outside_window(&t, &p, &told(2000, 0), 5).unwrap();
+        let b = wire::parse(&bare).unwrap();
+        assert_eq!(
+            (b.seq, b.ack, b.flags, b.payload_len()),
+            (2000, 5000, ACK, 0)
+        );
+        assert!(wire::tcp_checksum_ok(&bare, &b));
+        // Data into a zero window at exactly the expected number: the ACK is salvaged too.
+        let p = seg(2000, ACK, &[1; 4]);
+        let t = wire::parse(&p).unwrap();
+        assert!(ack_outside_window(&t, &p, &told(2000, 0), 5).is_some());
+        // Inside an open window, or a bare ACK at the expected number: smoltcp takes it.
+        let p = seg(2100, ACK, &[1; 4]);
+        let t = wire::parse(&p).unwrap();
+        assert!(ack_outside_window(&t, &p, &told(2000, 10), 5).is_none());
+        let p = seg(2000, ACK, &[]);
+        let t = wire::parse(&p).unwrap();
+        assert!(ack_outside_window(&t, &p, &told(2000, 0), 5).is_none());
+        // Past the right edge of an open window (10 << 5 = 320 bytes).
+        let p = seg(2400, ACK, &[1; 4]);
+        let t = wire::parse(&p).unwrap();
+        assert!(ack_outside_window(&t, &p, &told(2000, 10), 5).is_some());
+    }
+}
