@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (the `fuzz` feature; not part of the API): the
 //! parts no public call reaches on their own (the packet parser and rewriter, the Fast Open
-//! layer, ICMP errors), and the invariants every packet the stack emits must hold.
+//! layer, the recovery layer, ICMP errors), and the invariants every packet the stack emits
+//! must hold.
 //!
 //! Each function panics when an invariant breaks, which is what a fuzzer reports.
 
@@ -112,6 +113,179 @@ pub fn fast_open(data: &[u8]) {
             check_segment(&p, true);
         }
     }
+}
+
+/// The recovery layer alone, on one connection, driven by `data` read as a list of
+/// operations: segments smoltcp sends (new data, data sent before, with or without a FIN),
+/// acknowledgements from the peer with any SACK blocks (in the window, out of it, reversed,
+/// overlapping, beyond what was sent), the window smoltcp is let see, and time passing (its
+/// timers: reordering, probes, timeouts). Every segment the layer sends must parse, carry a
+/// valid checksum, lie within what was sent, and carry the bytes first sent at its sequence
+/// numbers; its accounting must stay consistent.
+pub fn recovery(data: &[u8]) {
+    use crate::recovery::{Ctx, Layer};
+    use crate::shard::WireSeq;
+
+    const ISN: u32 = 0xffff_f000; // wraps around 2^32 early on
+    let local: std::net::SocketAddr = "192.0.2.2:40000".parse().expect("an address");
+    let remote: std::net::SocketAddr = "192.0.2.1:7".parse().expect("an address");
+    // The byte at sequence number `seq` of our stream.
+    let byte = |seq: u32| (seq.wrapping_sub(ISN).wrapping_mul(2_654_435_761) >> 24) as u8;
+    let mut layer = Layer::new(false, crate::config::CongestionControl::Cubic);
+    let mut conn = layer.conn(1400);
+    let mut now = Instant::from_secs(1);
+    let mut wire_seq = WireSeq {
+        last_ack: Some((5000, 100)),
+        snd_nxt: Some(ISN),
+        ..WireSeq::default()
+    };
+    let mut buf = vec![0u8; 1500];
+    // The peer's SYN-ACK: SACK permitted, window scale 7, MSS 1400.
+    let opts = [2, 4, 0x05, 0x78, 4, 2, 3, 3, 7, 0];
+    if let Some(n) = build_with(
+        remote,
+        local,
+        4999,
+        ISN,
+        SYN | ACK,
+        65535,
+        &opts,
+        &[],
+        &mut buf,
+    ) {
+        layer.to_smoltcp(&mut conn, &mut buf[..n]);
+    }
+    let mut nxt = ISN; // what "smoltcp" has sent
+    let mut out = Vec::new();
+    for op in data.chunks(8) {
+        let b = |i: usize| op.get(i).copied().unwrap_or(0);
+        let word = |i: usize| u32::from_le_bytes([b(i), b(i + 1), b(i + 2), b(i + 3)]);
+        out.clear();
+        match b(0) % 6 {
+            // New data (and maybe a FIN).
+            0 | 1 => {
+                let len = usize::from(b(1)) * 6 % 1401;
+                let fin = b(2) & 1 == 1 && len > 0;
+                let payload: Vec<u8> = (0..len as u32).map(|i| byte(nxt.wrapping_add(i))).collect();
+                let flags = ACK | if fin { wire::FIN } else { 0 };
+                if let Some(n) = build_with(
+                    local,
+                    remote,
+                    nxt,
+                    5000,
+                    flags,
+                    100,
+                    &[],
+                    &payload,
+                    &mut buf,
+                ) {
+                    if let Some(t) = wire::parse(&buf[..n]) {
+                        let m = layer.egress(&mut conn, &t, &mut buf, n, &wire_seq, now);
+                        check_segment(&buf[..m], true);
+                    }
+                }
+                nxt = nxt.wrapping_add(len as u32 + u32::from(fin));
+                wire_seq.snd_nxt = Some(nxt);
+            }
+            // smoltcp sending again from somewhere back.
+            2 => {
+                let back = word(1) % 20_000;
+                let seq = nxt.wrapping_sub(back);
+                let len = (usize::from(b(5)) * 6 % 1401).min(back as usize);
+                let payload: Vec<u8> = (0..len as u32).map(|i| byte(seq.wrapping_add(i))).collect();
+                if let Some(n) =
+                    build_with(local, remote, seq, 5000, ACK, 100, &[], &payload, &mut buf)
+                {
+                    if let Some(t) = wire::parse(&buf[..n]) {
+                        let m = layer.egress(&mut conn, &t, &mut buf, n, &wire_seq, now);
+                        check_segment(&buf[..m], true);
+                    }
+                }
+            }
+            // An acknowledgement, with SACK blocks.
+            3 | 4 => {
+                let ack = if b(1) & 0x80 != 0 {
+                    word(1)
+                } else {
+                    ISN.wrapping_add(word(1) % 0x20_0000)
+                };
+                let mut opts = vec![1, 1, 5];
+                let blocks = usize::from(b(5) % 5);
+                opts.push(2 + 8 * blocks as u8);
+                for k in 0..blocks {
+                    let l = ack
+                        .wrapping_add(u32::from(b(6)) * 97 * (k as u32 + 1))
+                        .wrapping_sub(u32::from(b(7)) * 13);
+                    let r = l
+                        .wrapping_add(u32::from(b(6 + (k & 1))) * 53)
+                        .wrapping_sub(u32::from(b(5)) & 0x40);
+                    opts.extend_from_slice(&l.to_be_bytes());
+                    opts.extend_from_slice(&r.to_be_bytes());
+                }
+                let window = u16::from(b(7));
+                if let Some(n) =
+                    build_with(remote, local, 5000, ack, ACK, window, &opts, &[], &mut buf)
+                {
+                    if let Some(t) = wire::parse(&buf[..n]) {
+                        let ctx = Ctx {
+                            tuple: (local, remote),
+                            wire: &wire_seq,
+                        };
+                        layer.ingress(&mut conn, &t, &buf[..n], ctx, now, &mut out);
+                        layer.to_smoltcp(&mut conn, &mut buf[..n]);
+                        check_segment(&buf[..n], true);
+                    }
+                }
+            }
+            // Time passes; the timer fires if due.
+            _ => {
+                now += smoltcp::time::Duration::from_micros(u64::from(word(1) % 3_000_000));
+                let ctx = Ctx {
+                    tuple: (local, remote),
+                    wire: &wire_seq,
+                };
+                layer.on_timer(&mut conn, ctx, now, &mut out);
+            }
+        }
+        for p in &out {
+            let t = wire::parse(p).expect("a segment the layer built parses");
+            assert!(wire::tcp_checksum_ok(p, &t), "a valid checksum");
+            assert!(p.len() <= 1500, "within the MTU");
+            let payload = t.payload(p);
+            let end = t.seq.wrapping_add(payload.len() as u32);
+            assert!(
+                !crate::recovery::scoreboard::before(nxt, end),
+                "sent again only what was sent"
+            );
+            for (i, &x) in payload.iter().enumerate() {
+                assert_eq!(
+                    x,
+                    byte(t.seq.wrapping_add(i as u32)),
+                    "the bytes first sent there"
+                );
+            }
+        }
+        crate::recovery::Layer::check(&conn);
+    }
+}
+
+/// `wire::build` with options.
+#[allow(clippy::too_many_arguments)]
+fn build_with(
+    src: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    opts: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let mut plain = [0u8; 60];
+    let n = wire::build(src, dst, seq, ack, flags, window, &[], &mut plain)?;
+    let t = wire::parse(&plain[..n])?;
+    wire::rebuild(&plain[..n], &t, opts, payload, out)
 }
 
 /// Whether the client layer would rebuild an arriving segment (the stack checks those first).

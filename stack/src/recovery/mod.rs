@@ -766,6 +766,16 @@ impl Layer {
         self.counters.add(&c);
     }
 
+    /// The accounting holds together (the fuzz target asks after every step).
+    #[cfg(feature = "fuzz")]
+    pub(crate) fn check(conn: &Conn) {
+        if let Some(s) = conn.state.as_deref() {
+            s.sb.check();
+            let i = Layer::info(conn);
+            assert!(i.sacked.saturating_add(i.lost) <= i.unacked, "{i:?}");
+        }
+    }
+
     /// When the connection's timer is due, if it has one.
     pub(crate) fn next_timer(conn: &Conn) -> Option<Instant> {
         conn.state

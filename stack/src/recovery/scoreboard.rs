@@ -231,6 +231,35 @@ impl Scoreboard {
         self.data.len
     }
 
+    /// The scoreboard's invariants, recomputed from its segments (for the fuzz target).
+    #[cfg(feature = "fuzz")]
+    pub(crate) fn check(&self) {
+        let (mut sacked, mut lost, mut segs, mut payload) = (0u32, 0u32, 0u32, 0usize);
+        let mut at = self.una;
+        for s in &self.segs {
+            assert_eq!(s.seq, at, "segments are contiguous from SND.UNA");
+            assert!(s.len > 0);
+            assert!(!(s.sacked && s.lost), "SACKed and lost at once");
+            if s.sacked {
+                sacked += s.len;
+                segs += 1;
+            }
+            if s.lost {
+                lost += s.len;
+            }
+            payload += s.payload_len() as usize;
+            at = s.end();
+        }
+        if !self.segs.is_empty() {
+            assert_eq!(at, self.nxt, "the last segment ends at SND.NXT");
+        }
+        assert_eq!(sacked, self.sacked_bytes);
+        assert_eq!(segs, self.sacked_segs);
+        assert_eq!(lost, self.lost_bytes);
+        assert_eq!(payload, self.data.len, "one byte held per byte of payload");
+        assert!(self.pipe() <= self.outstanding());
+    }
+
     /// The index of the segment holding `seq`.
     fn index_of(&self, seq: u32) -> Option<usize> {
         let i = self.segs.partition_point(|s| before_eq(s.end(), seq));
@@ -267,14 +296,24 @@ impl Scoreboard {
             return Sent::Redundant;
         }
         if before(self.nxt, seq) {
-            // A gap: smoltcp never sends past what it sent. Forget the scoreboard rather than
-            // hold something inconsistent; the layer starts again from this segment.
-            if !self.segs.is_empty() {
-                return Sent::Other;
-            }
+            // A gap: smoltcp never sends past what it sent before. Rather than hold something
+            // inconsistent, forget what is outstanding (smoltcp still holds it and sends it
+            // again on its own timer, below `SND.UNA` for the layer, which lets it pass) and
+            // start again from this segment.
+            *self = Scoreboard {
+                data: std::mem::take(&mut self.data),
+                ..Scoreboard::default()
+            };
+            self.data.pop(self.data.len);
+            self.started = true;
             self.una = seq;
             self.nxt = seq;
             self.scan = seq;
+            self.lost_hint = seq;
+        }
+        if self.segs.back().is_some_and(|s| s.fin) {
+            // Nothing follows a FIN (the payload ring counts on it).
+            return Sent::Other;
         }
         // What is new: from `nxt` on (smoltcp may resend from further back after its own
         // timeout, in other boundaries).
