@@ -5,7 +5,7 @@
 //! segment, ignores the peer's SACK blocks, and after a timeout sends everything again. This
 //! layer takes the sending side over:
 //!
-//! - **Scoreboard** ([`scoreboard`]): every segment smoltcp sends is recorded, payload and all,
+//! - **Scoreboard** (`scoreboard`): every segment smoltcp sends is recorded, payload and all,
 //!   until the peer acknowledges it; the peer's SACK blocks mark what it holds (RFC 6675).
 //!   Blocks that are reversed, out of the window or beyond what was sent are ignored and
 //!   counted; SACKed data is kept until cumulatively acknowledged (a peer may renege).
@@ -18,11 +18,11 @@
 //!   came back, the last segment goes again, so losing the end of a burst costs about two round
 //!   trips instead of a timeout.
 //! - **Retransmission timeout** (RFC 6298 with Linux's 200 ms floor), with backoff.
-//! - **Congestion control** ([`cc`]): CUBIC or Reno, Proportional Rate Reduction during
+//! - **Congestion control** (`cc`): CUBIC or Reno, Proportional Rate Reduction during
 //!   recovery (RFC 6937), slow start from one segment after a timeout. smoltcp's own is off;
 //!   the layer tells smoltcp how far it may send through the window of the acknowledgements it
 //!   lets smoltcp see (never more than the peer offered).
-//! - **As a receiver** ([`sack_out`]): up to four SACK blocks per acknowledgement (smoltcp
+//! - **As a receiver** (`sack_out`): up to four SACK blocks per acknowledgement (smoltcp
 //!   sends one), from the runs smoltcp itself reported.
 //!
 //! The layer sees segments as they are on the wire (after the Fast Open layer's translation
