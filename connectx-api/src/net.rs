@@ -190,8 +190,7 @@ impl Shared {
         mut io: MutexGuard<'a, IoSide>,
         runtime: bool,
     ) -> RoundOutcome {
-        let now = self.clock.now();
-        let full = io.read(now);
+        let full = io.read(self.clock.now());
         let mut wake = Vec::new();
         let more = {
             let mut state = self.lock();
@@ -203,6 +202,10 @@ impl Shared {
                     more: false,
                 };
             }
+            // The stack's time, read under its lock: calls that raced for it read their clocks
+            // in another order than they got in, and time must not go back for the stack (its
+            // loss detection orders segments by when they left).
+            let now = self.clock.now();
             let st = &mut *state;
             let outcome = st.stack.poll(now, &mut io.round(&mut st.outbox));
             st.take_due_waiters(&mut wake);

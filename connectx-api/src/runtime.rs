@@ -365,9 +365,9 @@ impl Runtime {
         let clock = shared.clock;
         let until = std::time::Instant::now() + Duration::from_millis(100);
         while std::time::Instant::now() < until {
-            let now = clock.now();
             let (outcome, delay) = {
                 let mut state = shared.lock();
+                let now = clock.now();
                 let st = &mut *state;
                 let outcome = st.stack.poll(now, &mut st.outbox);
                 (outcome, st.stack.poll_delay(now))
@@ -377,9 +377,10 @@ impl Runtime {
                 continue;
             }
             // Packets an impairment still holds (a delayed FIN) leave when they come due.
+            let now = clock.now();
             let due = {
                 let mut io = shared.io();
-                io.path.advance(clock.now());
+                io.path.advance(now);
                 let due = io.path.next_due();
                 shared.let_go(io);
                 due

@@ -165,7 +165,11 @@ impl Congestion {
                 now
             }
         };
-        let t = (now - epoch).total_micros() as f64 / 1e6;
+        let t = if now > epoch {
+            (now - epoch).total_micros() as f64 / 1e6
+        } else {
+            0.0
+        };
         let rtt = srtt.total_micros() as f64 / 1e6;
         let target = C_CUBIC * (t + rtt - c.k).powi(3) + c.w_max;
         let target = target.clamp(cwnd, 1.5 * cwnd);

@@ -419,7 +419,7 @@ impl Layer {
             // The peer's answer to our SYN (its SYN-ACK) or SYN-ACK (its ACK).
             if wire::tcp_checksum_ok(pkt, t) {
                 conn.handshake = Handshake::Measured;
-                let rtt = now - at;
+                let rtt = elapsed(now, at);
                 if let Some(s) = conn.state.as_deref_mut() {
                     s.rtt.sample(rtt, now);
                 } else {
@@ -511,7 +511,7 @@ impl Layer {
             }
             _ => {}
         }
-        s.tlp_ack(t.ack, dsack, &mut c);
+        s.tlp_ack(t.ack, dsack, &d, &mut c);
         // Loss detection.
         let mut reorder_wait = None;
         if conn.sack {
@@ -599,6 +599,9 @@ impl Layer {
         let s = conn
             .state
             .get_or_insert_with(|| Box::new(State::new(algorithm, mss, first_rtt, now)));
+        // Segments are stamped in the order they leave, even if a caller's clock ran behind
+        // another's (RACK orders them by these stamps).
+        let now = s.last_send.map_or(now, |l| now.max(l));
         let was_idle = s.sb.is_empty();
         let before_nxt = s.sb.nxt();
         match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now) {
@@ -672,7 +675,8 @@ impl Layer {
             new_opts.push(body.len() as u8 + 2);
             new_opts.extend_from_slice(body);
         }
-        let room = 40usize.saturating_sub(new_opts.len() + 2) / 8;
+        // 40 option bytes: the others, NOP, NOP, kind, length, 8 per block.
+        let room = 40usize.saturating_sub(new_opts.len() + 4) / 8;
         let n = blocks.len().min(room).min(MAX_SACK_BLOCKS);
         if n < 2 {
             return len;
@@ -815,10 +819,10 @@ impl State {
     /// §6.2 steps 1–4).
     fn on_delivered(&mut self, d: &Delivered, dsack: bool, now: Instant, c: &mut RecoveryCounters) {
         if let Some(sent) = d.rtt_from {
-            self.rtt.sample(now - sent, now);
+            self.rtt.sample(elapsed(now, sent), now);
         }
         if let Some((sent, end, resent)) = d.newest {
-            let rtt = now - sent;
+            let rtt = elapsed(now, sent);
             // A retransmission acknowledged sooner than a round trip could be the original's
             // acknowledgement: not a measurement (step 2).
             let ambiguous = resent && self.rtt.min_rtt().is_some_and(|m| rtt < m);
@@ -869,17 +873,26 @@ impl State {
             .detect_loss(xmit, end, wait, now, &mut c.TCPLostRetransmit)
     }
 
-    /// RFC 8985 §7.4.2: what became of a tail loss probe.
-    fn tlp_ack(&mut self, ack: u32, dsack: bool, c: &mut RecoveryCounters) {
+    /// RFC 8985 §7.4.2, as Linux decides it: what became of a tail loss probe. A D-SACK says
+    /// both copies arrived (no loss); an acknowledgement beyond the probe without one says the
+    /// probe repaired a loss (the window is reduced as for one); a pure duplicate ACK at the
+    /// probe's end says both arrived too. An acknowledgement of exactly the probe's end waits
+    /// for what follows (a D-SACK may be on its way).
+    fn tlp_ack(&mut self, ack: u32, dsack: bool, d: &Delivered, c: &mut RecoveryCounters) {
         let Some(p) = self.probe else { return };
         if before(ack, p.end) {
             return;
         }
-        self.probe = None;
-        if !dsack && !self.cc.in_recovery() {
-            // The probe alone repaired a loss: the window is reduced as for one.
-            self.cc.on_probe_repaired();
-            c.TCPLossProbeRecovery += 1;
+        if dsack {
+            self.probe = None;
+        } else if before(p.end, ack) {
+            self.probe = None;
+            if !self.cc.in_recovery() {
+                self.cc.on_probe_repaired();
+                c.TCPLossProbeRecovery += 1;
+            }
+        } else if d.bytes == 0 {
+            self.probe = None;
         }
     }
 
@@ -920,6 +933,7 @@ impl State {
         scratch: &mut Vec<u8>,
     ) -> Option<Vec<u8>> {
         let (ack, window) = ctx.wire.last_ack?;
+        let now = self.last_send.map_or(now, |l| now.max(l));
         let (s, a, b) = self.sb.resent(seq, now)?;
         let flags = ACK | if s.fin { FIN } else { 0 } | if s.psh { PSH } else { 0 };
         scratch.clear();
@@ -956,7 +970,7 @@ impl State {
             self.timer = Some(((now + w).min(rto_at), Timer::Reorder));
             return;
         }
-        if sack && self.probe.is_none() && !self.cc.in_recovery() {
+        if sack && self.probe.is_none() && !self.cc.in_recovery() && !self.reneged {
             let pto = match self.rtt.srtt() {
                 Some(srtt) => {
                     let mut pto = srtt * 2 + PTO_SLACK;
@@ -984,6 +998,15 @@ impl State {
             .allowance(self.sb.pipe())
             .saturating_sub(self.sb.lost_bytes());
         Some(nxt.wrapping_add(room.min(i32::MAX as u32)))
+    }
+}
+
+/// Time from `since` to `now`; zero if `now` is earlier (a caller's clock behind another's).
+fn elapsed(now: Instant, since: Instant) -> Duration {
+    if now > since {
+        now - since
+    } else {
+        Duration::ZERO
     }
 }
 
