@@ -210,8 +210,8 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
             let fd = s.fd();
             let (received, echoed, error) = echo(&mut s);
             // Before the stream closes: what recovery did for the echo (its sending side).
+            // The report goes first, so reports come in the order the connections ended.
             let recovery = net.recovery_info(fd).ok();
-            drop(s);
             let _ = tx.send(Done {
                 conn,
                 local,
@@ -222,6 +222,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
                 recovery,
                 error,
             });
+            drop(s);
         });
     }
     drop(tx);
