@@ -189,6 +189,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<Done>();
     let mut accepted = 0;
     let mut finished = 0;
+    let mut threads = Vec::new();
     loop {
         // Report what finished, then accept the next one (unless enough were accepted).
         while let Ok(done) = rx.try_recv() {
@@ -205,7 +206,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
         let conn = accepted;
         accepted += 1;
         let net = net.clone();
-        std::thread::spawn(move || {
+        threads.push(std::thread::spawn(move || {
             let mut s = s;
             let fd = s.fd();
             let (received, echoed, error) = echo(&mut s);
@@ -223,7 +224,7 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
                 error,
             });
             drop(s);
-        });
+        }));
     }
     drop(tx);
     while finished < accepted {
@@ -235,7 +236,21 @@ fn serve_tcp(net: &Net, args: &Args) -> Result<(), String> {
             Err(_) => break,
         }
     }
+    for t in threads {
+        let _ = t.join();
+    }
+    linger(net);
     Ok(())
+}
+
+/// A closed stream's last bytes and FIN still have to reach the peer, and the stack runs
+/// in this process: give closing connections a moment to finish before exiting, as the
+/// kernel would finish them on a process's behalf.
+fn linger(net: &Net) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while net.connection_counts().0 > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn report(done: &Done, json: bool) {
