@@ -107,11 +107,20 @@ fn the_stack_repairs_kernel_side_drops_from_sack_without_timeouts() {
             assert!(drops > 100, "nftables dropped {drops}");
             assert!(r.TCPSackRecovery > 0, "{r:?}");
             assert_eq!(r.TCPTimeouts, 0, "{r:?}");
-            // Each drop cost exactly one more transmission; only tail loss probes (a segment
-            // sent again because its acknowledgement was late) may be more.
-            assert!(r.TCPFastRetrans + r.TCPSlowStartRetrans <= drops, "{r:?}");
+            // Each drop cost exactly one more transmission; only loss probes (a segment sent
+            // again because its acknowledgement was late) may be more, and retransmissions the
+            // kernel reported arriving twice (D-SACK): packets written to a TUN device from two
+            // CPUs can pass each other, which looks like loss until the D-SACK comes.
+            let spurious = r.TCPDSACKRecv;
+            assert!(
+                r.TCPFastRetrans + r.TCPSlowStartRetrans <= drops + spurious,
+                "{r:?}"
+            );
             assert!(r.TcpRetransSegs >= drops, "{r:?}");
-            assert!(r.TcpRetransSegs - drops <= r.TCPLossProbes, "{r:?}");
+            assert!(
+                r.TcpRetransSegs - drops <= r.TCPLossProbes + spurious,
+                "{r:?}"
+            );
             assert!(info_before_close.srtt_us > 0, "{info_before_close:?}");
             net.close(fd).unwrap();
         },
@@ -257,7 +266,10 @@ fn fast_open_data_lost_after_the_handshake_is_repaired_in_wire_numbers() {
             assert_eq!(fo.TCPFastOpenActive, 1, "{fo:?}");
             assert_eq!(dropped("ingress"), 1);
             let r = net.recovery_counters();
-            assert_eq!(r.TcpRetransSegs, 1, "{r:?}");
+            // One segment sent again for the one dropped (and maybe a probe, when a busy
+            // machine delayed an acknowledgement).
+            assert_eq!(r.TCPFastRetrans, 1, "{r:?}");
+            assert_eq!(r.TcpRetransSegs - r.TCPLossProbes, 1, "{r:?}");
             assert_eq!(r.TCPSackRecovery, 1, "{r:?}");
             assert_eq!(r.TCPTimeouts, 0, "{r:?}");
             drop(echo);

@@ -110,13 +110,16 @@ fn a_to_b_timed(p: &mut Pair, c: SocketId, s: SocketId, data: &[u8], clock: &Ato
 struct Dropper {
     /// The client's initial sequence number, from its SYN (or its first data).
     isn: Option<u32>,
-    /// Byte offsets of the segments to drop.
+    /// Byte offsets in the segments to drop.
     drop_offsets: HashSet<usize>,
     /// Segments seen: offset → times.
     seen: HashMap<usize, u32>,
     dropped: Vec<usize>,
-    /// When each segment left first, and last (µs of the virtual clock).
+    /// Segments with a FIN that went through.
+    fins: u32,
+    /// When each segment left first, the second time, and last (µs of the virtual clock).
     first_sent: HashMap<usize, i64>,
+    second_sent: HashMap<usize, i64>,
     last_sent: HashMap<usize, i64>,
     /// The virtual clock, as the test's loop sets it before each step.
     clock: Arc<AtomicI64>,
@@ -134,6 +137,7 @@ impl Dropper {
                 return true;
             };
             let mut d = shared.lock().unwrap();
+            d.fins += u32::from(v.flags & 0x01 != 0);
             if v.flags & 0x02 != 0 {
                 d.isn = Some(v.seq);
                 return true;
@@ -149,7 +153,12 @@ impl Dropper {
             d.last_sent.insert(offset, now);
             let times = d.seen.entry(offset).or_insert(0);
             *times += 1;
-            if *times == 1 && d.drop_offsets.contains(&offset) {
+            let times = *times;
+            if times == 2 {
+                d.second_sent.insert(offset, now);
+            }
+            let end = offset + v.payload_len;
+            if times == 1 && d.drop_offsets.iter().any(|&o| offset <= o && o < end) {
                 d.dropped.push(offset);
                 return false;
             }
@@ -783,4 +792,131 @@ fn fast_open_partial_ack_then_loss_is_repaired_without_a_timeout() {
     assert_eq!(r.TCPTimeouts, 0, "{r:?}");
     let took = (p.now() - start).total_millis();
     assert!(took < 200, "{took} ms");
+}
+
+/// Drop every acknowledgement towards A while `on` says so (the virtual clock in µs).
+fn ack_blackout(p: &mut Pair, clock: Arc<AtomicI64>, on: impl Fn(i64) -> bool + Send + 'static) {
+    p.filter_to_a(move |pkt| {
+        let is_ack = sim::tcp_view(pkt).is_some_and(|v| v.payload_len == 0 && v.flags & 0x02 == 0);
+        !(is_ack && on(clock.load(Ordering::Relaxed)))
+    });
+}
+
+/// In fast recovery, the acknowledgements of the retransmission and of everything after it
+/// are lost for a while: the layer probes (QUIC's rule; Linux would wait for its timeout),
+/// and the transfer goes on without a timeout.
+#[test]
+fn silence_during_recovery_is_probed_not_timed_out() {
+    let data = pattern(100 * MSS);
+    let (mut p, c, s) = connected(link(LATENCY_MS, 10), true);
+    let clean = a_to_b(&mut p, c, s, &data);
+    let (mut p, c, s) = connected(link(LATENCY_MS, 10), true);
+    let d = Dropper::install(&mut p, segments(&[40]));
+    let clock = Arc::clone(&d.lock().unwrap().clock);
+    // From the moment the lost segment goes again, 3 round trips without acknowledgements.
+    let shared = Arc::clone(&d);
+    let blackout = move |now: i64| {
+        let d = shared.lock().unwrap();
+        let hole = 40 * MSS;
+        d.second_sent
+            .get(&hole)
+            .is_some_and(|&t| now < t + 3 * RTT_MS as i64 * 1000)
+    };
+    ack_blackout(&mut p, Arc::clone(&clock), blackout);
+    let took = a_to_b_timed(&mut p, c, s, &data, &clock);
+    let r = p.a.recovery_counters();
+    assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+    assert!(r.TCPLossProbes >= 1, "{r:?}");
+    assert!(
+        took < clean + 8 * RTT_MS,
+        "{took} ms against {clean} ms clean"
+    );
+}
+
+/// A timeout that was not needed (every acknowledgement of a flight lost, nothing else): the
+/// segment sent again comes back as a duplicate (D-SACK), and the window the timeout
+/// collapsed is put back (Linux's undo) instead of growing again from one segment.
+#[test]
+fn a_needless_timeout_is_undone_by_the_duplicate_report() {
+    let (mut p, c, s) = connected(link(LATENCY_MS, 11), true);
+    // A first transfer grows the window.
+    a_to_b(&mut p, c, s, &pattern(200 * MSS));
+    let cwnd_before = p.a.recovery_info(c).unwrap().cwnd;
+    let clock = Arc::new(AtomicI64::new(0));
+    let start = Arc::new(AtomicI64::new(i64::MAX));
+    {
+        let start = Arc::clone(&start);
+        // Every acknowledgement lost for 350 ms from the next transfer's start: past the
+        // probe and the first timeout (200 ms + SRTT).
+        ack_blackout(&mut p, Arc::clone(&clock), move |now| {
+            let s = start.load(Ordering::Relaxed);
+            now >= s && now < s + 350_000
+        });
+    }
+    start.store(p.now().total_micros(), Ordering::Relaxed);
+    a_to_b_timed(&mut p, c, s, &pattern(20 * MSS), &clock);
+    // B has it all; A hears nothing until the blackout ends, then everything is acknowledged.
+    for _ in 0..100_000 {
+        clock.store(p.now().total_micros(), Ordering::Relaxed);
+        if p.a.recovery_info(c).unwrap().unacked == 0 {
+            break;
+        }
+        assert!(p.step());
+    }
+    let r = p.a.recovery_counters();
+    assert!(r.TCPTimeouts >= 1, "{r:?}");
+    assert!(r.TCPLossUndo >= 1, "{r:?}");
+    let info = p.a.recovery_info(c).unwrap();
+    assert_eq!(info.state, stack::RecoveryState::Open, "{info:?}");
+    assert!(
+        info.cwnd >= cwnd_before / 2,
+        "the window came back: {} after, {cwnd_before} before",
+        info.cwnd
+    );
+}
+
+/// The segment that carries the FIN arrives while a segment before it is missing: smoltcp alone
+/// keeps its data and forgets the FIN, so the sender (a kernel in fast recovery sends no probe)
+/// waits for a timeout to send the FIN again. B's layer keeps the FIN until the hole is filled:
+/// the FIN goes once, and B sees the end of the stream as soon as the repair arrives.
+#[test]
+fn a_fin_past_a_hole_is_taken_when_the_hole_is_filled() {
+    let data = pattern(20 * MSS);
+    // In the segment before the last one.
+    const LOST: usize = 26_300;
+    for recovery in [true, false] {
+        let (mut p, c, s) = connected(link(LATENCY_MS, 7), recovery);
+        let d = Dropper::install(&mut p, [LOST]);
+        let clock = Arc::clone(&d.lock().unwrap().clock);
+        assert_eq!(p.a.send(c, &data).unwrap(), data.len());
+        p.a.shutdown(c, stack::Shutdown::Write).unwrap();
+        let (mut got, mut buf, mut eof_at) = (Vec::new(), vec![0u8; 1 << 16], None);
+        for _ in 0..1_000_000 {
+            match p.b.recv(s, &mut buf) {
+                Ok(0) => {
+                    eof_at = Some(p.now());
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            clock.store(p.now().total_micros(), Ordering::Relaxed);
+            p.step();
+        }
+        assert!(got == data, "intact");
+        let d = d.lock().unwrap();
+        assert_eq!(d.dropped.len(), 1, "{:?}", d.seen);
+        let repaired = d.last_sent[&d.dropped[0]];
+        let eof_after_repair_ms = (eof_at.unwrap().total_micros() - repaired) / 1000;
+        let fins = d.fins;
+        if recovery {
+            assert_eq!(fins, 1, "the FIN went once");
+            assert!(
+                eof_after_repair_ms <= LATENCY_MS as i64 + 1,
+                "end of stream {eof_after_repair_ms} ms after the repair left"
+            );
+        } else {
+            assert!(fins >= 2, "smoltcp alone forgets the FIN: {fins}");
+        }
+    }
 }

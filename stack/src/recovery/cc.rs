@@ -42,6 +42,14 @@ struct Cubic {
     cwnd_epoch: f64,
 }
 
+/// The window before a reduction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snapshot {
+    cwnd: f64,
+    ssthresh: u32,
+    cubic: Cubic,
+}
+
 /// PRR's state during one recovery (RFC 6937 §3).
 #[derive(Debug, Clone, Copy, Default)]
 struct Prr {
@@ -282,6 +290,25 @@ impl Congestion {
         self.cwnd = f64::from(self.mss);
         self.cubic.epoch = None;
         self.phase = Phase::Loss { point };
+    }
+
+    /// What the window was before a reduction, to put back if the losses turn out spurious.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            cwnd: self.cwnd,
+            ssthresh: self.ssthresh,
+            cubic: self.cubic,
+        }
+    }
+
+    /// Every retransmission of the episode arrived twice (D-SACKs): nothing was lost, the
+    /// network delayed or reordered. Put the window back as it was and leave recovery (Linux's
+    /// undo, RFC 3708's idea).
+    pub(crate) fn undo(&mut self, s: Snapshot) {
+        self.cwnd = self.cwnd.max(s.cwnd);
+        self.ssthresh = s.ssthresh;
+        self.cubic = s.cubic;
+        self.phase = Phase::Open;
     }
 
     /// A loss repaired by a tail loss probe alone (RFC 8985 §7.4.2): the window is reduced as

@@ -53,6 +53,8 @@ const DUP_THRESH: u32 = 3;
 const MAX_ACK_DELAY: Duration = Duration::from_millis(200);
 /// Added to two round trips for the probe timeout (Linux's `TCP_TIMEOUT_MIN`, 2 ms).
 const PTO_SLACK: Duration = Duration::from_millis(2);
+/// Most probes in a row during recovery before the retransmission timeout.
+const MAX_RECOVERY_PROBES: u32 = 3;
 /// A timeout scheduled after reneging: soon, not a whole RTO.
 const RENEGE_DELAY: Duration = Duration::from_millis(10);
 /// Most SACK blocks a segment carries (40 option bytes).
@@ -75,7 +77,8 @@ pub struct RecoveryCounters {
     pub TCPFastRetrans: u64,
     /// Segments sent again after a timeout.
     pub TCPSlowStartRetrans: u64,
-    /// Tail loss probes sent.
+    /// Loss probes sent: at the tail of a flight (RFC 8985 §7), and, unlike Linux, also during
+    /// fast recovery when nothing came back for two round trips.
     pub TCPLossProbes: u64,
     /// Losses repaired by a tail loss probe alone.
     pub TCPLossProbeRecovery: u64,
@@ -89,6 +92,11 @@ pub struct RecoveryCounters {
     pub TCPDSACKRecv: u64,
     /// Receivers that dropped data they had SACKed.
     pub TCPSACKReneging: u64,
+    /// Fast recoveries undone: every segment sent again was reported arriving twice (D-SACK),
+    /// so nothing had been lost; the window is put back.
+    pub TCPDSACKUndo: u64,
+    /// Retransmission timeouts undone the same way.
+    pub TCPLossUndo: u64,
     /// Segments smoltcp sent again on its own that the layer did not let out (already in
     /// flight, SACKed, or sent again by the layer). Not a Linux counter.
     pub RecoveryRedundantDropped: u64,
@@ -111,6 +119,8 @@ impl RecoveryCounters {
             ("TCPSACKDiscard", self.TCPSACKDiscard),
             ("TCPDSACKRecv", self.TCPDSACKRecv),
             ("TCPSACKReneging", self.TCPSACKReneging),
+            ("TCPDSACKUndo", self.TCPDSACKUndo),
+            ("TCPLossUndo", self.TCPLossUndo),
             ("RecoveryRedundantDropped", self.RecoveryRedundantDropped),
         ]
         .into_iter()
@@ -130,6 +140,8 @@ impl RecoveryCounters {
         self.TCPSACKDiscard += o.TCPSACKDiscard;
         self.TCPDSACKRecv += o.TCPDSACKRecv;
         self.TCPSACKReneging += o.TCPSACKReneging;
+        self.TCPDSACKUndo += o.TCPDSACKUndo;
+        self.TCPLossUndo += o.TCPLossUndo;
         self.RecoveryRedundantDropped += o.RecoveryRedundantDropped;
     }
 }
@@ -195,6 +207,12 @@ pub(crate) struct Conn {
     /// our window is scaled by it when both did (RFC 7323 §2.2).
     peer_scales: bool,
     our_scale: Option<u8>,
+    /// A segment of the peer's that arrived a second time (its duplicate part): the next
+    /// acknowledgement reports it as a D-SACK block.
+    duplicate: Option<(u32, u32)>,
+    /// The sequence number of a FIN that arrived past a hole (wire numbers): smoltcp takes it
+    /// once the hole is filled ([`receive::fin_beyond_hole`]).
+    pub(crate) held_fin: Option<u32>,
     /// Timing the handshake.
     handshake: Handshake,
     /// Its round trip, until the state that keeps round trips exists.
@@ -203,6 +221,20 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// A data segment of the peer's arrived (as on the wire, checksum checked by the caller)
+    /// whose first bytes our acknowledgements had already covered (`rcv_nxt`): remember the
+    /// duplicate part for a D-SACK block.
+    pub(crate) fn arrived(&mut self, t: &Tcp, rcv_nxt: Option<u32>) {
+        let (Some(rcv_nxt), len) = (rcv_nxt, t.payload_len() as u32) else {
+            return;
+        };
+        if len == 0 || t.has(SYN) || !before(t.seq, rcv_nxt) {
+            return;
+        }
+        let end = t.seq.wrapping_add(len);
+        self.duplicate = Some((t.seq, if before(end, rcv_nxt) { end } else { rcv_nxt }));
+    }
+
     /// The scale of the window we advertise.
     pub(crate) fn our_scale(&self) -> u8 {
         match (self.peer_scales, self.our_scale) {
@@ -264,6 +296,15 @@ impl Default for Rack {
     }
 }
 
+/// A loss episode: the window before it was cut, and its retransmissions against the
+/// D-SACKs that reported them arriving twice. When every one did, nothing was lost.
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    before: cc::Snapshot,
+    rexmits: u32,
+    dsacks: u32,
+}
+
 /// A tail loss probe out (RFC 8985 §7.3's `TLP.end_seq`).
 #[derive(Debug, Clone, Copy)]
 struct Probe {
@@ -283,6 +324,10 @@ struct State {
     rto_at: Option<Instant>,
     /// The peer acknowledged only up to data it had SACKed.
     reneged: bool,
+    /// The loss episode under way (fast recovery or after a timeout), for undoing it.
+    episode: Option<Episode>,
+    /// Probes sent during recovery since the last progress.
+    recovery_probes: u32,
     /// Duplicate ACKs in a row (a peer without SACK), and the window they carried.
     dupacks: u32,
     last_window: Option<u16>,
@@ -309,6 +354,8 @@ impl State {
             timer: None,
             rto_at: None,
             reneged: false,
+            episode: None,
+            recovery_probes: 0,
             dupacks: 0,
             last_window: None,
             last_send: None,
@@ -484,6 +531,9 @@ impl Layer {
             s.sb.on_sack(l, r, &mut d);
         }
         s.on_delivered(&d, dsack, now, &mut c);
+        if dsack {
+            s.dsack_undo(&mut c);
+        }
         if d.acked > 0 {
             s.dupacks = 0;
             s.reneged = false;
@@ -504,6 +554,7 @@ impl Layer {
         match s.cc.phase() {
             Phase::Recovery { point } | Phase::Loss { point } if !before(t.ack, point) => {
                 s.cc.exit_recovery();
+                s.episode = None;
                 s.rack.reo_wnd_persist = s.rack.reo_wnd_persist.saturating_sub(1);
                 if s.rack.reo_wnd_persist == 0 {
                     s.rack.reo_wnd_mult = 1;
@@ -512,6 +563,10 @@ impl Layer {
             _ => {}
         }
         s.tlp_ack(t.ack, dsack, &d, &mut c);
+        if d.bytes > 0 {
+            // Progress: the next silence in recovery may be probed again.
+            s.recovery_probes = 0;
+        }
         // Loss detection.
         let mut reorder_wait = None;
         if conn.sack {
@@ -534,14 +589,22 @@ impl Layer {
         }
         s.last_window = Some(t.window);
         let pipe_after = s.sb.pipe();
+        let before = s.cc.snapshot();
         if s.sb.lost_bytes() > 0 && s.cc.enter_recovery(nxt, pipe_after) {
+            s.episode = Some(Episode {
+                before,
+                rexmits: 0,
+                dsacks: 0,
+            });
             if conn.sack {
                 c.TCPSackRecovery += 1;
             } else {
                 c.TCPRenoRecovery += 1;
             }
-            // RFC 6675 §5 (4.3): the first lost segment goes at once.
-            s.cc.prr_ack(0, pipe_after);
+            // PRR counts what this acknowledgement delivered too (as Linux does: without it the
+            // retransmission goes alone, and if it is lost nothing sent after it can show it),
+            // and the first lost segment goes at once (RFC 6675 §5 step 4.3).
+            s.cc.prr_ack(d.bytes, pipe_after);
             s.cc.grant(conn.mss);
         } else if matches!(s.cc.phase(), Phase::Recovery { .. }) {
             s.cc.prr_ack(d.bytes, pipe_after);
@@ -656,7 +719,11 @@ impl Layer {
         };
         let opts = t.options(pkt);
         let first = sack_blocks(opts).first().copied();
-        if first.is_none() && conn.state.is_none() {
+        // RFC 2883: a segment that arrived twice is reported first, as a D-SACK block, in the
+        // acknowledgement that answers it (a Linux sender undoes a needless retransmission and
+        // widens its reordering window on it).
+        let dsack = conn.duplicate.take().filter(|&(_, r)| before_eq(r, t.ack));
+        if first.is_none() && dsack.is_none() && conn.state.is_none() {
             return len;
         }
         let algorithm = self.algorithm;
@@ -665,8 +732,9 @@ impl Layer {
         let s = conn
             .state
             .get_or_insert_with(|| Box::new(State::new(algorithm, mss, first_rtt, now)));
-        let blocks = s.sack_out.on_ack(t.ack, first);
-        if blocks.len() < 2 {
+        let mut blocks: Vec<(u32, u32)> = dsack.into_iter().collect();
+        blocks.extend_from_slice(s.sack_out.on_ack(t.ack, first));
+        if blocks.len() < 2 && dsack.is_none() {
             return len;
         }
         let mut new_opts = Vec::with_capacity(40);
@@ -678,7 +746,7 @@ impl Layer {
         // 40 option bytes: the others, NOP, NOP, kind, length, 8 per block.
         let room = 40usize.saturating_sub(new_opts.len() + 4) / 8;
         let n = blocks.len().min(room).min(MAX_SACK_BLOCKS);
-        if n < 2 {
+        if n == 0 {
             return len;
         }
         new_opts.extend_from_slice(&[wire::OPT_NOP, wire::OPT_NOP, wire::OPT_SACK]);
@@ -729,7 +797,13 @@ impl Layer {
                 let pipe = s.sb.pipe();
                 if s.sb.lost_bytes() > 0 {
                     if let Some(nxt) = s.sb.nxt() {
+                        let before = s.cc.snapshot();
                         if s.cc.enter_recovery(nxt, pipe) {
+                            s.episode = Some(Episode {
+                                before,
+                                rexmits: 0,
+                                dsacks: 0,
+                            });
                             c.TCPSackRecovery += 1;
                             s.cc.prr_ack(0, pipe);
                             s.cc.grant(conn.mss);
@@ -740,13 +814,27 @@ impl Layer {
             }
             Timer::Probe => {
                 // RFC 8985 §7.3: send the last segment again (smoltcp holds any new data, and
-                // only an acknowledgement lets it send more).
-                if let Some(seg) = s.sb.last_in_flight() {
+                // only an acknowledgement lets it send more). During recovery, the first segment
+                // not SACKed: most likely the lost one, whose acknowledgement unblocks the rest.
+                let recovering = s.cc.in_recovery();
+                let seg = if recovering {
+                    s.sb.first_unsacked()
+                } else {
+                    s.sb.last_in_flight()
+                };
+                if let Some(seg) = seg {
                     if let Some(p) = s.resend(seg.seq, ctx, now, &mut self.scratch) {
                         out.push(p);
                         c.TcpRetransSegs += 1;
                         c.TCPLossProbes += 1;
-                        s.probe = s.sb.nxt().map(|end| Probe { end });
+                        if recovering {
+                            s.recovery_probes += 1;
+                            if let Some(e) = s.episode.as_mut() {
+                                e.rexmits += 1;
+                            }
+                        } else {
+                            s.probe = s.sb.nxt().map(|end| Probe { end });
+                        }
                     }
                 }
                 s.rto_at = Some(now + s.rtt.rto());
@@ -757,9 +845,17 @@ impl Layer {
                 s.sb.mark_all_lost(s.reneged);
                 s.reneged = false;
                 s.probe = None;
+                let before = s.cc.snapshot();
                 if let Some(nxt) = s.sb.nxt() {
                     s.cc.on_timeout(nxt, repeated);
                 }
+                // A timeout on top of a recovery keeps that recovery's window to go back to.
+                let kept = s.episode.map(|e| e.before);
+                s.episode = Some(Episode {
+                    before: kept.unwrap_or(before),
+                    rexmits: 0,
+                    dsacks: 0,
+                });
                 s.rtt.back_off();
                 s.rto_at = Some(now + s.rtt.rto());
                 s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
@@ -853,6 +949,29 @@ impl State {
         }
     }
 
+    /// A D-SACK during a loss episode: once every retransmission of the episode came back
+    /// as a duplicate, nothing was lost (the network reordered or delayed, or an
+    /// acknowledgement was lost): the window goes back to what it was.
+    fn dsack_undo(&mut self, c: &mut RecoveryCounters) {
+        let Some(e) = self.episode.as_mut() else {
+            return;
+        };
+        e.dsacks += 1;
+        if e.rexmits == 0 || e.dsacks < e.rexmits {
+            return;
+        }
+        let e = *e;
+        match self.cc.phase() {
+            Phase::Recovery { .. } => c.TCPDSACKUndo += 1,
+            Phase::Loss { .. } => c.TCPLossUndo += 1,
+            Phase::Open => return,
+        }
+        self.cc.undo(e.before);
+        self.episode = None;
+        // The segments taken for lost had arrived: the network reorders.
+        self.rack.reordering_seen = true;
+    }
+
     /// RACK's reordering window (RFC 8985 §6.2 step 4).
     fn reo_wnd(&self) -> Duration {
         if !self.rack.reordering_seen
@@ -916,6 +1035,9 @@ impl State {
             };
             out.push(p);
             self.cc.on_sent(seg.len);
+            if let Some(e) = self.episode.as_mut() {
+                e.rexmits += 1;
+            }
             c.TcpRetransSegs += 1;
             match self.cc.phase() {
                 Phase::Loss { .. } => c.TCPSlowStartRetrans += 1,
@@ -970,14 +1092,25 @@ impl State {
             self.timer = Some(((now + w).min(rto_at), Timer::Reorder));
             return;
         }
-        if sack && self.probe.is_none() && !self.cc.in_recovery() && !self.reneged {
+        // Linux probes only outside recovery (RFC 8985 §7.2); this layer also probes during
+        // fast recovery, as QUIC does (RFC 9002 §6.2): a Linux receiver acknowledges in
+        // batches, and when the one acknowledgement of a small flight is lost, only a timeout
+        // (200 ms, then the window from one segment) would follow.
+        // In recovery the probes back off (twice the wait each time, QUIC's rule), a few at
+        // most before the timeout; progress starts the count again.
+        let probing = match self.cc.phase() {
+            Phase::Open => self.probe.is_none(),
+            Phase::Recovery { .. } => self.recovery_probes < MAX_RECOVERY_PROBES,
+            Phase::Loss { .. } => false,
+        };
+        if sack && probing && !self.reneged {
             let pto = match self.rtt.srtt() {
                 Some(srtt) => {
                     let mut pto = srtt * 2 + PTO_SLACK;
                     if self.sb.outstanding() <= mss {
                         pto += MAX_ACK_DELAY;
                     }
-                    pto
+                    pto * (1 << self.recovery_probes)
                 }
                 None => rtt::INITIAL_RTO,
             };

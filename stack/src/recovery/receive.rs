@@ -18,7 +18,15 @@
 //!   to accept valid ACKs". [`ack_outside_window`] gives smoltcp the acknowledgement alone, at
 //!   the sequence number it expects, before the segment itself.
 //!
-//! Both act only on segments whose checksum is good, and only in numbers our acknowledgements
+//! - **A FIN beyond a hole.** The last segment of a transfer carries the FIN; when a segment
+//!   before it was lost, smoltcp keeps the last one's data for later but forgets its FIN (it
+//!   acts on a FIN only at the next expected number). The retransmission that fills the hole
+//!   carries no FIN, so the peer has to time out to send it again (a kernel sender in fast
+//!   recovery sends no tail loss probe). [`fin_beyond_hole`] notes where such a FIN lies, and
+//!   once our acknowledgement reaches it, [`bare_fin`] builds the FIN for smoltcp to take, as
+//!   Linux keeps a FIN in its out-of-order queue.
+//!
+//! All act only on segments whose checksum is good, and only in numbers our acknowledgements
 //! already told the peer.
 
 use super::scoreboard::{before, before_eq};
@@ -91,6 +99,40 @@ pub(crate) fn ack_outside_window(
     Some(out)
 }
 
+/// A sound segment with a FIN past a hole, inside the window we advertised: the sequence
+/// number of its FIN (wire numbers), for smoltcp to take once the hole is filled.
+pub(crate) fn fin_beyond_hole(
+    t: &Tcp,
+    pkt: &[u8],
+    wire_seq: &WireSeq,
+    our_scale: u8,
+) -> Option<u32> {
+    let (rcv_nxt, window) = wire_seq.last_ack?;
+    if !t.has(FIN) || !t.has(ACK) || t.has(SYN) || t.has(RST) || !before(rcv_nxt, t.seq) {
+        return None;
+    }
+    let fin = t.seq.wrapping_add(t.payload_len() as u32);
+    let right = rcv_nxt.wrapping_add(u32::from(window) << our_scale);
+    if !before(fin, right) || !wire::tcp_checksum_ok(pkt, t) {
+        return None;
+    }
+    Some(fin)
+}
+
+/// The bare FIN at `fin` (in `filler`'s numbers) that a segment of the peer's, `filler`,
+/// would have been followed by: its acknowledgement, window and options, no payload.
+pub(crate) fn bare_fin(filler: &[u8], fin: u32) -> Option<Vec<u8>> {
+    let t = wire::parse(filler)?;
+    let mut plain = filler.get(..t.total)?.to_vec();
+    *plain.get_mut(t.ip_len + 13)? = ACK | FIN;
+    let mut out = vec![0u8; plain.len()];
+    let n = wire::rebuild(&plain, &t, t.options(filler), &[], &mut out)?;
+    out.truncate(n);
+    let bare = wire::parse(&out)?;
+    wire::set_seq_ack(&mut out, &bare, fin, bare.ack, 0);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +188,34 @@ mod tests {
             fin_after_old_data(&t, &mut bad, len, Some(1000), &mut scratch),
             None
         );
+    }
+
+    #[test]
+    fn a_fin_beyond_a_hole_is_noted_and_rebuilt_bare() {
+        // We acknowledged 1000 with a window of 100 << 5; the last segment, 1100..1200 + FIN.
+        let p = seg(1100, ACK | FIN, &[3; 100]);
+        let t = wire::parse(&p).unwrap();
+        assert_eq!(fin_beyond_hole(&t, &p, &told(1000, 100), 5), Some(1200));
+        // In order (smoltcp takes it), without FIN, outside the window, or corrupt: nothing.
+        assert_eq!(fin_beyond_hole(&t, &p, &told(1100, 100), 5), None);
+        let q = seg(1100, ACK, &[3; 100]);
+        assert_eq!(
+            fin_beyond_hole(&wire::parse(&q).unwrap(), &q, &told(1000, 100), 5),
+            None
+        );
+        assert_eq!(fin_beyond_hole(&t, &p, &told(1000, 100), 0), None);
+        let mut bad = p.clone();
+        bad[60] ^= 1;
+        assert_eq!(fin_beyond_hole(&t, &bad, &told(1000, 100), 5), None);
+        // The segment that fills the hole, 1000..1100, then the FIN built from it.
+        let filler = seg(1000, ACK | wire::PSH, &[4; 100]);
+        let fin = bare_fin(&filler, 1200).unwrap();
+        let b = wire::parse(&fin).unwrap();
+        assert_eq!(
+            (b.seq, b.ack, b.flags, b.payload_len()),
+            (1200, 5000, ACK | FIN, 0)
+        );
+        assert!(wire::tcp_checksum_ok(&fin, &b));
     }
 
     #[test]

@@ -412,7 +412,18 @@ impl Scoreboard {
                 break;
             }
             i += 1;
-            if s.sacked || before(s.seq, left) || before(right, s.end()) {
+            if s.sacked || before(s.seq, left) {
+                continue;
+            }
+            if before(right, s.end()) {
+                // A receiver that keeps data past a hole but not the FIN after it (smoltcp's
+                // reassembler) SACKs the payload alone: the segment arrived, which tells RACK
+                // about the ones sent before it, but its FIN still has to go.
+                let data_end = s.seq.wrapping_add(s.payload_len());
+                if s.fin && s.payload_len() > 0 && before_eq(data_end, right) {
+                    let s = *s;
+                    d.saw(&s);
+                }
                 continue;
             }
             s.sacked = true;
@@ -567,6 +578,11 @@ impl Scoreboard {
         let s = self.segs[found];
         self.lost_hint = s.seq;
         Some(s)
+    }
+
+    /// The lowest segment not SACKed, if any.
+    pub(crate) fn first_unsacked(&self) -> Option<Seg> {
+        self.segs.iter().find(|s| !s.sacked).copied()
     }
 
     /// The highest segment neither SACKed nor lost (a tail loss probe's choice), if any.

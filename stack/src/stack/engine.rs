@@ -310,6 +310,15 @@ impl Stack {
                 0,
             );
         }
+        if t.payload_len() > 0
+            && !recovery.disabled
+            && c.wire
+                .rcv_nxt
+                .is_some_and(|n| crate::recovery::scoreboard::before(t.seq, n))
+            && wire::tcp_checksum_ok(&rx_buf[..len], &t)
+        {
+            c.recovery.arrived(&t, c.wire.rcv_nxt);
+        }
         let mut len = len;
         let mut t = t;
         if let Some(n) = crate::recovery::receive::fin_after_old_data(
@@ -325,6 +334,23 @@ impl Stack {
             };
             (len, t) = (n, nt);
         }
+        // A FIN past a hole is noted, for smoltcp to take when the hole is filled; a segment at
+        // the next expected number may be what fills it.
+        let mut fills = false;
+        if !recovery.disabled && synchronized(c.last_state) {
+            if let Some(fin) = crate::recovery::receive::fin_beyond_hole(
+                &t,
+                &rx_buf[..len],
+                &c.wire,
+                c.recovery.our_scale(),
+            ) {
+                c.recovery.held_fin = Some(fin);
+            }
+            fills = c.recovery.held_fin.is_some()
+                && t.payload_len() > 0
+                && c.wire.rcv_nxt == Some(t.seq);
+        }
+        let wire_seq = t.seq;
         let mut released = None;
         if c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
             && !wire::tcp_checksum_ok(&rx_buf[..len], &t)
@@ -372,14 +398,54 @@ impl Stack {
         }
         if len > 0 {
             let handshake = self.completes_handshake(shard);
+            // The segment as smoltcp takes it, for the FIN it may have to be followed by.
+            let filler = fills.then(|| self.rx_buf[..len].to_vec());
             self.feed(shard, iface, len, now, io);
             if handshake {
                 // Into the accept queue at once, so that the next segment of this round sees
                 // how full it is.
                 self.settle_tcp(shard, now);
             }
+            if let Some(filler) = filler {
+                self.release_held_fin(shard, iface, &filler, wire_seq, now, io);
+            }
         } else {
             self.shards.mark(shard);
+        }
+    }
+
+    /// After `filler` (which started at `wire_seq` on the wire) went to smoltcp: if our
+    /// acknowledgement now reaches a FIN that arrived past the hole, smoltcp gets that FIN.
+    fn release_held_fin(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        filler: &[u8],
+        wire_seq: u32,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Some(Kind::Tcp(c)) = self.shards.get_mut(shard).map(|sh| &mut sh.kind) else {
+            return;
+        };
+        let (Some(fin), Some(rcv_nxt)) = (c.recovery.held_fin, c.wire.rcv_nxt) else {
+            return;
+        };
+        if rcv_nxt != fin {
+            if crate::shard::seq_after(rcv_nxt, fin) {
+                // Taken already (the peer sent it again).
+                c.recovery.held_fin = None;
+            }
+            return;
+        }
+        c.recovery.held_fin = None;
+        // In smoltcp's numbers, which may be offset from the wire's.
+        let Some(smol_seq) = wire::parse(filler).map(|f| f.seq) else {
+            return;
+        };
+        let fin = fin.wrapping_add(smol_seq.wrapping_sub(wire_seq));
+        if let Some(mut bare) = crate::recovery::receive::bare_fin(filler, fin) {
+            self.feed_bytes(shard, iface, &mut bare, now, io);
         }
     }
 
