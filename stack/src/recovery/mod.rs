@@ -55,6 +55,8 @@ const MAX_ACK_DELAY: Duration = Duration::from_millis(200);
 const PTO_SLACK: Duration = Duration::from_millis(2);
 /// Most probes in a row during recovery before the retransmission timeout.
 const MAX_RECOVERY_PROBES: u32 = 3;
+/// How long a drained flight keeps a large payload buffer.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// A timeout scheduled after reneging: soon, not a whole RTO.
 const RENEGE_DELAY: Duration = Duration::from_millis(10);
 /// Most SACK blocks a segment carries (40 option bytes).
@@ -269,6 +271,8 @@ enum Timer {
     Probe,
     /// Retransmission timeout.
     Retransmit,
+    /// The flight drained a while ago: the payload buffer goes.
+    Release,
 }
 
 /// RACK (RFC 8985 §6).
@@ -786,6 +790,9 @@ impl Layer {
         }
         s.timer = None;
         if s.sb.is_empty() {
+            if which == Timer::Release {
+                s.sb.release();
+            }
             s.rto_at = None;
             return;
         }
@@ -860,6 +867,8 @@ impl Layer {
                 s.rto_at = Some(now + s.rtt.rto());
                 s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
             }
+            // Data left since: the timers of a flight take over.
+            Timer::Release => {}
         }
         s.arm(conn.sack, conn.mss, reorder_wait, now);
         s.counters.add(&c);
@@ -1082,7 +1091,10 @@ impl State {
     /// if one may go (RFC 8985 §7.2); else the retransmission timeout.
     fn arm(&mut self, sack: bool, mss: u32, reorder_wait: Option<Duration>, now: Instant) {
         if self.sb.is_empty() {
-            self.timer = None;
+            self.timer = self
+                .sb
+                .holds_idle_memory()
+                .then_some((now + RELEASE_AFTER, Timer::Release));
             self.rto_at = None;
             self.probe = None;
             return;
