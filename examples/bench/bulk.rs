@@ -1,12 +1,14 @@
-//! Timed bulk transfers: a sender writes as fast as it can, a receiver reads for a window.
+//! Timed bulk transfers: a sender writes as fast as it can, a receiver reads for a window; and
+//! the same through an echo server, whose client reads back what it writes.
 
 use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::conn::read_some;
+use crate::conn::{kernel_accept, read_some};
 
 /// What the senders write per call, and the receivers' buffer.
 const CHUNK: usize = 256 << 10;
@@ -33,14 +35,14 @@ impl Sample {
 /// read that returns `window` later. Then tell the sender to stop, and drain up to its FIN.
 fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sample, String> {
     let mut buf = vec![0u8; CHUNK];
-    let first = read_some(r, &mut buf).map_err(|e| format!("receiving: {e}"))?;
+    let first = read_some(r, &mut buf).map_err(receive_error)?;
     if first == 0 {
         return Err("the sender closed before sending anything".into());
     }
     let start = Instant::now();
     let mut bytes = 0u64;
     let elapsed = loop {
-        let n = read_some(r, &mut buf).map_err(|e| format!("receiving: {e}"))?;
+        let n = read_some(r, &mut buf).map_err(receive_error)?;
         if n == 0 {
             return Err("the sender closed before the end of the window".into());
         }
@@ -55,10 +57,20 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
         match read_some(r, &mut buf) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) => return Err(format!("draining after the window: {e}")),
+            Err(e) => return Err(format!("draining after the window: {}", receive_error(e))),
         }
     }
     Ok(Sample { bytes, elapsed })
+}
+
+/// What a failed read says: a read timeout means the transfer stalled.
+fn receive_error(e: io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            "receiving: stalled (nothing arrived within the read timeout)".into()
+        }
+        _ => format!("receiving: {e}"),
+    }
 }
 
 /// One run: `accept` gives the receiving end (on a thread of its own), `connect` the sending
@@ -112,4 +124,167 @@ where
         (Err(e), Some(s)) => Err(format!("{e} ({s})")),
         (Err(e), None) => Err(e),
     }
+}
+
+/// Goodput in MB/s (10^6 bytes per second) of payload.
+pub fn mb_per_s(sample: &Sample) -> f64 {
+    let secs = sample.elapsed.as_secs_f64();
+    if secs > 0.0 {
+        sample.bytes as f64 / secs / 1e6
+    } else {
+        0.0
+    }
+}
+
+/// One echo run: `connect` gives a kernel connection to an echo server. A thread writes to it
+/// as fast as it can while the calling thread reads back what the server echoes, for `window`
+/// from the first byte back; the figure is what was read back in the window. Then the writer
+/// stops and shuts its side down, and the reader reads up to the server's close. A read that
+/// waits longer than `stall` fails the run.
+pub fn measure_echo(
+    window: Duration,
+    stall: Duration,
+    connect: impl FnOnce() -> Result<TcpStream, String>,
+) -> Result<Sample, String> {
+    let mut s = connect()?;
+    s.set_read_timeout(Some(stall))
+        .map_err(|e| format!("setting the read timeout: {e}"))?;
+    let mut w = s
+        .try_clone()
+        .map_err(|e| format!("cloning the client socket: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        thread::Builder::new()
+            .name("bench-echo-writer".into())
+            .spawn(move || -> Result<(), String> {
+                let chunk = vec![0x5au8; CHUNK];
+                while !stop.load(Ordering::Relaxed) {
+                    match w.write(&chunk) {
+                        Ok(0) => return Err("sending: the connection took no more bytes".into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(format!("sending: {e}")),
+                    }
+                }
+                // The server sees the end, echoes what it still has and closes.
+                w.shutdown(Shutdown::Write)
+                    .map_err(|e| format!("shutting down the sending side: {e}"))
+            })
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?
+    };
+    let received = receive(&mut s, window, &stop);
+    stop.store(true, Ordering::Relaxed);
+    if received.is_err() {
+        // Unblock a writer waiting for room that will not come.
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    let written = writer
+        .join()
+        .map_err(|_| "the writer thread panicked".to_owned())?;
+    match (received, written) {
+        (Ok(sample), _) => Ok(sample),
+        (Err(e), Err(w)) => Err(format!("{e} ({w})")),
+        (Err(e), Ok(())) => Err(e),
+    }
+}
+
+/// As [`measure`], kernel receiver, for a sender that may stall for longer than the I/O
+/// timeouts (smoltcp's own recovery under loss): the receiver waits at most `window` for its
+/// first byte (none: a sample of 0 bytes over `window`), reads for `window` from it, and then
+/// closes without draining, which resets the connection. The sender's writes must time out
+/// (`SO_SNDTIMEO`) within a fraction of `window`: it checks between them whether to stop. The
+/// run lasts at most about twice `window`, plus the connect.
+pub fn measure_bounded<W: Write>(
+    window: Duration,
+    listener: TcpListener,
+    connect: impl FnOnce() -> Result<W, String>,
+) -> Result<Sample, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let stop = Arc::clone(&stop);
+        thread::Builder::new()
+            .name("bench-receiver".into())
+            .spawn(move || {
+                let result = kernel_accept(&listener).and_then(|s| receive_bounded(s, window));
+                stop.store(true, Ordering::Relaxed);
+                result
+            })
+            .map_err(|e| format!("cannot start the receiver thread: {e}"))?
+    };
+    // On failure here the receiver may be blocked in accept: leave it (the process ends).
+    let mut w = connect()?;
+    let chunk = vec![0x5au8; CHUNK];
+    let mut send_error = None;
+    while !stop.load(Ordering::Relaxed) {
+        match w.write(&chunk) {
+            Ok(0) => {
+                send_error = Some("sending: the connection took no more bytes".to_owned());
+                break;
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                send_error = Some(format!("sending: {e}"));
+                break;
+            }
+        }
+    }
+    drop(w);
+    let received = receiver
+        .join()
+        .map_err(|_| "the receiver thread panicked".to_owned())?;
+    match (received, send_error) {
+        (Ok(sample), _) => Ok(sample),
+        (Err(e), Some(s)) => Err(format!("{e} ({s})")),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// The receiving side of [`measure_bounded`].
+fn receive_bounded(mut s: TcpStream, window: Duration) -> Result<Sample, String> {
+    let mut buf = vec![0u8; CHUNK];
+    // A read that waits at most until `deadline`: `None` once it passed.
+    let mut read_until = |deadline: Instant| -> Result<Option<usize>, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .map_err(|e| e.to_string())?;
+        match read_some(&mut s, &mut buf) {
+            Ok(0) => Err("the sender closed before the end of the window".into()),
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!("receiving: {e}")),
+        }
+    };
+    if read_until(Instant::now() + window)?.is_none() {
+        return Ok(Sample {
+            bytes: 0,
+            elapsed: window,
+        });
+    }
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while let Some(n) = read_until(start + window)? {
+        bytes += n as u64;
+    }
+    Ok(Sample {
+        bytes,
+        elapsed: start.elapsed(),
+    })
 }

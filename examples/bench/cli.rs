@@ -17,6 +17,7 @@ const MAX_SCALE_CONNECTIONS: usize = 20_000;
 pub enum Section {
     Throughput,
     FastOpen,
+    Loss,
     Rate,
     Ttfb,
     Idle,
@@ -25,9 +26,10 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 7] = [
+    pub const ALL: [Section; 8] = [
         Section::Throughput,
         Section::FastOpen,
+        Section::Loss,
         Section::Rate,
         Section::Ttfb,
         Section::Idle,
@@ -39,6 +41,7 @@ impl Section {
         match self {
             Section::Throughput => "throughput",
             Section::FastOpen => "fastopen",
+            Section::Loss => "loss",
             Section::Rate => "rate",
             Section::Ttfb => "ttfb",
             Section::Idle => "idle",

@@ -1,7 +1,7 @@
-//! An echo server with a thread per connection, for `scale`: the pattern of
+//! An echo server with a thread per connection, for `scale` and `loss`: the pattern of
 //! `examples/tun_server.rs` (an accept loop that spawns a thread per connection, which reads and
 //! writes back what it read until the peer closes), on the stack or on kernel sockets, with
-//! small thread stacks.
+//! small thread stacks (and, for `scale`, small buffers).
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ use crate::conn::IO_TIMEOUT;
 
 /// The stack size of the server's threads.
 pub const THREAD_STACK: usize = 64 << 10;
+/// What [`EchoServer::start`]'s threads read and write at most at a time.
+const SMALL_BUFFER: usize = 1024;
 
 /// What the server's threads tell the bench.
 struct Shared {
@@ -51,9 +53,20 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Start the accept loop: `accept` waits for the next connection.
+    /// Start the accept loop: `accept` waits for the next connection. Each connection's thread
+    /// reads and writes back 1 KiB at most at a time.
     pub fn start<S: Read + Write + Send + 'static>(
         to: SocketAddr,
+        accept: impl FnMut() -> io::Result<S> + Send + 'static,
+    ) -> Result<EchoServer, String> {
+        EchoServer::start_with_buffer(to, SMALL_BUFFER, accept)
+    }
+
+    /// [`EchoServer::start`] with `buffer` bytes at most per read and write (a heap buffer of
+    /// that size per connection).
+    pub fn start_with_buffer<S: Read + Write + Send + 'static>(
+        to: SocketAddr,
+        buffer: usize,
         mut accept: impl FnMut() -> io::Result<S> + Send + 'static,
     ) -> Result<EchoServer, String> {
         let shared = Arc::new(Shared {
@@ -91,7 +104,7 @@ impl EchoServer {
                 let echo_shared = Arc::clone(&server);
                 let spawned = thread::Builder::new()
                     .stack_size(THREAD_STACK)
-                    .spawn(move || echo(s, &echo_shared));
+                    .spawn(move || echo(s, buffer, &echo_shared));
                 if let Err(e) = spawned {
                     server.live.fetch_sub(1, Ordering::Relaxed);
                     server.error(format!("cannot start an echo thread: {e}"));
@@ -191,9 +204,9 @@ impl EchoServer {
     }
 }
 
-/// Echo what arrives until the peer closes.
-fn echo(mut s: impl Read + Write, shared: &Shared) {
-    let mut buf = [0u8; 1024];
+/// Echo what arrives, `buffer` bytes at most at a time, until the peer closes.
+fn echo(mut s: impl Read + Write, buffer: usize, shared: &Shared) {
+    let mut buf = vec![0u8; buffer];
     let outcome = loop {
         match s.read(&mut buf) {
             Ok(0) => break Ok(()),

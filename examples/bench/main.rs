@@ -10,9 +10,13 @@
 //! Everything happens in network namespaces of the benchmark's own, made with
 //! `unshare(CLONE_NEWNET)` on dedicated threads: they vanish with those threads (or with the
 //! process), and nothing on the host changes. Each section makes its own. In each, the stack is
-//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen`:
-//! 203.0.113.2 on `cxb1`, the kernel 203.0.113.1); veth pairs join 198.51.100.1 and .2. The
-//! TUN devices and the veth pairs have the MTU of `--mtu` (default 1500).
+//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen` and
+//! `loss`: 203.0.113.2 on `cxb1`, the kernel 203.0.113.1; the kernels of `loss`'s relay:
+//! 192.0.2.1 on `cxr0` and 192.0.2.2 on `cxr1`, each in a namespace of its own); veth pairs join
+//! 198.51.100.1 and .2 (for `loss`'s lossy TUN runs also the kernel at 198.51.100.1 on `cxbr1`
+//! to the TUN namespace, 198.51.100.2 on `cxbr0`, which forwards). The TUN devices and the veth
+//! pairs have the MTU of `--mtu` (default 1500). `loss` drops packets with nftables tables in
+//! its own namespaces.
 //!
 //! `--only LIST` runs some sections only (a comma list of these names; all by default). They
 //! are reported in this order; each module's documentation says exactly what it measures.
@@ -20,6 +24,10 @@
 //! - `throughput` ([`throughput`]): bulk TCP throughput, both ways, against kernel to kernel
 //!   over veth (offloads on and off) and loopback.
 //! - `fastopen` ([`fastopen`]): what the TCP Fast Open layer costs on bulk throughput.
+//! - `loss` ([`loss`]): goodput under random loss (0.1%, 1%, 5%, made with nftables), both ways
+//!   and through an echo server, against kernel to kernel over veth; the stack without its loss
+//!   recovery layer at 1%; the layer's cost with no loss; and under reordering and duplication
+//!   (the stack's own impairment code), against two kernels joined by an impaired relay.
 //! - `rate` ([`rate`]): connections per second, one at a time, sustained over
 //!   `--rate-connections` (default 15000) connections, the first and the last 1000 also apart.
 //! - `ttfb` ([`ttfb`]): time to first byte with 20 ms of one-way delay, plain handshake
@@ -40,7 +48,8 @@
 //! (connections of both sides), [`bulk`] (timed bulk transfers), [`exchange`] (request and
 //! reply servers), [`echo`] (an echo server with a thread per connection), [`echo_process`]
 //! (that server in a child process, for `scale`'s kernel reference), [`hold`] (idle
-//! connections), [`paired`] (a variant against its baseline), [`proc`] (what `/proc` says), one
+//! connections), [`paired`] (a variant against its baseline), [`proc`] (what `/proc` says),
+//! [`nft`] (random drops with nftables), [`relay`] (an impaired link between two kernels), one
 //! module per section, [`report`] (the table and the JSON).
 
 #[path = "../common/mod.rs"]
@@ -55,11 +64,14 @@ mod exchange;
 mod fastopen;
 mod hold;
 mod idle;
+mod loss;
 mod memory;
 mod netns;
+mod nft;
 mod paired;
 mod proc;
 mod rate;
+mod relay;
 mod report;
 mod scale;
 mod throughput;
@@ -115,6 +127,7 @@ fn run(opts: &Options) -> Report {
         Section::Memory,
         Section::Throughput,
         Section::FastOpen,
+        Section::Loss,
         Section::Rate,
         Section::Ttfb,
         Section::Idle,
@@ -126,6 +139,7 @@ fn run(opts: &Options) -> Report {
                 throughput::run(opts, &mut report.notes).map(|t| report.throughput = Some(t))
             }
             Section::FastOpen => fastopen::run(opts).map(|f| report.fast_open = Some(f)),
+            Section::Loss => loss::run(opts).map(|l| report.loss = Some(l)),
             Section::Rate => rate::run(opts).map(|r| report.rate = Some(r)),
             Section::Ttfb => ttfb::run(opts).map(|t| report.ttfb = Some(t)),
             Section::Idle => idle::run(opts).map(|i| report.idle = Some(i)),

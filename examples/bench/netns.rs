@@ -94,6 +94,11 @@ impl Netns {
         self.set_sysctl("net/ipv4/ip_local_port_range", LOCAL_PORT_RANGE)
     }
 
+    /// Let the namespace forward IPv4 packets between its devices (`net.ipv4.ip_forward`).
+    pub fn enable_forwarding(&self) -> Result<(), String> {
+        self.set_sysctl("net/ipv4/ip_forward", "1")
+    }
+
     /// Set a sysctl of the namespace (only ever one of ours).
     fn set_sysctl(&self, path: &'static str, value: &'static str) -> Result<(), String> {
         self.run(move || tun_driver::netns::set_sysctl(path, value))?
@@ -102,7 +107,7 @@ impl Netns {
 }
 
 /// Run a command (in the calling thread's namespace) and fail with its stderr.
-fn command(program: &str, args: &[&str]) -> Result<(), String> {
+pub fn command(program: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -118,7 +123,8 @@ fn command(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn configure(dev: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), String> {
+/// Give device `dev` (of the calling thread's namespace) `addr`/24 and `mtu`, and bring it up.
+pub fn configure(dev: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), String> {
     let link = Link::by_name(dev).map_err(|e| e.to_string())?;
     link.set_mtu(mtu).map_err(|e| e.to_string())?;
     link.add_address(IpAddr::V4(addr), 24)
@@ -131,19 +137,29 @@ fn configure(dev: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), String> {
 pub fn veth_pair(mtu: u32) -> Result<(Netns, Netns), String> {
     let a = Netns::new("bench-veth-a")?;
     let b = Netns::new("bench-veth-b")?;
+    join(&a, (VETH_A, VETH_A_ADDR), &b, (VETH_B, VETH_B_ADDR), mtu)?;
+    Ok((a, b))
+}
+
+/// Join namespaces `a` and `b` with a veth pair: device `a_dev` at `a_addr`/24 in `a`, `b_dev`
+/// at `b_addr`/24 in `b`.
+pub fn join(
+    a: &Netns,
+    (a_dev, a_addr): (&'static str, Ipv4Addr),
+    b: &Netns,
+    (b_dev, b_addr): (&'static str, Ipv4Addr),
+    mtu: u32,
+) -> Result<(), String> {
     let b_path = b.path()?;
     a.run(move || -> Result<(), String> {
         command(
             "ip",
-            &[
-                "link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B,
-            ],
+            &["link", "add", a_dev, "type", "veth", "peer", "name", b_dev],
         )?;
-        command("ip", &["link", "set", VETH_B, "netns", &b_path])?;
-        configure(VETH_A, VETH_A_ADDR, mtu)
+        command("ip", &["link", "set", b_dev, "netns", &b_path])?;
+        configure(a_dev, a_addr, mtu)
     })??;
-    b.run(move || configure(VETH_B, VETH_B_ADDR, mtu))??;
-    Ok((a, b))
+    b.run(move || configure(b_dev, b_addr, mtu))?
 }
 
 /// Turn a device's TSO, GSO and GRO off, with ethtool if there is one. Returns how.
@@ -175,6 +191,47 @@ pub fn kernel_tx_stats(dev: &str) -> Option<(u64, u64)> {
         .collect();
     // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop …
     Some((*fields.get(9)?, *fields.get(11)?))
+}
+
+/// The kernel's TCP counters of the calling thread's namespace that are among `names`, with
+/// the names the stack's `RecoveryCounters` give them: `TcpRetransSegs` is `RetransSegs` of the
+/// `Tcp:` lines of `/proc/thread-self/net/snmp`, the others are `TcpExt:` fields of
+/// `/proc/thread-self/net/netstat`. A name this kernel does not have is left out.
+pub fn kernel_tcp_counters(names: &[&'static str]) -> Result<Vec<(&'static str, u64)>, String> {
+    let mut fields = Vec::new();
+    for file in [
+        "/proc/thread-self/net/snmp",
+        "/proc/thread-self/net/netstat",
+    ] {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        // Each group is two lines: `Prefix: name name …` then `Prefix: value value …`.
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks_exact(2) {
+            let (Some((prefix, keys)), Some((again, values))) =
+                (pair[0].split_once(':'), pair[1].split_once(':'))
+            else {
+                continue;
+            };
+            if prefix != again {
+                return Err(format!("{file}: unexpected layout at {prefix}:"));
+            }
+            for (key, value) in keys.split_whitespace().zip(values.split_whitespace()) {
+                if let Ok(v) = value.parse::<u64>() {
+                    fields.push((format!("{prefix}{key}"), v));
+                }
+            }
+        }
+    }
+    Ok(names
+        .iter()
+        .filter_map(|&name| {
+            let ext = format!("TcpExt{name}");
+            fields
+                .iter()
+                .find(|(k, _)| k == name || *k == ext)
+                .map(|&(_, v)| (name, v))
+        })
+        .collect())
 }
 
 /// A stack on TUN device `tun` of `ns`: the stack at `stack`, the kernel at `kernel`, with

@@ -7,6 +7,7 @@ use crate::cli::{Options, Section};
 use crate::common;
 use crate::fastopen::FastOpenCost;
 use crate::idle::IdleCpu;
+use crate::loss::Loss;
 use crate::memory::Memory;
 use crate::rate::Rates;
 use crate::scale::Scale;
@@ -31,6 +32,7 @@ pub trait Part {
 pub struct Report {
     pub throughput: Option<Throughput>,
     pub fast_open: Option<FastOpenCost>,
+    pub loss: Option<Loss>,
     pub rate: Option<Rates>,
     pub ttfb: Option<Ttfb>,
     pub idle: Option<IdleCpu>,
@@ -46,6 +48,7 @@ fn json_key(section: Section) -> Option<&'static str> {
     match section {
         Section::Throughput => None,
         Section::FastOpen => Some("fast_open_layer"),
+        Section::Loss => Some("loss"),
         Section::Rate => Some("connection_rate"),
         Section::Ttfb => Some("ttfb"),
         Section::Idle => Some("idle_cpu"),
@@ -65,6 +68,7 @@ impl Report {
         match section {
             Section::Throughput => dyn_part(&self.throughput),
             Section::FastOpen => dyn_part(&self.fast_open),
+            Section::Loss => dyn_part(&self.loss),
             Section::Rate => dyn_part(&self.rate),
             Section::Ttfb => dyn_part(&self.ttfb),
             Section::Idle => dyn_part(&self.idle),
