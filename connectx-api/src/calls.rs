@@ -788,6 +788,25 @@ impl Net {
         Ok(())
     }
 
+    /// `fcntl(fd, F_GETFL) & O_NONBLOCK`.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn nonblocking(&self, fd: Fd) -> io::Result<bool> {
+        let mut state = self.shared().lock();
+        Ok(Self::desc(&mut state, fd)?.nonblocking)
+    }
+
+    /// The `SO_RCVTIMEO` and `SO_SNDTIMEO` of a descriptor ([`Net::set_timeouts`]).
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`.
+    pub fn timeouts(&self, fd: Fd) -> io::Result<(Option<Duration>, Option<Duration>)> {
+        let mut state = self.shared().lock();
+        let d = Self::desc(&mut state, fd)?;
+        Ok((d.recv_timeout, d.send_timeout))
+    }
+
     /// `SO_RCVTIMEO` and `SO_SNDTIMEO`: how long blocking calls wait (`None`: forever). A
     /// blocking `connectx` that runs out of `SO_SNDTIMEO` returns `EINPROGRESS` and the attempt
     /// goes on, as on Linux.

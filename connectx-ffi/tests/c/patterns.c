@@ -1,0 +1,205 @@
+/* The connectx(2) patterns of C programs written for Darwin, through libconnectx, against the
+ * kernel in the test's network namespace: its TCP Fast Open echo server at 192.0.2.1:7 and its
+ * UDP echo at 192.0.2.1:9. Run by tests/c.rs; prints one line per check, exits 1 at the first
+ * failure. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "connectx.h"
+
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                               \
+            fprintf(stderr, __VA_ARGS__);                                                      \
+            fprintf(stderr, " (errno %d: %s)\n", errno, strerror(errno));                      \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+static struct sockaddr_in server(int port) {
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(port);
+    inet_pton(AF_INET, "192.0.2.1", &sin.sin_addr);
+    return sin;
+}
+
+/* Read exactly `want` bytes (the echo of what was sent). */
+static void read_exactly(int s, char *buf, size_t want) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = cx_read(s, buf + got, want - got);
+        CHECK(n > 0, "read (%zu of %zu)", got, want);
+        got += (size_t)n;
+    }
+}
+
+/* curl: connectx with CONNECT_RESUME_ON_READ_WRITE | CONNECT_DATA_IDEMPOTENT and no data, then
+ * the request with write(2): the request goes in the SYN once a cookie is cached. */
+static void curl_pattern(const char *request) {
+    struct sockaddr_in to = server(7);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = sizeof to;
+    int s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(s >= 3, "socket");
+    sae_connid_t cid = 99;
+    int r = connectx(s, &ep, SAE_ASSOCID_ANY,
+                     CONNECT_RESUME_ON_READ_WRITE | CONNECT_DATA_IDEMPOTENT, NULL, 0, NULL, &cid);
+    CHECK(r == 0, "curl: connectx deferred");
+    struct sockaddr_in local;
+    socklen_t len = sizeof local;
+    CHECK(cx_getsockname(s, (struct sockaddr *)&local, &len) == 0, "curl: getsockname");
+    CHECK(len == sizeof local && local.sin_family == AF_INET, "curl: getsockname length");
+    size_t n = strlen(request);
+    CHECK(cx_write(s, request, n) == (ssize_t)n, "curl: write");
+    char back[256];
+    read_exactly(s, back, n);
+    CHECK(memcmp(back, request, n) == 0, "curl: echo");
+    int err = -1;
+    len = sizeof err;
+    CHECK(cx_getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0, "curl: SO_ERROR");
+    CHECK(cx_close(s) == 0, "curl: close");
+    printf("ok curl pattern (%zu bytes)\n", n);
+}
+
+/* Exim: connectx with CONNECT_DATA_IDEMPOTENT and the data in the iov; len says how much was
+ * queued. */
+static void exim_pattern(void) {
+    struct sockaddr_in to = server(7);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = sizeof to;
+    int s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(s >= 3, "socket");
+    char greeting[] = "EHLO example.org\r\n";
+    struct iovec iov = {greeting, strlen(greeting)};
+    size_t len = 0;
+    sae_connid_t cid = 0;
+    int r = connectx(s, &ep, SAE_ASSOCID_ANY, CONNECT_DATA_IDEMPOTENT, &iov, 1, &len, &cid);
+    CHECK(r == 0, "exim: connectx");
+    CHECK(len == strlen(greeting), "exim: len %zu", len);
+    CHECK(cid != 0, "exim: connid");
+    struct sockaddr_in peer;
+    socklen_t plen = sizeof peer;
+    CHECK(cx_getpeername(s, (struct sockaddr *)&peer, &plen) == 0 && peer.sin_port == htons(7),
+          "exim: getpeername");
+    char back[256];
+    read_exactly(s, back, len);
+    CHECK(memcmp(back, greeting, len) == 0, "exim: echo");
+    CHECK(cx_shutdown(s, SHUT_WR) == 0, "exim: shutdown");
+    CHECK(cx_read(s, back, sizeof back) == 0, "exim: the server closes after our FIN");
+    CHECK(cx_close(s) == 0, "exim: close");
+    printf("ok exim pattern\n");
+}
+
+/* A UDP association: connectx, send, recv the echo, disconnectx, then send has no peer. */
+static void udp_association(void) {
+    struct sockaddr_in to = server(9);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = sizeof to;
+    int s = cx_socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(s >= 3, "udp socket");
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == 0, "udp: connectx");
+    struct timeval tv = {5, 0};
+    CHECK(cx_setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "udp: SO_RCVTIMEO");
+    struct timeval back_tv;
+    socklen_t tvlen = sizeof back_tv;
+    CHECK(cx_getsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &back_tv, &tvlen) == 0 &&
+              back_tv.tv_sec == 5 && back_tv.tv_usec == 0,
+          "udp: SO_RCVTIMEO read back");
+    CHECK(cx_send(s, "ping", 4, 0) == 4, "udp: send");
+    char buf[16];
+    CHECK(cx_recv(s, buf, sizeof buf, 0) == 4 && memcmp(buf, "ping", 4) == 0, "udp: echo");
+    CHECK(disconnectx(s, SAE_ASSOCID_ANY, SAE_CONNID_ANY) == 0, "udp: disconnectx");
+    CHECK(cx_send(s, "ping", 4, 0) == -1, "udp: send after disconnectx");
+    CHECK(cx_close(s) == 0, "udp: close");
+    printf("ok udp association\n");
+}
+
+/* What a C caller can get wrong gets errno, not a crash. */
+static void bad_input(void) {
+    int s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(s >= 3, "socket");
+    errno = 0;
+    CHECK(connectx(s, NULL, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EINVAL,
+          "NULL endpoints");
+    struct sockaddr_in to = server(7);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = 4;
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EINVAL,
+          "short address");
+    ep.sae_dstaddrlen = sizeof to;
+    struct iovec iov = {NULL, 5};
+    size_t len = 7;
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, &iov, 1, &len, NULL) == -1 && errno == EFAULT &&
+              len == 0,
+          "NULL iov_base");
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, &iov, 1025, &len, NULL) == -1 && errno == EINVAL,
+          "more than IOV_MAX entries");
+    errno = 0;
+    CHECK(cx_send(999, "x", 1, 0) == -1 && errno == EBADF, "send on a descriptor not open");
+    errno = 0;
+    CHECK(cx_send(s, NULL, 1, 0) == -1 && errno == EFAULT, "send from NULL");
+    errno = 0;
+    CHECK(cx_getsockname(s, NULL, NULL) == -1 && errno == EFAULT, "getsockname into NULL");
+    errno = 0;
+    CHECK(cx_socket(AF_UNIX, SOCK_STREAM, 0) == -1 && errno == EAFNOSUPPORT, "AF_UNIX");
+    CHECK(cx_fcntl(s, F_SETFL, O_NONBLOCK) == 0, "F_SETFL");
+    CHECK(cx_fcntl(s, F_GETFL, 0) & O_NONBLOCK, "F_GETFL");
+    CHECK(cx_close(s) == 0, "close");
+    errno = 0;
+    /* EBADF, or ENOTSOCK when the number happens to be a kernel descriptor of the process. */
+    CHECK(cx_close(s) == -1 && (errno == EBADF || errno == ENOTSOCK), "close twice");
+    printf("ok bad input\n");
+}
+
+int main(void) {
+    /* Before a stack runs: ENETDOWN. */
+    errno = 0;
+    CHECK(cx_socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENETDOWN, "no stack yet");
+    cx_net *net = cx_net_new();
+    CHECK(net != NULL, "cx_net_new");
+    CHECK(cx_net_address(net, "192.0.2.2/24") == 0, "an address before a device is kept");
+    errno = 0;
+    CHECK(cx_net_start(net) == -1 && errno == EINVAL && strlen(cx_net_strerror(net)) > 0,
+          "start without a device");
+    cx_net_free(net);
+
+    net = cx_net_new();
+    CHECK(cx_net_tun(net, "cx0") == 0, "tun");
+    CHECK(cx_net_address(net, "192.0.2.2/24") == 0, "address");
+    CHECK(cx_net_peer(net, "192.0.2.1/24") == 0, "peer");
+    CHECK(cx_net_start(net) == 0, "start: %s", cx_net_strerror(net));
+    cx_net *second = cx_net_new();
+    CHECK(cx_net_tun(second, "cx1") == 0, "second tun");
+    errno = 0;
+    CHECK(cx_net_start(second) == -1 && errno == EBUSY, "a second stack");
+    cx_net_free(second);
+    CHECK(cx_if_nametoindex("cx0") > 0, "if_nametoindex");
+
+    curl_pattern("GET / HTTP/1.1\r\n\r\n"); /* fetches the server's cookie */
+    curl_pattern("GET /again HTTP/1.1\r\n\r\n"); /* the request in the SYN */
+    exim_pattern();                                /* the greeting in the SYN */
+    udp_association();
+    bad_input();
+
+    cx_net_free(net);
+    errno = 0;
+    CHECK(cx_socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENETDOWN, "stack stopped");
+    printf("ok all\n");
+    return 0;
+}
