@@ -442,25 +442,109 @@ fn blocking_connectx_interrupted_by_stop_is_eintr() {
 }
 
 #[test]
-fn blocking_connectx_past_its_send_timeout_is_einprogress() {
+fn blocking_connectx_with_data_past_its_send_timeout_is_einprogress() {
     in_netns(
-        "blocking_connectx_past_its_send_timeout_is_einprogress",
+        "blocking_connectx_with_data_past_its_send_timeout_is_einprogress",
         || {
             let net = net_with_timeout(Duration::from_secs(20));
             let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
             net.set_timeouts(fd, None, Some(Duration::from_millis(300)))
                 .unwrap();
-            // As Linux with SO_SNDTIMEO: the wait ends, the attempt goes on.
+            // As XNU with SO_SNDTIMEO and data: the wait ends, the attempt goes on with the
+            // data queued.
+            let mut len = 0;
+            let r = net.connectx(
+                fd,
+                &SaEndpoints::to(sa("203.0.113.60:80")),
+                SAE_ASSOCID_ANY,
+                0,
+                &[IoSlice::new(b"hello")],
+                Some(&mut len),
+                None,
+            );
+            assert_eq!(errno(r), Errno::EINPROGRESS);
+            assert_eq!(len, 5, "what was queued");
+            // XNU: a second connectx during the attempt, blocking: EISCONN; non-blocking:
+            // EALREADY.
             assert_eq!(
                 errno(net.connect(fd, sa("203.0.113.60:80"))),
-                Errno::EINPROGRESS
+                Errno::EISCONN
             );
+            net.set_nonblocking(fd, true).unwrap();
             assert_eq!(
                 errno(net.connect(fd, sa("203.0.113.60:80"))),
                 Errno::EALREADY
             );
         },
     );
+}
+
+#[test]
+fn blocking_connectx_without_data_ignores_the_send_timeout() {
+    in_netns(
+        "blocking_connectx_without_data_ignores_the_send_timeout",
+        || {
+            let net = net_with_timeout(Duration::from_millis(1500));
+            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.set_timeouts(fd, None, Some(Duration::from_millis(100)))
+                .unwrap();
+            // XNU: without data a blocking connectx waits for the outcome, not for SO_SNDTIMEO.
+            let start = std::time::Instant::now();
+            assert_eq!(
+                errno(net.connect(fd, sa("203.0.113.61:80"))),
+                Errno::ETIMEDOUT
+            );
+            assert!(
+                start.elapsed() >= Duration::from_millis(1400),
+                "{:?}",
+                start.elapsed()
+            );
+        },
+    );
+}
+
+/// `CONNECT_DATA_IDEMPOTENT` with nothing to send (no iov, not deferred): XNU clears the flag,
+/// so the SYN is a plain one; the kernel's Fast Open server sees no cookie request.
+#[test]
+fn connectx_idempotent_without_data_sends_a_plain_syn() {
+    in_netns("connectx_idempotent_without_data_sends_a_plain_syn", || {
+        tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
+        let net = net();
+        let (addr, h) = kernel_echo("192.0.2.1:0", 2);
+        let requests = || support::tcp_ext("TCPFastOpenCookieReqd");
+        let before = requests();
+        let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+        net.connectx(
+            fd,
+            &SaEndpoints::to(addr),
+            SAE_ASSOCID_ANY,
+            CONNECT_DATA_IDEMPOTENT,
+            &[],
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(requests(), before, "no cookie request in a plain SYN");
+        assert!(support::shutdown_and_read_all(&net, fd).is_empty());
+        net.close(fd).unwrap();
+        // With data, the same flag asks for a cookie (the control: the counter moves).
+        let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+        let mut len = 0;
+        net.connectx(
+            fd,
+            &SaEndpoints::to(addr),
+            SAE_ASSOCID_ANY,
+            CONNECT_DATA_IDEMPOTENT,
+            &[IoSlice::new(b"hi")],
+            Some(&mut len),
+            None,
+        )
+        .unwrap();
+        assert_eq!(requests(), before + 1, "the cookie request");
+        assert_eq!(support::shutdown_and_read_all(&net, fd), b"hi");
+        net.close(fd).unwrap();
+        h.join().unwrap();
+    });
 }
 
 #[test]

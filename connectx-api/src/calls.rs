@@ -112,6 +112,16 @@ fn err(e: impl Into<Errno>) -> io::Error {
 /// caught most answers, 80 µs nearly all.
 const SPIN: Duration = Duration::from_micros(80);
 
+/// Most iov entries `connectx` takes (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// What `connectx` reports through `len` and `connid` when it succeeds (or goes on).
+#[derive(Debug, Default)]
+struct Outcome {
+    queued: usize,
+    connid: u32,
+}
+
 /// What a blocking wait found.
 enum Wait<T> {
     Done(T),
@@ -352,9 +362,10 @@ impl Net {
     /// # Errors
     /// - `EBADF` (not an open descriptor), `ENOTSOCK` (a descriptor of the process that is not
     ///   one of this stack's sockets).
-    /// - `EINVAL`: associd not `SAE_ASSOCID_ANY`, unknown flags, no destination, iov data
-    ///   without `len`. Darwin's "bad address length" and "unknown family" cases cannot be
-    ///   expressed: addresses are `SocketAddr`s.
+    /// - `EINVAL`: no destination, an iov without `len`, more than 1024 iov entries. Darwin's
+    ///   "bad address length" and "unknown family" cases cannot be expressed here: addresses
+    ///   are `SocketAddr`s (the C library checks them). `associd` and flags it does not know
+    ///   are ignored, as XNU ignores them.
     /// - `EAFNOSUPPORT`: destination or source of another family than the socket's, or no
     ///   address of the destination's family on the outgoing device.
     /// - `EADDRNOTAVAIL`: port 0, a source address not on this stack, or not on `srcif`.
@@ -366,13 +377,19 @@ impl Net {
     /// - `ENOBUFS`: the connection's buffers would pass
     ///   [`StackConfig::buffer_limit`](stack::StackConfig::buffer_limit) (or, for `socket`,
     ///   the table of 65,536 descriptors is full).
-    /// - `EALREADY`: an attempt is in progress (non-blocking); `EISCONN`: already connected;
+    /// - `EALREADY`: an attempt is in progress (non-blocking); `EISCONN`: already connected,
+    ///   or an attempt is in progress (blocking, as XNU);
     ///   `EOPNOTSUPP`: a listening socket.
     /// - `EMSGSIZE`: iov data larger than one datagram carries; the socket is left exactly as
     ///   it was.
     /// - `EINPROGRESS`: non-blocking (the outcome comes from `poll` and `SO_ERROR`); also a
-    ///   blocking call whose send timeout ([`Net::set_timeouts`]) ran out first — the attempt
-    ///   goes on, as on Linux.
+    ///   blocking call with data whose send timeout ([`Net::set_timeouts`]) ran out first — the
+    ///   attempt goes on, as on Darwin (without data, the send timeout does not apply).
+    ///
+    /// `*len` and `*connid` are written on success and with `EINPROGRESS`, 0 on any other
+    /// error. `CONNECT_DATA_IDEMPOTENT` without an iov and without
+    /// `CONNECT_RESUME_ON_READ_WRITE` sends a plain SYN (no Fast Open option), as XNU clears the
+    /// flag when there is no data to send.
     /// - `ECONNREFUSED` (the peer answered with a RST, or ICMP port unreachable),
     ///   `EHOSTUNREACH` (ICMP host unreachable or time exceeded about our SYN), `ETIMEDOUT` (no
     ///   answer within [`StackConfig::connect_timeout`](stack::StackConfig::connect_timeout)):
@@ -392,13 +409,52 @@ impl Net {
         len: Option<&mut usize>,
         connid: Option<&mut u32>,
     ) -> io::Result<()> {
-        if associd != SAE_ASSOCID_ANY || flags & !KNOWN_FLAGS != 0 {
+        // XNU ignores the association id (a socket has one) and flags it does not know.
+        let _ = associd;
+        let mut out = Outcome::default();
+        let r = self.connectx_inner(
+            fd,
+            endpoints,
+            flags & KNOWN_FLAGS,
+            iov,
+            len.is_some(),
+            &mut out,
+        );
+        // Darwin writes `*len` and `*connid` on success, and on EINPROGRESS (the attempt goes
+        // on with what was queued); 0 on any other error.
+        let pending = matches!(&r, Err(e) if Errno::of(e) == Some(Errno::EINPROGRESS));
+        let (queued, id) = if r.is_ok() || pending {
+            (out.queued, out.connid)
+        } else {
+            (0, 0)
+        };
+        if let Some(len) = len {
+            *len = queued;
+        }
+        if let Some(connid) = connid {
+            *connid = id;
+        }
+        r
+    }
+
+    fn connectx_inner(
+        &self,
+        fd: Fd,
+        endpoints: &SaEndpoints,
+        mut flags: u32,
+        iov: &[IoSlice<'_>],
+        has_len: bool,
+        out: &mut Outcome,
+    ) -> io::Result<()> {
+        if iov.len() > IOV_MAX || (!iov.is_empty() && !has_len) {
             return Err(err(Errno::EINVAL));
+        }
+        if iov.is_empty() && flags & CONNECT_RESUME_ON_READ_WRITE == 0 {
+            // Nothing to send, now or at a first write: XNU clears the flag, and the SYN is a
+            // plain one (no cookie request).
+            flags &= !CONNECT_DATA_IDEMPOTENT;
         }
         let data_len: usize = iov.iter().map(|s| s.len()).sum();
-        if data_len > 0 && len.is_none() {
-            return Err(err(Errno::EINVAL));
-        }
         let remote = endpoints.dstaddr.ok_or_else(|| err(Errno::EINVAL))?;
         let links = self.shared().link_states();
         let mut state = self.running()?;
@@ -411,14 +467,12 @@ impl Net {
         match state.stack.socket_type(id) {
             Some(SocketType::Datagram) => {
                 drop(state);
-                return self.associate(fd, id, remote, opts, iov, data_len, len, connid);
+                return self.associate(fd, id, remote, opts, iov, data_len, out);
             }
             Some(SocketType::Stream) => {}
             None => return Err(err(Errno::EBADF)),
         }
-        if let Some(connid) = connid {
-            *connid = CONNID;
-        }
+        out.connid = CONNID;
         if flags & CONNECT_RESUME_ON_READ_WRITE != 0 && data_len == 0 {
             // Check now what can be checked, so that a bad destination fails here.
             if state.stack.connect_status(id).is_some()
@@ -426,18 +480,23 @@ impl Net {
             {
                 return Err(err(Errno::EISCONN));
             }
-            if let Some(len) = len {
-                *len = 0;
-            }
             Self::desc(&mut state, fd)?.deferred = Some(Deferred { remote, opts });
             return Ok(());
         }
         let now = self.shared().clock.now();
-        state.stack.connect(id, remote, opts, now).map_err(err)?;
+        let nonblocking = Self::desc(&mut state, fd)?.nonblocking;
+        match state.stack.connect(id, remote, opts, now) {
+            Ok(()) => {}
+            // XNU: a second connect during an attempt is EALREADY when non-blocking, EISCONN
+            // when blocking.
+            Err(stack::ConnectError::InProgress) if !nonblocking => {
+                return Err(err(Errno::EISCONN))
+            }
+            Err(e) => return Err(err(e)),
+        }
         // A non-blocking call with SYN data takes what the SYN carries, and `len` says so; the
         // caller writes the rest once connected. Otherwise everything is queued for after the
         // handshake.
-        let nonblocking = Self::desc(&mut state, fd)?.nonblocking;
         let mut room = if nonblocking {
             state.stack.syn_data_room(id)
         } else {
@@ -453,23 +512,23 @@ impl Net {
             queued += n;
             room = room.map(|r| r - n.min(r));
         }
-        if let Some(len) = len {
-            *len = queued;
-        }
+        out.queued = queued;
         self.shared().release(state);
         if nonblocking {
             // Always EINPROGRESS, even if the runtime already has the answer: the outcome is
             // for poll and SO_ERROR to tell, as with a C socket.
             return Err(err(Errno::EINPROGRESS));
         }
-        self.wait_connected(fd, id)
+        self.wait_connected(fd, id, data_len > 0)
     }
 
     /// Wait for a connection attempt's outcome (or report `EINPROGRESS` when non-blocking).
-    fn wait_connected(&self, fd: Fd, id: SocketId) -> io::Result<()> {
+    /// The send timeout ends the wait only for a call that gave data (XNU's rule: without
+    /// data, a blocking connect waits for the outcome).
+    fn wait_connected(&self, fd: Fd, id: SocketId, with_data: bool) -> io::Result<()> {
         self.blocking(
             fd,
-            |d| d.send_timeout,
+            move |d| d.send_timeout.filter(|_| with_data),
             Errno::EINPROGRESS,
             |state| match state.stack.connect_status(id) {
                 // `disconnectx` from another thread ended this attempt (the descriptor now
@@ -500,8 +559,7 @@ impl Net {
         opts: ConnectOptions,
         iov: &[IoSlice<'_>],
         data_len: usize,
-        len: Option<&mut usize>,
-        connid: Option<&mut u32>,
+        out: &mut Outcome,
     ) -> io::Result<()> {
         let mut state = self.running()?;
         Self::desc(&mut state, fd)?;
@@ -521,12 +579,8 @@ impl Net {
             let data: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
             state.stack.send_to(id, &data, None).map_err(err)?;
         }
-        if let Some(len) = len {
-            *len = data_len;
-        }
-        if let Some(connid) = connid {
-            *connid = CONNID;
-        }
+        out.queued = data_len;
+        out.connid = CONNID;
         self.shared().release(state);
         Ok(())
     }

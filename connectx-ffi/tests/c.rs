@@ -8,10 +8,11 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `target/debug` (or `release`): where cargo put `libconnectx.so` for this test.
+/// `target/debug/deps` (or `release`): where cargo built `libconnectx.so` for this test (the
+/// copy one level up is refreshed only by `cargo build`, so it may be stale).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    exe.parent().unwrap().to_path_buf()
 }
 
 /// Compile `source` (relative to this crate) with warnings as errors; returns the program's
@@ -43,6 +44,18 @@ fn compile(source: &str) -> PathBuf {
     out
 }
 
+/// Run a compiled program (60 s at most). Without cargo's `LD_LIBRARY_PATH`: it lists
+/// `target/debug`, whose copy of the library may be older than the one the program was linked
+/// against (`-rpath`), and it would win.
+fn run(program: &Path) -> std::process::Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(program)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap()
+}
+
 /// A counter of the kernel's `TcpExt` MIB in the calling thread's namespace.
 fn tcp_ext(name: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
@@ -71,7 +84,7 @@ fn darwin_patterns_from_c_against_the_kernel() {
         tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
         let tcp = TcpListener::bind("0.0.0.0:7").unwrap();
         let echo = std::thread::spawn(move || {
-            for _ in 0..3 {
+            for _ in 0..4 {
                 let Ok((mut s, _)) = tcp.accept() else { return };
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {
@@ -89,21 +102,19 @@ fn darwin_patterns_from_c_against_the_kernel() {
             }
         });
         let before = tcp_ext("TCPFastOpenPassive");
+        let requests_before = tcp_ext("TCPFastOpenCookieReqd");
         // The program inherits this thread's namespace.
-        let out = Command::new("timeout")
-            .arg("60")
-            .arg(&program)
-            .output()
-            .unwrap();
+        let out = run(&program);
         let passive = tcp_ext("TCPFastOpenPassive") - before;
+        let requests = tcp_ext("TCPFastOpenCookieReqd") - requests_before;
         if out.status.success() {
             echo.join().unwrap();
         }
-        (out, passive)
+        (out, passive, requests)
     })
     .join()
     .unwrap();
-    let (out, passive) = outcome;
+    let (out, passive, requests) = outcome;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -115,6 +126,11 @@ fn darwin_patterns_from_c_against_the_kernel() {
         passive, 2,
         "the kernel took data from two SYNs (the second curl request, Exim's greeting)"
     );
+    assert_eq!(
+        requests, 1,
+        "one cookie request (the first curl connection; the IDEMPOTENT one without data sent a \
+         plain SYN)"
+    );
 }
 
 /// README's example: it builds as README says and shows a request riding in a SYN. It makes
@@ -125,11 +141,7 @@ fn the_c_example_builds_and_runs() {
         return;
     }
     let program = compile("../examples/c/connectx_demo.c");
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg(&program)
-        .output()
-        .unwrap();
+    let out = run(&program);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

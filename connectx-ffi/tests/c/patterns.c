@@ -126,6 +126,51 @@ static void udp_association(void) {
     printf("ok udp association\n");
 }
 
+/* Where XNU decides what the man page leaves open. */
+static void darwin_rules(void) {
+    struct sockaddr_in to = server(7);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = sizeof to;
+    /* CONNECT_DATA_IDEMPOTENT with nothing to send: a plain SYN (the harness counts the
+     * kernel's cookie requests); an odd associd and unknown flags are ignored. */
+    int s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    sae_connid_t cid = 0;
+    CHECK(connectx(s, &ep, 42, CONNECT_DATA_IDEMPOTENT | 0x100, NULL, 0, NULL, &cid) == 0,
+          "connectx with associd 42 and flag 0x100");
+    CHECK(cid != 0, "connid");
+    CHECK(cx_close(s) == 0, "close");
+    /* *len and *connid are 0 after a failure. */
+    s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in port0 = server(0);
+    ep.sae_dstaddr = (const struct sockaddr *)&port0;
+    char data[] = "data";
+    struct iovec iov = {data, 4};
+    size_t len = 9;
+    cid = 9;
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, &iov, 1, &len, &cid) == -1 &&
+              errno == EADDRNOTAVAIL && len == 0 && cid == 0,
+          "failure writes 0 to len and connid");
+    /* A second connectx during an attempt: EALREADY non-blocking, EISCONN blocking. */
+    struct sockaddr_in silent = server(7);
+    inet_pton(AF_INET, "192.0.2.99", &silent.sin_addr);
+    ep.sae_dstaddr = (const struct sockaddr *)&silent;
+    CHECK(cx_fcntl(s, F_SETFL, O_NONBLOCK) == 0, "non-blocking");
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EINPROGRESS,
+          "non-blocking connectx");
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EALREADY,
+          "second non-blocking connectx");
+    CHECK(cx_fcntl(s, F_SETFL, 0) == 0, "blocking");
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EISCONN,
+          "second blocking connectx");
+    CHECK(cx_close(s) == 0, "close");
+    printf("ok darwin rules\n");
+}
+
 /* What a C caller can get wrong gets errno, not a crash. */
 static void bad_input(void) {
     int s = cx_socket(AF_INET, SOCK_STREAM, 0);
@@ -191,6 +236,7 @@ int main(void) {
     cx_net_free(second);
     CHECK(cx_if_nametoindex("cx0") > 0, "if_nametoindex");
 
+    darwin_rules();                          /* first: its plain SYN must not fetch a cookie */
     curl_pattern("GET / HTTP/1.1\r\n\r\n"); /* fetches the server's cookie */
     curl_pattern("GET /again HTTP/1.1\r\n\r\n"); /* the request in the SYN */
     exim_pattern();                                /* the greeting in the SYN */
