@@ -237,9 +237,9 @@ fn kernel_fast_open_client_against_stack_server() {
 }
 
 #[test]
-fn non_blocking_connectx_with_cookie_reports_syn_bytes() {
+fn non_blocking_connectx_with_cookie_queues_everything() {
     in_netns(
-        "non_blocking_connectx_with_cookie_reports_syn_bytes",
+        "non_blocking_connectx_with_cookie_queues_everything",
         || {
             set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
             let net = net();
@@ -247,6 +247,8 @@ fn non_blocking_connectx_with_cookie_reports_syn_bytes() {
             tfo_exchange(&net, addr, b"get a cookie");
             let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
             net.set_nonblocking(fd, true).unwrap();
+            // More than a SYN carries: XNU queues it all and says so in `len`.
+            let data = support::pattern(4000);
             let mut len = 0;
             let e = net
                 .connectx(
@@ -254,18 +256,29 @@ fn non_blocking_connectx_with_cookie_reports_syn_bytes() {
                     &SaEndpoints::to(addr),
                     SAE_ASSOCID_ANY,
                     CONNECT_DATA_IDEMPOTENT,
-                    &[IoSlice::new(b"abc")],
+                    &[IoSlice::new(&data[..1000]), IoSlice::new(&data[1000..])],
                     Some(&mut len),
                     None,
                 )
                 .unwrap_err();
             assert_eq!(Errno::of(&e), Some(Errno::EINPROGRESS));
-            assert_eq!(len, 3, "the bytes that go into the SYN");
+            assert_eq!(len, 4000, "every byte queued");
             let mut p = [connectx_api::PollFd::new(fd, connectx_api::POLLOUT)];
             net.poll(&mut p, Some(std::time::Duration::from_secs(5)))
                 .unwrap();
             assert_eq!(net.so_error(fd).unwrap(), None);
-            assert_eq!(net.fast_open_info(fd).unwrap().unwrap().syn_data_acked, 3);
+            let acked = net.fast_open_info(fd).unwrap().unwrap().syn_data_acked;
+            assert!(
+                acked > 0 && acked < 4000,
+                "the SYN carried the first {acked} bytes"
+            );
+            net.set_nonblocking(fd, false).unwrap();
+            net.set_timeouts(fd, Some(std::time::Duration::from_secs(5)), None)
+                .unwrap();
+            assert!(
+                support::shutdown_and_read_all(&net, fd) == data,
+                "all of it echoed"
+            );
             net.close(fd).unwrap();
             drop(echo);
         },

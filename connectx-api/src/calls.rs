@@ -345,9 +345,12 @@ impl Net {
     ///   `len` receives how many bytes were queued. A blocking socket returns once the
     ///   connection is made (or failed); a non-blocking one returns `EINPROGRESS`, becomes
     ///   writable when the attempt is over, and [`Net::so_error`] tells the outcome.
-    /// - With `CONNECT_RESUME_ON_READ_WRITE`, it returns 0 at once; the first write or read
-    ///   starts the connection (the write's data goes first), and further writes wait until
-    ///   the connection is made.
+    /// - With `CONNECT_RESUME_ON_READ_WRITE` (and no iov), only the SYN waits, as on XNU: the
+    ///   route, the source address and the port are settled at once (`local_addr` answers),
+    ///   every error a connect would give is given now, and it returns 0; the first write or
+    ///   read starts the connection. That write takes all the data the send buffer holds (what
+    ///   fits goes in the SYN) and, on a blocking descriptor, returns once the handshake is
+    ///   over; another write before then is `ENOTCONN`.
     /// - Datagram socket: sends without an address go to the peer, only its datagrams are
     ///   received, the iov data goes at once as one datagram; `len` receives its size.
     ///
@@ -474,11 +477,16 @@ impl Net {
         }
         out.connid = CONNID;
         if flags & CONNECT_RESUME_ON_READ_WRITE != 0 && data_len == 0 {
-            // Check now what can be checked, so that a bad destination fails here.
-            if state.stack.connect_status(id).is_some()
-                || Self::desc(&mut state, fd)?.deferred.is_some()
-            {
+            // Only the SYN waits (XNU): the route, the source address and the port are settled
+            // now, and every error connect would give is given here, where curl expects it
+            // (to move on to the next address).
+            if Self::desc(&mut state, fd)?.deferred.is_some() {
                 return Err(err(Errno::EISCONN));
+            }
+            match state.stack.prepare_connect(id, remote, opts) {
+                Ok(()) => {}
+                Err(stack::ConnectError::InProgress) => return Err(err(Errno::EISCONN)),
+                Err(e) => return Err(err(e)),
             }
             Self::desc(&mut state, fd)?.deferred = Some(Deferred { remote, opts });
             return Ok(());
@@ -494,23 +502,12 @@ impl Net {
             }
             Err(e) => return Err(err(e)),
         }
-        // A non-blocking call with SYN data takes what the SYN carries, and `len` says so; the
-        // caller writes the rest once connected. Otherwise everything is queued for after the
-        // handshake.
-        let mut room = if nonblocking {
-            state.stack.syn_data_room(id)
-        } else {
-            None
-        };
+        // Everything is queued, blocking or not (XNU: a non-blocking call with an iov reports
+        // EINPROGRESS with every byte queued in `len`): what the SYN carries goes in it, the
+        // rest once the connection is made.
         let mut queued = 0;
         for slice in iov {
-            let slice = match room {
-                Some(r) => &slice[..slice.len().min(r)],
-                None => slice,
-            };
-            let n = state.stack.queue_early(id, slice).map_err(err)?;
-            queued += n;
-            room = room.map(|r| r - n.min(r));
+            queued += state.stack.queue_early(id, slice).map_err(err)?;
         }
         out.queued = queued;
         self.shared().release(state);
@@ -663,40 +660,63 @@ impl Net {
     /// unless non-blocking.
     ///
     /// # Errors
-    /// `EBADF`, `ENOTSOCK`; `EAGAIN` (non-blocking); `ENOTCONN`; `EPIPE` after shutdown;
+    /// `EBADF`, `ENOTSOCK`; `EAGAIN` (non-blocking); `ENOTCONN` (never connected, or a second
+    /// write during the handshake a deferred connect's first write started); `EPIPE` after
+    /// shutdown;
     /// `ECONNRESET`, `ECONNREFUSED`, `ETIMEDOUT` for a failed connection; `EDESTADDRREQ` (a
     /// datagram socket without a peer); `EMSGSIZE`.
     pub fn send(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
         let mut first = true;
-        self.blocking(
+        // The connection this write started, on a blocking descriptor.
+        let mut started = None;
+        let n = self.blocking(
             fd,
             |d| d.send_timeout,
             Errno::EAGAIN,
             |state| {
-                let id = Self::desc(state, fd)?.socket;
                 if first && Self::resume(state, fd, self.shared().clock.now())? {
                     first = false;
-                    // CONNECT_RESUME_ON_READ_WRITE: the first write's data goes first on the
-                    // connection — into the SYN, as much as it carries, when a cookie is
-                    // cached — and the write returns what it took.
-                    let take = state
-                        .stack
-                        .syn_data_room(id)
-                        .map_or(buf.len(), |r| r.min(buf.len()));
+                    // CONNECT_RESUME_ON_READ_WRITE, as XNU: the first write takes all the data
+                    // the send buffer holds (what fits goes in the SYN, with a cookie); a
+                    // blocking one returns once the handshake is over.
+                    let d = Self::desc(state, fd)?;
+                    d.preconnect = true;
+                    let (id, nonblocking) = (d.socket, d.nonblocking);
+                    if !nonblocking {
+                        started = Some(id);
+                    }
                     return state
                         .stack
-                        .queue_early(id, &buf[..take])
+                        .queue_early(id, buf)
                         .map(Wait::Done)
                         .map_err(err);
                 }
                 first = false;
+                let d = Self::desc(state, fd)?;
+                let (id, preconnect) = (d.socket, d.preconnect);
+                if preconnect {
+                    // XNU: after the write that started a deferred connection, writing again
+                    // before the handshake completes is ENOTCONN.
+                    if state.stack.connect_status(id) == Some(ConnectStatus::InProgress) {
+                        return Err(err(Errno::ENOTCONN));
+                    }
+                    Self::desc(state, fd)?.preconnect = false;
+                }
                 match state.stack.send(id, buf) {
                     Ok(n) => Ok(Wait::Done(n)),
                     Err(SendError::WouldBlock) => Ok(Wait::Again),
                     Err(e) => Err(err(e)),
                 }
             },
-        )
+        )?;
+        if let Some(id) = started {
+            // The data stays queued if the send timeout ends the wait first.
+            match self.wait_connected(fd, id, true) {
+                Err(e) if Errno::of(&e) != Some(Errno::EINPROGRESS) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(n)
     }
 
     /// `write(fd, buf)`: as [`Net::send`].

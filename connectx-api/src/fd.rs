@@ -31,6 +31,9 @@ pub(crate) struct Descriptor {
     pub(crate) recv_timeout: Option<Duration>,
     pub(crate) send_timeout: Option<Duration>,
     pub(crate) deferred: Option<Deferred>,
+    /// A write started the deferred connection and the handshake may still be under way:
+    /// further writes meanwhile are `ENOTCONN` (XNU).
+    pub(crate) preconnect: bool,
 }
 
 impl Descriptor {
@@ -42,6 +45,7 @@ impl Descriptor {
             recv_timeout: None,
             send_timeout: None,
             deferred: None,
+            preconnect: false,
         }
     }
 }

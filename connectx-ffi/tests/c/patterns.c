@@ -59,6 +59,9 @@ static void curl_pattern(const char *request) {
     socklen_t len = sizeof local;
     CHECK(cx_getsockname(s, (struct sockaddr *)&local, &len) == 0, "curl: getsockname");
     CHECK(len == sizeof local && local.sin_family == AF_INET, "curl: getsockname length");
+    /* XNU defers only the SYN: the source address and port are known at once. */
+    CHECK(local.sin_port != 0 && local.sin_addr.s_addr == htonl(0xc0000202),
+          "curl: bound to 192.0.2.2 and a port before anything was sent");
     size_t n = strlen(request);
     CHECK(cx_write(s, request, n) == (ssize_t)n, "curl: write");
     char back[256];
@@ -140,6 +143,20 @@ static void darwin_rules(void) {
           "connectx with associd 42 and flag 0x100");
     CHECK(cid != 0, "connid");
     CHECK(cx_close(s) == 0, "close");
+    /* A deferred connect reports at once what a connect would: a source not ours. */
+    s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in not_ours = server(0);
+    inet_pton(AF_INET, "192.0.2.77", &not_ours.sin_addr);
+    ep.sae_srcaddr = (const struct sockaddr *)&not_ours;
+    ep.sae_srcaddrlen = sizeof not_ours;
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, CONNECT_RESUME_ON_READ_WRITE, NULL, 0, NULL, NULL) ==
+                  -1 &&
+              errno == EADDRNOTAVAIL,
+          "deferred connectx from an address not ours");
+    ep.sae_srcaddr = NULL;
+    ep.sae_srcaddrlen = 0;
+    CHECK(cx_close(s) == 0, "close");
     /* *len and *connid are 0 after a failure. */
     s = cx_socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in port0 = server(0);
@@ -167,6 +184,28 @@ static void darwin_rules(void) {
     errno = 0;
     CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EISCONN,
           "second blocking connectx");
+    CHECK(cx_close(s) == 0, "close");
+    /* A deferred connect to a peer that never answers: the first (non-blocking) write starts
+     * it and takes the data; a second one before the handshake completes is ENOTCONN. */
+    s = cx_socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ep.sae_dstaddr = (const struct sockaddr *)&silent;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, CONNECT_RESUME_ON_READ_WRITE, NULL, 0, NULL, NULL) ==
+              0,
+          "deferred connectx");
+    CHECK(cx_write(s, "first", 5) == 5, "first write");
+    errno = 0;
+    CHECK(cx_write(s, "second", 6) == -1 && errno == ENOTCONN, "second write during handshake");
+    CHECK(cx_close(s) == 0, "close");
+    /* Non-blocking with an iov: EINPROGRESS, and *len counts every byte queued. */
+    s = cx_socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ep.sae_dstaddr = (const struct sockaddr *)&silent;
+    static char big[5000];
+    struct iovec two[2] = {{big, 3000}, {big + 3000, 2000}};
+    len = 0;
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, CONNECT_DATA_IDEMPOTENT, two, 2, &len, &cid) == -1 &&
+              errno == EINPROGRESS && len == 5000 && cid != 0,
+          "non-blocking connectx queues everything (len %zu)", len);
     CHECK(cx_close(s) == 0, "close");
     printf("ok darwin rules\n");
 }

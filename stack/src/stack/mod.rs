@@ -490,6 +490,26 @@ impl Stack {
         }
     }
 
+    /// Check and prepare a connection that starts later (Darwin's
+    /// `CONNECT_RESUME_ON_READ_WRITE`): everything [`Stack::connect`] would refuse is refused
+    /// now, and a fresh socket is bound to the source address (and port) the connection will
+    /// use. Nothing is sent.
+    ///
+    /// # Errors
+    /// As [`Stack::connect`].
+    pub fn prepare_connect(
+        &mut self,
+        id: SocketId,
+        remote: SocketAddr,
+        opts: ConnectOptions,
+    ) -> Result<(), ConnectError> {
+        match self.sockets.get(id.0) {
+            Some(Entry::Tcp(_)) => self.tcp_prepare_connect(id, remote, opts),
+            Some(Entry::Udp(_)) => Err(ConnectError::NoSuchSocket),
+            None => Err(ConnectError::NoSuchSocket),
+        }
+    }
+
     /// The progress of a connection attempt; `None` for a socket that never tried.
     pub fn connect_status(&self, id: SocketId) -> Option<ConnectStatus> {
         match self.sockets.get(id.0)? {
