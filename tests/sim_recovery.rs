@@ -920,3 +920,28 @@ fn a_fin_past_a_hole_is_taken_when_the_hole_is_filled() {
         }
     }
 }
+
+/// A path that reorders but loses nothing: every segment sent again arrives twice, and the
+/// receiver says so with D-SACK blocks, mostly after the acknowledgements that end the recovery
+/// (the reordered original fills the hole first). Linux undoes the window cut then too; so does
+/// the layer, and the window ends where it would have been.
+#[test]
+fn recoveries_a_reordering_path_causes_are_undone_after_they_end() {
+    let link = LinkConfig {
+        latency: Duration::from_micros(500),
+        reorder: 0.03,
+        seed: 3,
+        ..LinkConfig::default()
+    };
+    let (mut p, c, s) = connected(link, true);
+    let data = pattern(8 << 20);
+    a_to_b(&mut p, c, s, &data);
+    let r = p.a.recovery_counters();
+    assert!(
+        r.TCPSackRecovery > 0,
+        "the reordering looked like loss: {r:?}"
+    );
+    assert!(r.TCPDSACKRecv > 0, "{r:?}");
+    assert!(r.TCPDSACKUndo > 0, "undone: {r:?}");
+    assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+}

@@ -306,8 +306,10 @@ impl Congestion {
     /// undo, RFC 3708's idea).
     pub(crate) fn undo(&mut self, s: Snapshot) {
         self.cwnd = self.cwnd.max(s.cwnd);
-        self.ssthresh = s.ssthresh;
+        self.ssthresh = self.ssthresh.max(s.ssthresh);
         self.cubic = s.cubic;
+        // Growth starts again from the window put back.
+        self.cubic.epoch = None;
         self.phase = Phase::Open;
     }
 

@@ -300,13 +300,64 @@ impl Default for Rack {
     }
 }
 
-/// A loss episode: the window before it was cut, and its retransmissions against the
-/// D-SACKs that reported them arriving twice. When every one did, nothing was lost.
+/// Most retransmissions of one loss episode that D-SACKs can undo (more: no undo).
+const UNDO_MAX: usize = 16;
+
+/// A loss episode: the window before it was cut, and the segments it sent again that no D-SACK
+/// has reported arriving twice yet. When none is left, nothing was lost. It outlives the
+/// recovery (the D-SACKs of a reordered network come after the acknowledgements that end it,
+/// and Linux undoes then too) until the next episode.
 #[derive(Debug, Clone, Copy)]
 struct Episode {
     before: cc::Snapshot,
+    /// Sequence numbers of the retransmissions still unreported.
+    pending: [u32; UNDO_MAX],
+    n_pending: usize,
+    /// Some retransmission could not be recorded, or was not a segment's first: no undo.
+    unsure: bool,
+    /// Retransmissions recorded in all.
     rexmits: u32,
-    dsacks: u32,
+}
+
+impl Episode {
+    fn new(before: cc::Snapshot) -> Episode {
+        Episode {
+            before,
+            pending: [0; UNDO_MAX],
+            n_pending: 0,
+            unsure: false,
+            rexmits: 0,
+        }
+    }
+
+    fn resent(&mut self, seq: u32) {
+        self.rexmits += 1;
+        if self.pending[..self.n_pending].contains(&seq) {
+            // Sent twice in the episode: one D-SACK cannot tell which copy was needless.
+            self.unsure = true;
+        } else if self.n_pending < UNDO_MAX {
+            self.pending[self.n_pending] = seq;
+            self.n_pending += 1;
+        } else {
+            self.unsure = true;
+        }
+    }
+
+    /// A D-SACK block `(l, r)`: the retransmissions it covers arrived twice. Returns whether
+    /// every retransmission of the episode is now known needless.
+    fn reported(&mut self, l: u32, r: u32) -> bool {
+        let mut i = 0;
+        while i < self.n_pending {
+            let seq = self.pending[i];
+            if before_eq(l, seq) && before(seq, r) {
+                self.n_pending -= 1;
+                self.pending[i] = self.pending[self.n_pending];
+            } else {
+                i += 1;
+            }
+        }
+        self.rexmits > 0 && self.n_pending == 0 && !self.unsure
+    }
 }
 
 /// A tail loss probe out (RFC 8985 §7.3's `TLP.end_seq`).
@@ -504,6 +555,7 @@ impl Layer {
         let mut c = RecoveryCounters::default();
         s.sb.on_ack(t.ack, &mut d);
         let mut dsack = false;
+        let mut dsack_block = None;
         let mut accepted = [(0u32, 0u32); MAX_SACK_BLOCKS];
         let mut n_accepted = 0;
         for (i, &(l, r)) in blocks.iter().enumerate() {
@@ -518,6 +570,7 @@ impl Layer {
                 .is_some_and(|&(l2, r2)| before_eq(l2, l) && before_eq(r, r2));
             if i == 0 && (before_eq(r, t.ack) || within_second) {
                 dsack = true;
+                dsack_block = Some((l, r));
                 c.TCPDSACKRecv += 1;
                 continue;
             }
@@ -535,8 +588,8 @@ impl Layer {
             s.sb.on_sack(l, r, &mut d);
         }
         s.on_delivered(&d, dsack, now, &mut c);
-        if dsack {
-            s.dsack_undo(&mut c);
+        if let Some((l, r)) = dsack_block {
+            s.dsack_undo(l, r, &mut c);
         }
         if d.acked > 0 {
             s.dupacks = 0;
@@ -558,7 +611,6 @@ impl Layer {
         match s.cc.phase() {
             Phase::Recovery { point } | Phase::Loss { point } if !before(t.ack, point) => {
                 s.cc.exit_recovery();
-                s.episode = None;
                 s.rack.reo_wnd_persist = s.rack.reo_wnd_persist.saturating_sub(1);
                 if s.rack.reo_wnd_persist == 0 {
                     s.rack.reo_wnd_mult = 1;
@@ -595,11 +647,7 @@ impl Layer {
         let pipe_after = s.sb.pipe();
         let before = s.cc.snapshot();
         if s.sb.lost_bytes() > 0 && s.cc.enter_recovery(nxt, pipe_after) {
-            s.episode = Some(Episode {
-                before,
-                rexmits: 0,
-                dsacks: 0,
-            });
+            s.episode = Some(Episode::new(before));
             if conn.sack {
                 c.TCPSackRecovery += 1;
             } else {
@@ -806,11 +854,7 @@ impl Layer {
                     if let Some(nxt) = s.sb.nxt() {
                         let before = s.cc.snapshot();
                         if s.cc.enter_recovery(nxt, pipe) {
-                            s.episode = Some(Episode {
-                                before,
-                                rexmits: 0,
-                                dsacks: 0,
-                            });
+                            s.episode = Some(Episode::new(before));
                             c.TCPSackRecovery += 1;
                             s.cc.prr_ack(0, pipe);
                             s.cc.grant(conn.mss);
@@ -837,7 +881,7 @@ impl Layer {
                         if recovering {
                             s.recovery_probes += 1;
                             if let Some(e) = s.episode.as_mut() {
-                                e.rexmits += 1;
+                                e.resent(seg.seq);
                             }
                         } else {
                             s.probe = s.sb.nxt().map(|end| Probe { end });
@@ -849,6 +893,7 @@ impl Layer {
             Timer::Retransmit => {
                 c.TCPTimeouts += 1;
                 let repeated = s.rtt.backoff() > 0;
+                let was_recovering = !matches!(s.cc.phase(), Phase::Open);
                 s.sb.mark_all_lost(s.reneged);
                 s.reneged = false;
                 s.probe = None;
@@ -857,12 +902,8 @@ impl Layer {
                     s.cc.on_timeout(nxt, repeated);
                 }
                 // A timeout on top of a recovery keeps that recovery's window to go back to.
-                let kept = s.episode.map(|e| e.before);
-                s.episode = Some(Episode {
-                    before: kept.unwrap_or(before),
-                    rexmits: 0,
-                    dsacks: 0,
-                });
+                let kept = s.episode.filter(|_| was_recovering).map(|e| e.before);
+                s.episode = Some(Episode::new(kept.unwrap_or(before)));
                 s.rtt.back_off();
                 s.rto_at = Some(now + s.rtt.rto());
                 s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
@@ -958,24 +999,23 @@ impl State {
         }
     }
 
-    /// A D-SACK during a loss episode: once every retransmission of the episode came back
-    /// as a duplicate, nothing was lost (the network reordered or delayed, or an
-    /// acknowledgement was lost): the window goes back to what it was.
-    fn dsack_undo(&mut self, c: &mut RecoveryCounters) {
+    /// A D-SACK block `(l, r)`: once it and the ones before it have reported every
+    /// retransmission of the last loss episode arriving twice, nothing was lost (the network
+    /// reordered or delayed, or an acknowledgement was lost): the window goes back to what it
+    /// was, during the recovery or after it (Linux's `tcp_try_undo_dsack`).
+    fn dsack_undo(&mut self, l: u32, r: u32, c: &mut RecoveryCounters) {
         let Some(e) = self.episode.as_mut() else {
             return;
         };
-        e.dsacks += 1;
-        if e.rexmits == 0 || e.dsacks < e.rexmits {
+        if !e.reported(l, r) {
             return;
         }
-        let e = *e;
+        let before = e.before;
         match self.cc.phase() {
-            Phase::Recovery { .. } => c.TCPDSACKUndo += 1,
             Phase::Loss { .. } => c.TCPLossUndo += 1,
-            Phase::Open => return,
+            Phase::Recovery { .. } | Phase::Open => c.TCPDSACKUndo += 1,
         }
-        self.cc.undo(e.before);
+        self.cc.undo(before);
         self.episode = None;
         // The segments taken for lost had arrived: the network reorders.
         self.rack.reordering_seen = true;
@@ -1045,7 +1085,7 @@ impl State {
             out.push(p);
             self.cc.on_sent(seg.len);
             if let Some(e) = self.episode.as_mut() {
-                e.rexmits += 1;
+                e.resent(seg.seq);
             }
             c.TcpRetransSegs += 1;
             match self.cc.phase() {
