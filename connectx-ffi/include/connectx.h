@@ -77,7 +77,7 @@ int disconnectx(int socket, sae_associd_t associd, sae_connid_t connid);
 
 typedef struct CxNet cx_net;
 
-/* A stack to describe, then start. NULL (errno ENOMEM) on failure. */
+/* A stack to describe, then start (NULL, with errno set, if that fails). */
 cx_net *cx_net_new(void);
 /* A TUN device by name: created, or attached to if it exists. */
 int cx_net_tun(cx_net *net, const char *name);
@@ -91,7 +91,8 @@ int cx_net_peer(cx_net *net, const char *cidr);
 int cx_net_route(cx_net *net, const char *cidr);
 /* Open the devices and start the stack; the socket calls act on it from then on. EBUSY when
  * one runs already; EINVAL for a wrong description, ENODEV/EPERM/... for a device that cannot
- * be opened: cx_net_strerror says more. */
+ * be opened: cx_net_strerror says more. A handle starts once: after a failure, free it and
+ * describe the stack again on a new one. */
 int cx_net_start(cx_net *net);
 /* Why the last call on net failed, in words ("" if none did); valid until the next call. */
 const char *cx_net_strerror(cx_net *net);
