@@ -296,51 +296,15 @@ impl Stack {
         Ok((new, remote))
     }
 
-    /// What [`Stack::connect`] checks, done now for a connection whose SYN waits
-    /// (`CONNECT_RESUME_ON_READ_WRITE`): the socket's state, the families, the port, the route
-    /// and the source address; then a fresh socket is bound to that source (and the port asked
-    /// for, or an ephemeral one), so that its name is known at once and the connection leaves
-    /// from there when it starts.
-    pub(crate) fn tcp_prepare_connect(
+    /// What a connection to `remote` would start from, after the checks every connect makes:
+    /// the socket's state (a failed attempt reports its error now, once), the families, the
+    /// port, the route and the source address.
+    fn tcp_connect_target(
         &mut self,
         id: SocketId,
         remote: SocketAddr,
         opts: ConnectOptions,
-    ) -> Result<(), ConnectError> {
-        let Some(s) = self.tcp_entry(id) else {
-            return Err(ConnectError::NoSuchSocket);
-        };
-        let fresh = match &s.state {
-            TcpState::Listening(_) => return Err(ConnectError::Listening),
-            TcpState::Connection(c) if c.established => return Err(ConnectError::AlreadyConnected),
-            TcpState::Connection(c) if !c.ended => return Err(ConnectError::InProgress),
-            TcpState::Connection(_) => false,
-            TcpState::Fresh => true,
-        };
-        let (family, bound) = (s.family, s.local);
-        if !family.admits(&remote.ip()) || opts.source.is_some_and(|a| !family.admits(&a.ip())) {
-            return Err(ConnectError::FamilyMismatch);
-        }
-        if remote.port() == 0 {
-            return Err(ConnectError::InvalidPort);
-        }
-        let want_src = opts.source.map(|a| a.ip()).or(bound.map(|a| a.ip()));
-        let (_, src) = self.path(remote.ip(), opts.interface, want_src)?;
-        if fresh && bound.is_none() {
-            let port = opts.source.map_or(0, |a| a.port());
-            self.bind(id, SocketAddr::new(src, port))
-                .map_err(ConnectError::Bind)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn tcp_connect(
-        &mut self,
-        id: SocketId,
-        remote: SocketAddr,
-        opts: ConnectOptions,
-        now: Instant,
-    ) -> Result<(), ConnectError> {
+    ) -> Result<ConnectTarget, ConnectError> {
         let Some(s) = self.tcp_entry(id) else {
             return Err(ConnectError::NoSuchSocket);
         };
@@ -367,6 +331,48 @@ impl Stack {
         }
         let want_src = opts.source.map(|a| a.ip()).or(bound.map(|a| a.ip()));
         let (iface, src) = self.path(remote.ip(), opts.interface, want_src)?;
+        Ok(ConnectTarget {
+            stale,
+            bound,
+            iface,
+            src,
+        })
+    }
+
+    /// What [`Stack::connect`] checks, done now for a connection whose SYN waits
+    /// (`CONNECT_RESUME_ON_READ_WRITE`): the socket's state, the families, the port, the route
+    /// and the source address; then a fresh socket is bound to that source (and the port asked
+    /// for, or an ephemeral one), so that its name is known at once and the connection leaves
+    /// from there when it starts.
+    pub(crate) fn tcp_prepare_connect(
+        &mut self,
+        id: SocketId,
+        remote: SocketAddr,
+        opts: ConnectOptions,
+    ) -> Result<(), ConnectError> {
+        let t = self.tcp_connect_target(id, remote, opts)?;
+        let (fresh, bound, src) = (!t.stale, t.bound, t.src);
+        if fresh && bound.is_none() {
+            let port = opts.source.map_or(0, |a| a.port());
+            self.bind(id, SocketAddr::new(src, port))
+                .map_err(ConnectError::Bind)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tcp_connect(
+        &mut self,
+        id: SocketId,
+        remote: SocketAddr,
+        opts: ConnectOptions,
+        now: Instant,
+    ) -> Result<(), ConnectError> {
+        let ConnectTarget {
+            stale,
+            bound,
+            iface,
+            src,
+        } = self.tcp_connect_target(id, remote, opts)?;
         if stale {
             self.drop_connection(id);
         }
@@ -1386,4 +1392,13 @@ impl Stack {
         self.notify(id);
         self.shards.mark(shard);
     }
+}
+
+/// Where a connection would start from ([`Stack::tcp_connect_target`]).
+struct ConnectTarget {
+    /// The socket holds a failed attempt, to drop first.
+    stale: bool,
+    bound: Option<SocketAddr>,
+    iface: IfaceId,
+    src: std::net::IpAddr,
 }
