@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use connectx_api::{
-    Errno, Fd, Net, PollFd, SaEndpoints, StartError, CONNECT_RESUME_ON_READ_WRITE, POLLOUT,
-    SAE_ASSOCID_ALL, SAE_ASSOCID_ANY, SAE_CONNID_ANY,
+    Errno, Fd, Net, PollFd, SaEndpoints, StartError, CONNECT_RESUME_ON_READ_WRITE, POLLHUP, POLLIN,
+    POLLOUT, SAE_ASSOCID_ALL, SAE_ASSOCID_ANY, SAE_CONNID_ANY,
 };
 use stack::{Family, Shutdown, SocketType};
 use support::{in_netns, kernel_echo, net};
@@ -681,23 +681,102 @@ fn second_bind_to_same_address_is_eaddrinuse() {
 
 // ----- disconnectx -----
 
+/// What XNU's dead socket does after `disconnectx`: reads 0, writes `EPIPE`, readable, writable
+/// and hung up to `poll`, and no second life (`EINVAL` for connect, bind, listen and another
+/// `disconnectx`).
+fn assert_dead(net: &Net, fd: Fd) {
+    let mut buf = [0u8; 16];
+    assert_eq!(net.recv(fd, &mut buf).unwrap(), 0, "reads give 0");
+    assert_eq!(errno(net.send(fd, b"x")), Errno::EPIPE, "writes are EPIPE");
+    assert_eq!(
+        errno(net.send_to(fd, b"x", sa("192.0.2.1:9"))),
+        Errno::EPIPE
+    );
+    let mut p = [PollFd::new(fd, POLLIN | POLLOUT)];
+    assert_eq!(net.poll(&mut p, Some(Duration::ZERO)).unwrap(), 1);
+    assert_eq!(p[0].revents, POLLIN | POLLOUT | POLLHUP);
+    assert_eq!(
+        errno(connectx_to(net, fd, sa("192.0.2.1:7"))),
+        Errno::EINVAL,
+        "no reconnect"
+    );
+    assert_eq!(errno(net.bind(fd, sa("192.0.2.2:0"))), Errno::EINVAL);
+    assert_eq!(errno(net.listen(fd, 1)), Errno::EINVAL);
+    assert_eq!(errno(net.peer_addr(fd)), Errno::ENOTCONN);
+    assert_eq!(
+        errno(net.disconnectx(fd, SAE_ASSOCID_ANY, SAE_CONNID_ANY)),
+        Errno::EINVAL,
+        "a dead socket cannot disconnect again"
+    );
+    net.close(fd).unwrap();
+}
+
 #[test]
-fn disconnectx_bad_ids_are_einval_and_unconnected_is_enotconn() {
+fn disconnectx_checks_the_associd_only_and_ends_a_stream_socket_as_xnu_does() {
     in_netns(
-        "disconnectx_bad_ids_are_einval_and_unconnected_is_enotconn",
+        "disconnectx_checks_the_associd_only_and_ends_a_stream_socket_as_xnu_does",
         || {
             let net = net();
             let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
             assert_eq!(errno(net.disconnectx(fd, 7, SAE_CONNID_ANY)), Errno::EINVAL);
+            // Any connid (XNU ignores it); a socket that never connected: 0, and dead.
+            net.disconnectx(fd, SAE_ASSOCID_ANY, 7).unwrap();
+            assert_dead(&net, fd);
+
+            // A listener ends the same way.
+            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.bind(fd, sa("192.0.2.2:7100")).unwrap();
+            net.listen(fd, 4).unwrap();
+            net.disconnectx(fd, SAE_ASSOCID_ALL, SAE_CONNID_ANY)
+                .unwrap();
+            assert_dead(&net, fd);
+            // Its port is free again.
+            let again = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.bind(again, sa("192.0.2.2:7100")).unwrap();
+            net.close(again).unwrap();
+
+            // A datagram socket without a peer: ENOTCONN, and it stays usable.
+            let udp = net.socket(Family::V4, SocketType::Datagram).unwrap();
             assert_eq!(
-                errno(net.disconnectx(fd, SAE_ASSOCID_ANY, 7)),
-                Errno::EINVAL
-            );
-            assert_eq!(
-                errno(net.disconnectx(fd, SAE_ASSOCID_ANY, SAE_CONNID_ANY)),
+                errno(net.disconnectx(udp, SAE_ASSOCID_ANY, 7)),
                 Errno::ENOTCONN
             );
-            echo_on(&net, fd);
+            net.bind(udp, sa("192.0.2.2:0")).unwrap();
+            net.close(udp).unwrap();
+
+            still_serves(&net);
+        },
+    );
+}
+
+/// A connection to a kernel peer: `disconnectx` sends the FIN after the queued data (the
+/// kernel reads everything, then EOF), and the descriptor is dead.
+#[test]
+fn disconnectx_of_a_connection_sends_its_data_then_fin_and_leaves_a_dead_descriptor() {
+    in_netns(
+        "disconnectx_of_a_connection_sends_its_data_then_fin_and_leaves_a_dead_descriptor",
+        || {
+            use std::io::Read;
+            let net = net();
+            let listener = std::net::TcpListener::bind("192.0.2.1:0").unwrap();
+            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+            net.set_timeouts(fd, Some(WAIT), Some(WAIT)).unwrap();
+            net.connect(fd, listener.local_addr().unwrap()).unwrap();
+            let (mut kernel, _) = listener.accept().unwrap();
+            kernel.set_read_timeout(Some(WAIT)).unwrap();
+            let data = support::pattern(100_000);
+            let mut sent = 0;
+            while sent < data.len() {
+                sent += net.send(fd, &data[sent..]).unwrap();
+            }
+            net.disconnectx(fd, SAE_ASSOCID_ANY, 1234).unwrap();
+            let mut got = Vec::new();
+            kernel
+                .read_to_end(&mut got)
+                .expect("the kernel reads to a FIN, not a reset");
+            assert_eq!(got.len(), data.len());
+            assert!(got == data, "the kernel got the queued data, then EOF");
+            assert_dead(&net, fd);
         },
     );
 }

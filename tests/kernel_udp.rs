@@ -85,7 +85,7 @@ fn kernel_udp(addr: &str) -> KernelUdp {
 
 /// One datagram from a kernel socket: its bytes and source.
 fn kernel_recv(k: &KernelUdp) -> (Vec<u8>, SocketAddr) {
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; 65536];
     let (n, from) = k
         .recv_from(&mut buf)
         .expect("a datagram at the kernel socket");
@@ -278,8 +278,10 @@ fn udp_connectx_associates_and_disconnectx_dissolves_ipv6() {
     );
 }
 
-/// (d) `connectx` with more data than one datagram carries on the path (MTU 1500) fails with
-/// `EMSGSIZE` and leaves the socket as it was: unbound, unassociated, usable.
+/// (d) `connectx` with more data than XNU's 9,216-byte datagram limit fails with `EMSGSIZE`
+/// and leaves the socket as it was: unbound, unassociated, usable. Up to the limit, a datagram
+/// larger than the path's MTU (1500) leaves in fragments, which the kernel reassembles, as
+/// XNU sends them (issue 12, point 7), where Linux would say `EMSGSIZE`.
 fn connectx_oversized(peer: &str, limit: usize) {
     let net = net_ready();
     let peer = kernel_udp(peer);
@@ -314,7 +316,7 @@ fn connectx_oversized(peer: &str, limit: usize) {
     // sendto refuses the same datagram the same way.
     assert_eq!(errno(net.send_to(fd, &data, peer_addr)), Errno::EMSGSIZE);
     peer.set_read_timeout(Some(QUIET)).unwrap();
-    let r = peer.recv_from(&mut [0u8; 4096]);
+    let r = peer.recv_from(&mut [0u8; 65536]);
     assert!(r.is_err(), "nothing was sent, yet the kernel got {r:?}");
     peer.set_read_timeout(Some(WAIT)).unwrap();
 
@@ -342,16 +344,69 @@ fn connectx_oversized(peer: &str, limit: usize) {
 }
 
 #[test]
-fn udp_connectx_oversized_iov_is_emsgsize_ipv4() {
-    in_netns("udp_connectx_oversized_iov_is_emsgsize_ipv4", || {
-        connectx_oversized("192.0.2.1:5500", 1500 - 20 - 8)
+fn udp_connectx_above_the_mtu_is_fragmented_and_above_9216_is_emsgsize_ipv4() {
+    in_netns(
+        "udp_connectx_above_the_mtu_is_fragmented_and_above_9216_is_emsgsize_ipv4",
+        || connectx_oversized("192.0.2.1:5500", 9216),
+    );
+}
+
+#[test]
+fn udp_connectx_above_the_mtu_is_fragmented_and_above_9216_is_emsgsize_ipv6() {
+    in_netns(
+        "udp_connectx_above_the_mtu_is_fragmented_and_above_9216_is_emsgsize_ipv6",
+        || connectx_oversized("[2001:db8::1]:5500", 9216),
+    );
+}
+
+/// Datagrams above the MTU, which the stack fragments itself, and smaller ones, which smoltcp
+/// sends, leave one socket in the order they were sent, however they mix; the kernel gets
+/// every one whole.
+fn fragmented_datagrams_keep_their_order(peer: &str) {
+    let net = net_ready();
+    let peer = kernel_udp(peer);
+    let peer_addr = peer.local_addr().unwrap();
+    let fd = net
+        .socket(family_of(peer_addr), SocketType::Datagram)
+        .unwrap();
+    net.set_timeouts(fd, Some(WAIT), Some(WAIT)).unwrap();
+    let sizes = [10, 9216, 20, 1500, 30, 40, 4000, 9000, 50];
+    let datagrams: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let mut d = support::pattern(n);
+            d[0] = i as u8;
+            d
+        })
+        .collect();
+    for d in &datagrams {
+        assert_eq!(net.send_to(fd, d, peer_addr).unwrap(), d.len());
+    }
+    for (i, d) in datagrams.iter().enumerate() {
+        let (got, _) = kernel_recv(&peer);
+        assert_eq!(
+            (got.len(), got[0]),
+            (d.len(), i as u8),
+            "datagram {i} ({} B) out of order or cut",
+            d.len()
+        );
+        assert_eq!(&got, d, "datagram {i} arrived whole");
+    }
+    net.close(fd).unwrap();
+}
+
+#[test]
+fn udp_fragmented_datagrams_keep_their_order_ipv4() {
+    in_netns("udp_fragmented_datagrams_keep_their_order_ipv4", || {
+        fragmented_datagrams_keep_their_order("192.0.2.1:5501")
     });
 }
 
 #[test]
-fn udp_connectx_oversized_iov_is_emsgsize_ipv6() {
-    in_netns("udp_connectx_oversized_iov_is_emsgsize_ipv6", || {
-        connectx_oversized("[2001:db8::1]:5500", 1500 - 40 - 8)
+fn udp_fragmented_datagrams_keep_their_order_ipv6() {
+    in_netns("udp_fragmented_datagrams_keep_their_order_ipv6", || {
+        fragmented_datagrams_keep_their_order("[2001:db8::1]:5501")
     });
 }
 

@@ -313,18 +313,81 @@ fn udp_datagrams_sent_just_before_close_still_leave() {
 fn udp_oversized_datagram_is_refused() {
     let mut p = pair(1, 0.0, 8);
     let cli = p.a.socket(Family::V4, SocketType::Datagram);
-    let big = vec![0u8; 1473];
+    // XNU's limit: 9,216 bytes, sent in fragments above the MTU.
+    let big = vec![0u8; 9217];
     assert_eq!(
         p.a.send_to(cli, &big, Some(addr("192.0.2.1:9"))),
         Err(SendError::MessageTooLong {
-            size: 1473,
-            limit: 1472
+            size: 9217,
+            limit: 9216
         })
     );
     assert_eq!(
-        p.a.send_to(cli, &big[..1472], Some(addr("192.0.2.1:9"))),
-        Ok(1472)
+        p.a.send_to(cli, &big[..9216], Some(addr("192.0.2.1:9"))),
+        Ok(9216)
     );
+}
+
+/// Which datagram (its first payload byte) a UDP packet starts, if it starts one: a whole
+/// datagram or a first fragment. `None` for later fragments.
+fn datagram_start(pkt: &[u8]) -> Option<u8> {
+    match pkt[0] >> 4 {
+        4 => {
+            let offset = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff;
+            (pkt[9] == 17 && offset == 0).then(|| pkt[20 + 8])
+        }
+        _ => match pkt[6] {
+            17 => Some(pkt[40 + 8]),
+            44 => {
+                let offset = u16::from_be_bytes([pkt[42], pkt[43]]) & !7;
+                (pkt[40] == 17 && offset == 0).then(|| pkt[48 + 8])
+            }
+            _ => None,
+        },
+    }
+}
+
+#[test]
+fn udp_datagrams_above_the_mtu_leave_in_order_with_the_others_and_after_close() {
+    for (family, to) in [
+        (Family::V4, "192.0.2.1:5353"),
+        (Family::V6, "[2001:db8::1]:5353"),
+    ] {
+        let mut p = pair(1, 0.0, 10);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        p.filter_to_b(move |pkt| {
+            log.lock().unwrap().push(pkt.clone());
+            true
+        });
+        let cli = p.a.socket(family, SocketType::Datagram);
+        // Queued together, before any poll: smoltcp's queue and the stack's own fragments mix.
+        let sizes = [10, 9216, 20, 3000, 30, 1400, 9000];
+        for (i, &n) in sizes.iter().enumerate() {
+            let d = vec![i as u8; n];
+            assert_eq!(p.a.send_to(cli, &d, Some(addr(to))), Ok(n));
+        }
+        // Closed at once, as a program that sends and exits: all of it still leaves.
+        p.a.close(cli, p.now());
+        p.run_for(Duration::from_millis(50));
+        let packets = seen.lock().unwrap().clone();
+        let order: Vec<u8> = packets.iter().filter_map(|p| datagram_start(p)).collect();
+        assert_eq!(
+            order,
+            [0, 1, 2, 3, 4, 5, 6],
+            "{family:?}: datagrams out of order"
+        );
+        assert!(
+            packets.iter().all(|p| p.len() <= 1500),
+            "{family:?}: a packet above the MTU"
+        );
+        // 9216 B: 7 fragments; 3000 B: 3; 9000 B: 7 (IPv4 and IPv6 alike at MTU 1500).
+        assert_eq!(
+            packets.len(),
+            4 + 7 + 3 + 7,
+            "{family:?}: packets on the wire"
+        );
+    }
 }
 
 #[test]

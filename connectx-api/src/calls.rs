@@ -256,7 +256,7 @@ impl Net {
     /// `EBADF`, `ENOTSOCK`; `EINVAL` (already bound); `EAFNOSUPPORT`; `EADDRNOTAVAIL` (not an
     /// address of this stack); `EADDRINUSE`.
     pub fn bind(&self, fd: Fd, addr: SocketAddr) -> io::Result<()> {
-        self.on_socket(fd, |stack, id| stack.bind(id, addr).map_err(err))
+        self.on_live_socket(fd, |stack, id| stack.bind(id, addr).map_err(err))
     }
 
     /// Run `op` on the stack socket behind `fd`, then wake whoever the call concerns and the
@@ -273,12 +273,30 @@ impl Net {
         result
     }
 
+    /// [`Net::on_socket`] for a call a disconnected stream socket refuses with `EINVAL` (XNU:
+    /// its protocol control block is dead).
+    fn on_live_socket<T>(
+        &self,
+        fd: Fd,
+        op: impl FnOnce(&mut stack::Stack, SocketId) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut state = self.running()?;
+        let d = Self::desc(&mut state, fd)?;
+        if d.disconnected {
+            return Err(err(Errno::EINVAL));
+        }
+        let id = d.socket;
+        let result = op(&mut state.stack, id);
+        self.shared().release(state);
+        result
+    }
+
     /// `listen(fd, backlog)`.
     ///
     /// # Errors
     /// `EBADF`, `ENOTSOCK`; `EOPNOTSUPP` on a datagram socket; `EINVAL` when connected.
     pub fn listen(&self, fd: Fd, backlog: usize) -> io::Result<()> {
-        self.on_socket(fd, |stack, id| stack.listen(id, backlog).map_err(err))
+        self.on_live_socket(fd, |stack, id| stack.listen(id, backlog).map_err(err))
     }
 
     /// `accept(fd)`: the new descriptor (blocking, like its parent's default) and the peer.
@@ -465,6 +483,9 @@ impl Net {
             let _ = state.stack.set_interface_up(iface, up);
         }
         let d = Self::desc(&mut state, fd)?;
+        if d.disconnected {
+            return Err(err(Errno::EINVAL));
+        }
         let id = d.socket;
         let opts = Self::connect_options(&state, endpoints, flags)?;
         match state.stack.socket_type(id) {
@@ -598,24 +619,27 @@ impl Net {
         )
     }
 
-    /// `disconnectx(fd, associd, connid)`: end a stream socket's connection (FIN, or RST with
-    /// unread data, as close does; the descriptor stays open and may connect again), or dissolve
-    /// a datagram socket's association.
+    /// `disconnectx(fd, associd, connid)`: end a stream socket's connection, or dissolve a
+    /// datagram socket's association. As XNU's:
+    /// - `connid` is not looked at (a socket has one connection);
+    /// - a stream socket ends as close ends it (FIN after the queued data, RST with unread
+    ///   data; an attempt under way is abandoned), and the descriptor stays open but dead:
+    ///   reads give 0, writes `EPIPE`, `poll` reports it readable, writable and hung up, and a
+    ///   new `connectx`, `bind` or `listen` is `EINVAL`. A socket that never connected (or a
+    ///   listener) ends the same way, and `disconnectx` returns 0 for it;
+    /// - a datagram socket keeps its port and may associate again.
     ///
     /// # Errors
-    /// `EBADF`, `ENOTSOCK`; `EINVAL` for an associd other than `SAE_ASSOCID_ANY`/`ALL` or a
-    /// connid other than `SAE_CONNID_ANY`/`ALL`/the one `connectx` gave; `ENOTCONN` when not
-    /// connected.
+    /// `EBADF`, `ENOTSOCK`; `EINVAL` for an associd other than `SAE_ASSOCID_ANY`/`ALL`, or a
+    /// stream socket already disconnected; `ENOTCONN` for a datagram socket without a peer.
     pub fn disconnectx(&self, fd: Fd, associd: u32, connid: u32) -> io::Result<()> {
-        if !matches!(associd, SAE_ASSOCID_ANY | SAE_ASSOCID_ALL)
-            || !matches!(connid, SAE_CONNID_ANY | SAE_CONNID_ALL | CONNID)
-        {
+        let _ = connid;
+        if !matches!(associd, SAE_ASSOCID_ANY | SAE_ASSOCID_ALL) {
             return Err(err(Errno::EINVAL));
         }
         let mut state = self.running()?;
         let d = Self::desc(&mut state, fd)?;
-        let id = d.socket;
-        let was_deferred = d.deferred.take().is_some();
+        let (id, disconnected) = (d.socket, d.disconnected);
         match state.stack.socket_type(id) {
             Some(SocketType::Datagram) => {
                 if !state.stack.disconnect_datagram(id) {
@@ -623,15 +647,16 @@ impl Net {
                 }
             }
             Some(SocketType::Stream) => {
-                if state.stack.connect_status(id).is_none() {
-                    return if was_deferred {
-                        Ok(())
-                    } else {
-                        Err(err(Errno::ENOTCONN))
-                    };
+                if disconnected {
+                    return Err(err(Errno::EINVAL));
                 }
+                let d = Self::desc(&mut state, fd)?;
+                d.deferred = None;
+                d.preconnect = false;
+                d.disconnected = true;
                 let family = state.stack.socket_family(id).unwrap_or(Family::V4);
                 state.stack.close(id, self.shared().clock.now());
+                // The descriptor needs a socket to name; this one is never used.
                 let fresh = state.stack.socket(family, SocketType::Stream);
                 Self::desc(&mut state, fd)?.socket = fresh;
             }
@@ -662,7 +687,7 @@ impl Net {
     /// # Errors
     /// `EBADF`, `ENOTSOCK`; `EAGAIN` (non-blocking); `ENOTCONN` (never connected, or a second
     /// write during the handshake a deferred connect's first write started); `EPIPE` after
-    /// shutdown;
+    /// shutdown or `disconnectx`;
     /// `ECONNRESET`, `ECONNREFUSED`, `ETIMEDOUT` for a failed connection; `EDESTADDRREQ` (a
     /// datagram socket without a peer); `EMSGSIZE`.
     pub fn send(&self, fd: Fd, buf: &[u8]) -> io::Result<usize> {
@@ -674,6 +699,9 @@ impl Net {
             |d| d.send_timeout,
             Errno::EAGAIN,
             |state| {
+                if Self::desc(state, fd)?.disconnected {
+                    return Err(err(Errno::EPIPE));
+                }
                 if first && Self::resume(state, fd, self.shared().clock.now())? {
                     first = false;
                     // CONNECT_RESUME_ON_READ_WRITE, as XNU: the first write takes all the data
@@ -755,7 +783,11 @@ impl Net {
             |d| d.send_timeout,
             Errno::EAGAIN,
             |state| {
-                let id = Self::desc(state, fd)?.socket;
+                let d = Self::desc(state, fd)?;
+                if d.disconnected {
+                    return Err(err(Errno::EPIPE));
+                }
+                let id = d.socket;
                 match state.stack.send_to(id, buf, Some(addr)) {
                     Ok(n) => Ok(Wait::Done(n)),
                     Err(SendError::WouldBlock) => Ok(Wait::Again),
@@ -765,8 +797,9 @@ impl Net {
         )
     }
 
-    /// `recv(fd, buf, 0)` / `read(fd, buf)`: `Ok(0)` is the end of the stream. A failed or reset
-    /// connection reports its error once, then `Ok(0)`.
+    /// `recv(fd, buf, 0)` / `read(fd, buf)`: `Ok(0)` is the end of the stream (and all a
+    /// descriptor `disconnectx` ended reads). A failed or reset connection reports its error
+    /// once, then `Ok(0)`.
     ///
     /// # Errors
     /// `EBADF`, `ENOTSOCK`; `EAGAIN` (non-blocking, or `SO_RCVTIMEO` passed); `ENOTCONN`;
@@ -794,7 +827,13 @@ impl Net {
             Errno::EAGAIN,
             |state| {
                 Self::resume(state, fd, self.shared().clock.now())?;
-                let id = Self::desc(state, fd)?.socket;
+                let d = Self::desc(state, fd)?;
+                let id = d.socket;
+                if d.disconnected {
+                    // The end of the stream, from no one.
+                    let family = state.stack.socket_family(id).unwrap_or(Family::V4);
+                    return Ok(Wait::Done((0, SocketAddr::new(family.unspecified(), 0))));
+                }
                 match state.stack.socket_type(id) {
                     Some(SocketType::Datagram) => match state.stack.recv_from(id, buf) {
                         Ok(v) => Ok(Wait::Done(v)),
@@ -937,6 +976,10 @@ impl Net {
         let Some(d) = state.fds.get(p.fd) else {
             return POLLNVAL;
         };
+        if d.disconnected {
+            // XNU's dead socket: neither direction can block.
+            return (p.events & (POLLIN | POLLOUT)) | POLLHUP;
+        }
         let r: Readiness = state.stack.readiness(d.socket);
         let deferred = d.deferred.is_some();
         let mut ev = 0;

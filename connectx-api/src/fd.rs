@@ -34,6 +34,9 @@ pub(crate) struct Descriptor {
     /// A write started the deferred connection and the handshake may still be under way:
     /// further writes meanwhile are `ENOTCONN` (XNU).
     pub(crate) preconnect: bool,
+    /// `disconnectx` ended this stream socket (XNU's dead socket): reads give 0, writes
+    /// `EPIPE`, and it cannot connect, bind or listen again (`EINVAL`).
+    pub(crate) disconnected: bool,
 }
 
 impl Descriptor {
@@ -46,6 +49,7 @@ impl Descriptor {
             send_timeout: None,
             deferred: None,
             preconnect: false,
+            disconnected: false,
         }
     }
 }

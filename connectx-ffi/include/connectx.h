@@ -70,7 +70,11 @@ int connectx(int socket, const sa_endpoints_t *endpoints, sae_associd_t associd,
              unsigned int flags, const struct iovec *iov, unsigned int iovcnt, size_t *len,
              sae_connid_t *connid);
 
-/* Darwin's disconnectx(2). */
+/* Darwin's disconnectx(2), as XNU: connid is not looked at. A TCP socket ends as close ends
+ * it (FIN after the queued data) and stays open but dead: reads give 0, writes EPIPE, and
+ * connectx, bind or listen again give EINVAL; one that never connected returns 0 too. A UDP
+ * socket loses its peer (ENOTCONN if it had none) and may associate again. UDP datagrams up to
+ * 9216 bytes are sent, in fragments above the MTU, as XNU sends them. */
 int disconnectx(int socket, sae_associd_t associd, sae_connid_t connid);
 
 /* ----- the stack ----- */

@@ -14,6 +14,11 @@
 //! Layout: [`abi`] holds every `extern "C"` function and all of this crate's `unsafe` (each
 //! block says why it is sound); `net` the process's stack and the handle that describes it.
 //! No panic crosses into C: a call that panics returns its failure value with `errno` `EIO`.
+//!
+//! A program in Rust and C can start the stack in Rust and [`install`] it for its C part; the
+//! descriptors are the same on both sides ([`running`] gives the Rust handle).
 
 pub mod abi;
 mod net;
+
+pub use net::{install, running, uninstall};

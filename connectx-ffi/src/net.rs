@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use connectx_api::{Net, NetBuilder};
@@ -12,6 +13,46 @@ use libc::c_int;
 /// too); `cx_net_free` stops the stack first, which ends blocked calls with `EINTR`, then takes
 /// the write side.
 static RUNNING: RwLock<Option<Net>> = RwLock::new(None);
+
+/// Whether the stack in [`RUNNING`] came from [`install`] (only such a one is [`uninstall`]ed;
+/// one `cx_net_start` started belongs to its handle). Changed under `RUNNING`'s write side.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Make `net`, started in Rust, the stack the C calls act on: for a program whose Rust part
+/// sets up the stack and whose C part calls `cx_*` and `connectx`. Gives `net` back when a
+/// stack is the process's already.
+///
+/// # Errors
+/// `net` itself, when another stack is installed or started.
+pub fn install(net: Net) -> Result<(), Net> {
+    let mut running = RUNNING.write().unwrap_or_else(PoisonError::into_inner);
+    if running.is_some() {
+        return Err(net);
+    }
+    *running = Some(net);
+    INSTALLED.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The stack the C calls act on (installed, or started by `cx_net_start`), for Rust code of the
+/// same process: its descriptors are the C calls' descriptors.
+pub fn running() -> Option<Net> {
+    RUNNING
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Take back the stack [`install`] installed (the C calls fail with `ENETDOWN` after); `None`
+/// when none is (one `cx_net_start` started stays its handle's). The stack keeps running; stop
+/// it with [`Net::stop`].
+pub fn uninstall() -> Option<Net> {
+    let mut running = RUNNING.write().unwrap_or_else(PoisonError::into_inner);
+    if !INSTALLED.swap(false, Ordering::Relaxed) {
+        return None;
+    }
+    running.take()
+}
 
 /// `errno` for an `io::Error` of the stack's (always made from an errno).
 pub(crate) fn errno(e: &io::Error) -> c_int {

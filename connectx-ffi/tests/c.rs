@@ -84,7 +84,7 @@ fn darwin_patterns_from_c_against_the_kernel() {
         tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
         let tcp = TcpListener::bind("0.0.0.0:7").unwrap();
         let echo = std::thread::spawn(move || {
-            for _ in 0..4 {
+            for _ in 0..5 {
                 let Ok((mut s, _)) = tcp.accept() else { return };
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {
@@ -94,11 +94,18 @@ fn darwin_patterns_from_c_against_the_kernel() {
                 }
             }
         });
+        // UDP echo; a datagram too big for one packet is answered with its length and byte
+        // sum instead (the stack does not reassemble fragments).
         let udp = UdpSocket::bind("0.0.0.0:9").unwrap();
         std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
+            let mut buf = vec![0u8; 65536];
             while let Ok((n, from)) = udp.recv_from(&mut buf) {
-                let _ = udp.send_to(&buf[..n], from);
+                if n > 1472 {
+                    let sum: u64 = buf[..n].iter().map(|&b| u64::from(b)).sum();
+                    let _ = udp.send_to(format!("{n} {sum}").as_bytes(), from);
+                } else {
+                    let _ = udp.send_to(&buf[..n], from);
+                }
             }
         });
         let before = tcp_ext("TCPFastOpenPassive");

@@ -41,6 +41,7 @@ pub mod config;
 mod demux;
 pub mod error;
 pub mod fastopen;
+mod fragment;
 #[cfg(feature = "fuzz")]
 pub mod fuzzing;
 mod icmp;

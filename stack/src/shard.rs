@@ -13,7 +13,7 @@
 //! saw (for its TIME-WAIT entry).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
@@ -144,6 +144,11 @@ pub(crate) struct UdpPart {
     pub(crate) local: SocketAddr,
     /// The port binding's holder once orphaned, shared by the parts of one socket.
     pub(crate) orphan_token: Option<u64>,
+    /// Packets the stack built itself (datagrams above the MTU, in fragments, and those queued
+    /// after one), sent once smoltcp's queue ahead of them is out.
+    pub(crate) held: VecDeque<Vec<u8>>,
+    /// Bytes of `held`, counted against the socket's send buffer.
+    pub(crate) held_bytes: usize,
 }
 
 /// Every shard, their timers, and this round's work.

@@ -218,20 +218,33 @@ pub(crate) fn tcp_checksum_ok(pkt: &[u8], t: &Tcp) -> bool {
         return false;
     };
     let len = seg.len() as u32;
-    let acc = pseudo_header_sum(t.src.ip(), t.dst.ip()) + (len >> 16) + (len & 0xffff);
+    let acc = pseudo_header_sum(t.src.ip(), t.dst.ip(), PROTO_TCP) + (len >> 16) + (len & 0xffff);
     fold(sum16(seg, acc)) == 0
 }
 
-fn pseudo_header_sum(src: IpAddr, dst: IpAddr) -> u32 {
+fn pseudo_header_sum(src: IpAddr, dst: IpAddr, proto: u8) -> u32 {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            sum16(&d.octets(), sum16(&s.octets(), 0)) + u32::from(PROTO_TCP)
+            sum16(&d.octets(), sum16(&s.octets(), 0)) + u32::from(proto)
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            sum16(&d.octets(), sum16(&s.octets(), 0)) + u32::from(PROTO_TCP)
+            sum16(&d.octets(), sum16(&s.octets(), 0)) + u32::from(proto)
         }
         _ => 0,
     }
+}
+
+/// The checksum of a transport segment (`proto`'s header and payload, checksum field zero)
+/// from `src` to `dst`, over the pseudo-header of RFC 768 / RFC 8200 §8.1.
+pub(crate) fn transport_checksum(src: IpAddr, dst: IpAddr, proto: u8, segment: &[u8]) -> u16 {
+    let len = segment.len() as u32;
+    let acc = pseudo_header_sum(src, dst, proto) + (len >> 16) + (len & 0xffff);
+    fold(sum16(segment, acc))
+}
+
+/// The IPv4 header checksum of `header` (its checksum field zero).
+pub(crate) fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    fold(sum16(header, 0))
 }
 
 /// The options of a segment, as (kind, body) pairs. Stops at the end-of-list option or at the
@@ -321,7 +334,7 @@ fn fix_checksums(pkt: &mut [u8], t: &Tcp) {
     if t.src.is_ipv4() != t.dst.is_ipv4() {
         return;
     }
-    let mut acc = pseudo_header_sum(t.src.ip(), t.dst.ip());
+    let mut acc = pseudo_header_sum(t.src.ip(), t.dst.ip(), PROTO_TCP);
     let len = seg.len() as u32;
     acc += (len >> 16) + (len & 0xffff);
     let ck = fold(sum16(tcp, acc));

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,7 +105,9 @@ static void exim_pattern(void) {
     printf("ok exim pattern\n");
 }
 
-/* A UDP association: connectx, send, recv the echo, disconnectx, then send has no peer. */
+/* A UDP association: connectx, send, recv the echo, a datagram above the MTU (sent in
+ * fragments, as XNU sends up to 9216 bytes; the harness answers with its length and byte sum),
+ * disconnectx, then send has no peer. */
 static void udp_association(void) {
     struct sockaddr_in to = server(9);
     sa_endpoints_t ep = {0};
@@ -121,12 +124,63 @@ static void udp_association(void) {
               back_tv.tv_sec == 5 && back_tv.tv_usec == 0,
           "udp: SO_RCVTIMEO read back");
     CHECK(cx_send(s, "ping", 4, 0) == 4, "udp: send");
-    char buf[16];
+    char buf[64];
     CHECK(cx_recv(s, buf, sizeof buf, 0) == 4 && memcmp(buf, "ping", 4) == 0, "udp: echo");
+
+    static unsigned char big[9217];
+    unsigned long sum = 0;
+    for (size_t i = 0; i < 9216; i++) {
+        big[i] = (unsigned char)(i * 7 + 3);
+        sum += big[i];
+    }
+    CHECK(cx_send(s, big, 9216, 0) == 9216, "udp: 9216 bytes, above the MTU");
+    ssize_t n = cx_recv(s, buf, sizeof buf - 1, 0);
+    CHECK(n > 0, "udp: the answer to the big datagram");
+    buf[n] = 0;
+    char want[64];
+    snprintf(want, sizeof want, "%d %lu", 9216, sum);
+    CHECK(strcmp(buf, want) == 0, "udp: the kernel got it whole (%s, want %s)", buf, want);
+    errno = 0;
+    CHECK(cx_send(s, big, 9217, 0) == -1 && errno == EMSGSIZE, "udp: 9217 bytes");
+
     CHECK(disconnectx(s, SAE_ASSOCID_ANY, SAE_CONNID_ANY) == 0, "udp: disconnectx");
     CHECK(cx_send(s, "ping", 4, 0) == -1, "udp: send after disconnectx");
     CHECK(cx_close(s) == 0, "udp: close");
     printf("ok udp association\n");
+}
+
+/* disconnectx on TCP, as XNU: any connid; the connection ends with a FIN and the socket is
+ * dead (reads 0, writes EPIPE, no reconnect); one that never connected returns 0 too. */
+static void tcp_disconnect(void) {
+    struct sockaddr_in to = server(7);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = sizeof to;
+    int s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == 0, "tcp: connectx");
+    char back[8];
+    CHECK(cx_write(s, "bye", 3) == 3, "tcp: write");
+    read_exactly(s, back, 3);
+    CHECK(disconnectx(s, SAE_ASSOCID_ANY, 77) == 0, "tcp: disconnectx with any connid");
+    CHECK(cx_read(s, back, sizeof back) == 0, "tcp: reads 0 after disconnectx");
+    errno = 0;
+    CHECK(cx_write(s, "x", 1) == -1 && errno == EPIPE, "tcp: writes EPIPE after disconnectx");
+    struct pollfd p = {s, POLLIN | POLLOUT, 0};
+    CHECK(cx_poll(&p, 1, 0) == 1 && p.revents == (POLLIN | POLLOUT | POLLHUP),
+          "tcp: poll after disconnectx (revents %#x)", p.revents);
+    errno = 0;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == -1 && errno == EINVAL,
+          "tcp: no reconnect");
+    errno = 0;
+    CHECK(disconnectx(s, SAE_ASSOCID_ANY, SAE_CONNID_ANY) == -1 && errno == EINVAL,
+          "tcp: disconnectx twice");
+    errno = 0;
+    CHECK(disconnectx(s, 5, SAE_CONNID_ANY) == -1 && errno == EINVAL, "tcp: a bad associd");
+    CHECK(cx_close(s) == 0, "tcp: close");
+    s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(disconnectx(s, SAE_ASSOCID_ALL, SAE_CONNID_ALL) == 0, "tcp: never connected");
+    CHECK(cx_close(s) == 0, "tcp: close");
+    printf("ok tcp disconnectx\n");
 }
 
 /* Where XNU decides what the man page leaves open. */
@@ -280,6 +334,7 @@ int main(void) {
     curl_pattern("GET /again HTTP/1.1\r\n\r\n"); /* the request in the SYN */
     exim_pattern();                                /* the greeting in the SYN */
     udp_association();
+    tcp_disconnect();
     bad_input();
 
     cx_net_free(net);

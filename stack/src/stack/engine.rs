@@ -614,6 +614,7 @@ impl Stack {
         } = &mut ifaces[sh.iface.0];
         let iface = sh.iface;
         let mtu = config.mtu;
+        let handle = sh.handle;
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         if let Kind::Tcp(c) = &mut *kind {
             // The recovery layer's timer (reordering window, tail loss probe, timeout) first:
@@ -673,6 +674,25 @@ impl Stack {
                 feed_one(
                     smol, set, kind, fo, recovery, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
                 );
+            }
+        }
+        if let Kind::Udp(part) = &mut *kind {
+            // Datagrams the stack built itself (in fragments) go once smoltcp's queue ahead of
+            // them is out, so that the socket's datagrams leave in the order they were sent.
+            if !more
+                && !part.held.is_empty()
+                && set
+                    .get::<smoltcp::socket::udp::Socket<'_>>(handle)
+                    .send_queue()
+                    == 0
+            {
+                for p in part.held.drain(..) {
+                    if *up {
+                        io.send(iface, &p);
+                        *tx_packets += 1;
+                    }
+                }
+                part.held_bytes = 0;
             }
         }
         if more {

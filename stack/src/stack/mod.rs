@@ -202,6 +202,8 @@ pub struct Stack {
     pub(crate) raised: usize,
     /// Packets the stack sends itself (ACKs of TIME-WAIT entries), sent before the round ends.
     pub(crate) pending_tx: Vec<(IfaceId, Vec<u8>)>,
+    /// The identification of the next datagram the stack fragments itself.
+    pub(crate) fragment_ident: u32,
     pub(crate) rx_buf: Vec<u8>,
     pub(crate) tx_buf: Vec<u8>,
     pub(crate) work: Vec<ShardId>,
@@ -212,6 +214,7 @@ impl Stack {
     pub fn new(config: StackConfig) -> Stack {
         let mut rng = StdRng::seed_from_u64(config.random_seed);
         let syncookies = crate::syncookie::SynCookies::new(rng.random());
+        let fragment_ident = rng.random();
         let mut fo = fastopen::Layer::default();
         fo.disabled = !config.fast_open_layer;
         let mut shards = Shards::default();
@@ -236,6 +239,7 @@ impl Stack {
             events: std::collections::HashSet::new(),
             raised: 0,
             pending_tx: Vec::new(),
+            fragment_ident,
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
             work: Vec::new(),

@@ -4,6 +4,7 @@
 //! address of its family, so it hears datagrams from all of them; a send goes out of the one
 //! interface the route (or the bound source) picks.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use smoltcp::socket::udp;
@@ -64,10 +65,16 @@ impl UdpSocket {
     }
 }
 
-/// Payload bytes one datagram carries on an interface of this MTU (no fragmentation).
-pub(crate) fn datagram_limit(mtu: usize, family: Family) -> usize {
+/// Payload bytes one datagram carries in one packet on an interface of this MTU.
+pub(crate) fn unfragmented_limit(mtu: usize, family: Family) -> usize {
     let ip_header = if family == Family::V4 { 20 } else { 40 };
     mtu.saturating_sub(ip_header + 8)
+}
+
+/// Payload bytes one datagram may carry on an interface of this MTU: what one packet holds, or
+/// XNU's 9,216 bytes in fragments when that is more ([`crate::fragment`]).
+pub(crate) fn datagram_limit(mtu: usize, family: Family) -> usize {
+    unfragmented_limit(mtu, family).max(crate::fragment::MAX_DATAGRAM)
 }
 
 impl Stack {
@@ -114,6 +121,8 @@ impl Stack {
                 owner: Some(id),
                 local,
                 orphan_token: None,
+                held: VecDeque::new(),
+                held_bytes: 0,
             };
             let shard = self.shards.insert(iface, sock, bytes, Kind::Udp(part));
             self.demux.add_udp(iface, local, family, shard);
@@ -245,7 +254,8 @@ impl Stack {
             ));
         }
         let (iface, src) = self.path(dest.ip(), via, local.map(|l| l.ip()))?;
-        let limit = datagram_limit(self.ifaces[iface.0].config.mtu, family);
+        let mtu = self.ifaces[iface.0].config.mtu;
+        let limit = datagram_limit(mtu, family);
         if data.len() > limit {
             return Err(SendError::MessageTooLong {
                 size: data.len(),
@@ -256,15 +266,44 @@ impl Stack {
         let Some(Entry::Udp(s)) = self.sockets.get(id.0) else {
             return Err(SendError::NoSuchSocket);
         };
+        let local_port = s.local.map_or(0, |l| l.port());
         let Some(&(_, shard)) = s.parts.iter().find(|(i, _)| *i == iface) else {
             // Bound to an address of another interface than the path's: cannot leave here.
             return Err(SendError::Route(
                 crate::error::RouteError::AddressNotAvailable(src),
             ));
         };
+        let tx_capacity = self.config.udp_tx_buffer;
+        let ident = self.fragment_ident;
         let Some(sh) = self.shards.get_mut(shard) else {
             return Err(SendError::NoSuchSocket);
         };
+        let Kind::Udp(part) = &mut sh.kind else {
+            return Err(SendError::NoSuchSocket);
+        };
+        if data.len() > unfragmented_limit(mtu, family) || !part.held.is_empty() {
+            // Above the MTU (and anything queued behind such a datagram, to keep the socket's
+            // datagrams in order): built here, in fragments.
+            if !part.held.is_empty() && part.held_bytes + data.len() > tx_capacity {
+                return Err(SendError::WouldBlock);
+            }
+            let packets = crate::fragment::udp_packets(
+                SocketAddr::new(src, local_port),
+                dest,
+                data,
+                mtu,
+                ident,
+            )
+            .ok_or(SendError::MessageTooLong {
+                size: data.len(),
+                limit,
+            })?;
+            part.held_bytes += packets.iter().map(Vec::len).sum::<usize>();
+            part.held.extend(packets);
+            self.fragment_ident = ident.wrapping_add(1);
+            self.shards.mark(shard);
+            return Ok(data.len());
+        }
         let sock = sh.udp_mut();
         let mut meta = udp::UdpMetadata::from(IpEndpoint::new(to_smoltcp(dest.ip()), dest.port()));
         meta.local_address = Some(to_smoltcp(src));
@@ -337,7 +376,7 @@ impl Stack {
         };
         let Kind::Udp(part) = &sh.kind else { return };
         let Some(id) = part.owner else {
-            let sent = sh.udp().send_queue() == 0;
+            let sent = sh.udp().send_queue() == 0 && part.held.is_empty();
             if sent || !self.ifaces[sh.iface.0].up {
                 let local = part.local;
                 let token = part.orphan_token;
@@ -371,10 +410,16 @@ impl Stack {
                 && s.parts.iter().any(|&(_, shard)| {
                     self.shards.get(shard).is_some_and(|sh| sh.udp().can_recv())
                 });
-        let writable = s
-            .parts
-            .iter()
-            .all(|&(_, shard)| self.shards.get(shard).is_none_or(|sh| sh.udp().can_send()));
+        let tx_capacity = self.config.udp_tx_buffer;
+        let writable = s.parts.iter().all(|&(_, shard)| {
+            self.shards.get(shard).is_none_or(|sh| {
+                let held = match &sh.kind {
+                    Kind::Udp(part) => part.held_bytes,
+                    Kind::Tcp(_) => 0,
+                };
+                sh.udp().can_send() && held < tx_capacity
+            })
+        });
         Readiness {
             readable: readable || s.error.is_some(),
             writable: writable || s.error.is_some(),
