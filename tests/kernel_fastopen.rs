@@ -12,7 +12,7 @@ use connectx_api::{
     CONNECT_DATA_IDEMPOTENT, SAE_ASSOCID_ANY,
 };
 use stack::{Family, SocketType};
-use support::{in_netns, kernel_echo, net, tcp_ext};
+use support::{in_netns, kernel_echo, kernel_tfo_client, net, tcp_ext};
 use tun_driver::netns::set_sysctl;
 
 const KEY: &str = "a0bf63f7-ed803d81-cd641d30-cebc4a90";
@@ -135,45 +135,6 @@ fn stack_client_against_kernel_server_without_fast_open() {
             echo.join().unwrap();
         },
     );
-}
-
-const PY_CLIENT: &str = r#"
-import socket, sys
-host, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_CONNECT; the socket stays blocking
-s.connect((host, port))
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-out = b''
-while True:
-    b = s.recv(4096)
-    if not b:
-        break
-    out += b
-sys.stdout.write(out.decode())
-"#;
-
-fn kernel_tfo_client(host: &str, port: u16, data: &str) -> String {
-    // Bounded, so that a lost connection fails the test instead of hanging it.
-    let out = Command::new("timeout")
-        .args([
-            "20",
-            "python3",
-            "-c",
-            PY_CLIENT,
-            host,
-            &port.to_string(),
-            data,
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "kernel client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -49,6 +49,8 @@ mod fd;
 mod net;
 mod runtime;
 mod stream;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod waiters;
 
 pub use builder::{NetBuilder, StartError};

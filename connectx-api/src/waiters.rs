@@ -12,40 +12,76 @@
 //! be lost between a waiter's last look and its park. A waiter that wakes looks again and
 //! registers again if it still has to wait.
 //!
-//! One source, several kinds of waiter: a thread parks ([`Waiter::Thread`]) today; an async
-//! task's `Waker`, or an eventfd a C caller polls, are further kinds of the same entry.
+//! One source, two kinds of waiter: a thread that parks, and an async task whose `Waker` is
+//! woken ([`crate::tokio`]); an eventfd a C caller polls would be a third kind of the same
+//! entry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
 use std::time::Instant;
 
 use stack::SocketId;
 
-/// One waiting call.
+/// One waiting call: a parked thread, or an async task (its `Waker`).
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    thread: Thread,
+    kind: Kind,
     woken: AtomicBool,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Thread(Thread),
+    /// The task's latest waker (a task may move between a runtime's threads, so each poll that
+    /// registers gives its own).
+    Task(Mutex<Option<std::task::Waker>>),
 }
 
 impl Waiter {
     /// A waiter for the calling thread.
     pub(crate) fn current() -> Arc<Waiter> {
         Arc::new(Waiter {
-            thread: std::thread::current(),
+            kind: Kind::Thread(std::thread::current()),
             woken: AtomicBool::new(false),
         })
+    }
+
+    /// A waiter for an async task, without a waker until [`Waiter::set_waker`].
+    pub(crate) fn task() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            kind: Kind::Task(Mutex::new(None)),
+            woken: AtomicBool::new(false),
+        })
+    }
+
+    /// Wake this task's waker next (a task waiter; a thread waiter ignores it).
+    pub(crate) fn set_waker(&self, waker: &std::task::Waker) {
+        if let Kind::Task(slot) = &self.kind {
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *slot = Some(waker.clone());
+            }
+        }
     }
 
     /// Wake it (outside the state lock).
     pub(crate) fn wake(&self) {
         self.woken.store(true, Ordering::Release);
-        self.thread.unpark();
+        match &self.kind {
+            Kind::Thread(thread) => thread.unpark(),
+            Kind::Task(slot) => {
+                let waker = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+        }
     }
 
     /// Park until woken or until `deadline`. Returns false when the deadline passed first.
+    /// (A thread waiter's.)
     pub(crate) fn park(&self, deadline: Option<Instant>) -> bool {
         loop {
             if self.woken.swap(false, Ordering::Acquire) {

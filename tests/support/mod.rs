@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
 use std::thread::JoinHandle;
 
 use connectx_api::Net;
@@ -217,4 +218,45 @@ pub fn run_cmd(line: &str) {
         "{line}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+const PY_CLIENT: &str = r#"
+import socket, sys
+host, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_TCP, 30, 1)  # TCP_FASTOPEN_CONNECT; the socket stays blocking
+s.connect((host, port))
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+out = b''
+while True:
+    b = s.recv(4096)
+    if not b:
+        break
+    out += b
+sys.stdout.write(out.decode())
+"#;
+
+/// A kernel TCP client with Fast Open (`TCP_FASTOPEN_CONNECT`, from Python) in the calling
+/// thread's namespace: sends `data`, half-closes, returns what it read back.
+pub fn kernel_tfo_client(host: &str, port: u16, data: &str) -> String {
+    // Bounded, so that a lost connection fails the test instead of hanging it.
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "python3",
+            "-c",
+            PY_CLIENT,
+            host,
+            &port.to_string(),
+            data,
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "kernel client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
