@@ -13,7 +13,7 @@
 //! module) and gives its smoltcp socket and buffers back at once.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -353,11 +353,31 @@ impl Stack {
         let t = self.tcp_connect_target(id, remote, opts)?;
         let (fresh, bound, src) = (!t.stale, t.bound, t.src);
         if fresh && bound.is_none() {
-            let port = opts.source.map_or(0, |a| a.port());
+            // The port the connection will use, chosen as connect chooses it (for this
+            // destination), and held by a binding until then.
+            let port = match opts.source.map_or(0, |a| a.port()) {
+                0 => self
+                    .connection_port(src, remote)
+                    .map_err(ConnectError::Bind)?,
+                p => p,
+            };
             self.bind(id, SocketAddr::new(src, port))
                 .map_err(ConnectError::Bind)?;
         }
         Ok(())
+    }
+
+    /// An ephemeral port for a connection from `src` to `remote` whose tuple is unused
+    /// ([`crate::ports::Ports::pick_for_connection`]).
+    fn connection_port(&mut self, src: IpAddr, remote: SocketAddr) -> Result<u16, BindError> {
+        let demux = &self.demux;
+        self.ports.pick_for_connection(
+            src,
+            remote,
+            &self.config.ephemeral_ports,
+            &mut self.rng,
+            |p| !demux.tuple_in_use(&(SocketAddr::new(src, p), remote)),
+        )
     }
 
     pub(crate) fn tcp_connect(
@@ -395,16 +415,7 @@ impl Stack {
                 )?;
                 (p, true)
             }
-            (None, _) => {
-                let demux = &self.demux;
-                let p = self.ports.pick_for_connection(
-                    src,
-                    &self.config.ephemeral_ports,
-                    &mut self.rng,
-                    |p| !demux.tuple_in_use(&(SocketAddr::new(src, p), remote)),
-                )?;
-                (p, false)
-            }
+            (None, _) => (self.connection_port(src, remote)?, false),
         };
         let local = SocketAddr::new(src, port);
         if self.demux.tuple_in_use(&(local, remote)) {
