@@ -11,6 +11,8 @@ const MAX_RATE_CONNECTIONS: usize = 25_000;
 /// Most `--scale-connections`: the kernel client has 28232 ephemeral ports, and each
 /// connection is a thread of the echo server (the kernel's `pid_max` is often 32768).
 const MAX_SCALE_CONNECTIONS: usize = 20_000;
+/// Most `--async-connections`: the kernel's clients have 28232 ephemeral ports.
+const MAX_ASYNC_CONNECTIONS: usize = 25_000;
 
 /// The parts of the benchmark, in the order they are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +25,11 @@ pub enum Section {
     Idle,
     Memory,
     Scale,
+    Async,
 }
 
 impl Section {
-    pub const ALL: [Section; 8] = [
+    pub const ALL: [Section; 9] = [
         Section::Throughput,
         Section::FastOpen,
         Section::Loss,
@@ -35,6 +38,7 @@ impl Section {
         Section::Idle,
         Section::Memory,
         Section::Scale,
+        Section::Async,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,11 +51,12 @@ impl Section {
             Section::Idle => "idle",
             Section::Memory => "memory",
             Section::Scale => "scale",
+            Section::Async => "async",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << self as u8
+    fn bit(self) -> u16 {
+        1 << self as u16
     }
 }
 
@@ -63,7 +68,8 @@ fn section_names() -> String {
 pub fn usage() -> String {
     format!(
         "usage: bench [--only {}] [--mtu N] [--seconds S] [--idle-seconds S] [--connections N] \
-         [--ttfb-connections N] [--rate-connections N] [--scale-connections N] [--json]",
+         [--ttfb-connections N] [--rate-connections N] [--scale-connections N] \
+         [--async-connections N] [--json]",
         section_names()
     )
 }
@@ -80,8 +86,10 @@ pub struct Options {
     pub rate_connections: usize,
     /// The most idle connections open beside the ping-pong of `scale`.
     pub scale_connections: usize,
+    /// Concurrent connections of `async`.
+    pub async_connections: usize,
     /// The sections to run, one bit each ([`Section::bit`]).
-    only: u8,
+    only: u16,
     pub json: bool,
 }
 
@@ -126,6 +134,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         ttfb_connections: 10,
         rate_connections: 15_000,
         scale_connections: 10_000,
+        async_connections: 10_000,
         only: Section::ALL.iter().fold(0, |bits, s| bits | s.bit()),
         json: false,
     };
@@ -164,6 +173,9 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
             }
             "--scale-connections" => {
                 opts.scale_connections = count_arg(flag, &value()?, MAX_SCALE_CONNECTIONS)?
+            }
+            "--async-connections" => {
+                opts.async_connections = count_arg(flag, &value()?, MAX_ASYNC_CONNECTIONS)?
             }
             "--only" => {
                 let v = value()?;

@@ -4,7 +4,7 @@
 //! ```text
 //! sudo cargo run --release --example bench -- [--only LIST] [--mtu N] [--seconds S]
 //!     [--idle-seconds S] [--connections N] [--ttfb-connections N] [--rate-connections N]
-//!     [--scale-connections N] [--json]
+//!     [--scale-connections N] [--async-connections N] [--json]
 //! ```
 //!
 //! Everything happens in network namespaces of the benchmark's own, made with
@@ -39,6 +39,9 @@
 //! - `scale` ([`scale`]): echo servers with a thread per connection: ping-pong latency with 0,
 //!   1000 and `--scale-connections` (default 10000) other connections open and idle, and 4000
 //!   connections opened at once.
+//! - `async` ([`asyncio`]): `--async-connections` (default 10000) concurrent echo connections
+//!   on one tokio runtime through the stack's tokio adapter, against the same program on kernel
+//!   sockets over veth: round trips per second, p50/p99 latency, memory.
 //!
 //! Bad arguments exit with status 2; a section that fails is reported, and the others still
 //! run, with exit status 1. So is a section one of whose measurements failed (`rate`, `scale`:
@@ -55,6 +58,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod asyncio;
 mod bulk;
 mod cli;
 mod conn;
@@ -132,6 +136,7 @@ fn run(opts: &Options) -> Report {
         Section::Ttfb,
         Section::Idle,
         Section::Scale,
+        Section::Async,
     ];
     for section in order.into_iter().filter(|s| opts.runs(*s)) {
         let result = match section {
@@ -145,6 +150,7 @@ fn run(opts: &Options) -> Report {
             Section::Idle => idle::run(opts).map(|i| report.idle = Some(i)),
             Section::Memory => memory::run(opts).map(|m| report.memory = Some(m)),
             Section::Scale => scale::run(opts).map(|s| report.scale = Some(s)),
+            Section::Async => asyncio::run(opts).map(|a| report.asyncio = Some(a)),
         };
         let failures = match result {
             Ok(()) => report

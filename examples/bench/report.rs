@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::thread;
 
+use crate::asyncio::Async;
 use crate::cli::{Options, Section};
 use crate::common;
 use crate::fastopen::FastOpenCost;
@@ -38,6 +39,7 @@ pub struct Report {
     pub idle: Option<IdleCpu>,
     pub memory: Option<Memory>,
     pub scale: Option<Scale>,
+    pub asyncio: Option<Async>,
     pub notes: Vec<String>,
     /// Sections that failed.
     pub failed: Vec<Section>,
@@ -54,6 +56,7 @@ fn json_key(section: Section) -> Option<&'static str> {
         Section::Idle => Some("idle_cpu"),
         Section::Memory => Some("memory"),
         Section::Scale => Some("scale"),
+        Section::Async => Some("async"),
     }
 }
 
@@ -74,6 +77,7 @@ impl Report {
             Section::Idle => dyn_part(&self.idle),
             Section::Memory => dyn_part(&self.memory),
             Section::Scale => dyn_part(&self.scale),
+            Section::Async => dyn_part(&self.asyncio),
         }
     }
 
@@ -103,7 +107,8 @@ impl Report {
         let _ = write!(
             out,
             "{{\"mtu\":{},\"seconds\":{},\"cpus\":{},\"idle_seconds\":{},\"connections\":{},\
-             \"ttfb_connections\":{},\"rate_connections\":{},\"scale_connections\":{}",
+             \"ttfb_connections\":{},\"rate_connections\":{},\"scale_connections\":{},\
+             \"async_connections\":{}",
             opts.mtu,
             opts.seconds,
             cpus(),
@@ -111,7 +116,8 @@ impl Report {
             opts.connections,
             opts.ttfb_connections,
             opts.rate_connections,
-            opts.scale_connections
+            opts.scale_connections,
+            opts.async_connections
         );
         let names: Vec<String> = opts.sections().map(|s| json_str(s.name())).collect();
         let _ = write!(out, ",\"sections\":[{}]", names.join(","));
