@@ -387,6 +387,16 @@ fn udp_datagrams_above_the_mtu_leave_in_order_with_the_others_and_after_close() 
             4 + 7 + 3 + 7,
             "{family:?}: packets on the wire"
         );
+
+        // A socket whose only datagram is a fragmented one, closed at once: it still leaves.
+        seen.lock().unwrap().clear();
+        let last = p.a.socket(family, SocketType::Datagram);
+        assert_eq!(p.a.send_to(last, &[7u8; 5000], Some(addr(to))), Ok(5000));
+        p.a.close(last, p.now());
+        p.run_for(Duration::from_millis(50));
+        let packets = seen.lock().unwrap().clone();
+        assert_eq!(packets.len(), 4, "{family:?}: 5000 B in 4 fragments");
+        assert_eq!(datagram_start(&packets[0]), Some(7));
     }
 }
 

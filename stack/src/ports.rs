@@ -194,8 +194,9 @@ impl Ports {
 
     /// Hand a socket's binding over to its orphaned parts; returns their token.
     pub(crate) fn orphan(&mut self, proto: Proto, port: u16, from: SocketId) -> u64 {
-        let token = self.next_token;
+        // From 1: a token is never 0 (parts keep it as a `NonZeroU64`).
         self.next_token += 1;
+        let token = self.next_token;
         if let Some(list) = self.bound.get_mut(&(proto, port)) {
             for b in list.iter_mut().filter(|b| b.holder == Holder::Socket(from)) {
                 b.holder = Holder::Orphan(token);

@@ -15,6 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
@@ -143,12 +144,19 @@ pub(crate) struct UdpPart {
     /// The bound address and port.
     pub(crate) local: SocketAddr,
     /// The port binding's holder once orphaned, shared by the parts of one socket.
-    pub(crate) orphan_token: Option<u64>,
-    /// Packets the stack built itself (datagrams above the MTU, in fragments, and those queued
-    /// after one), sent once smoltcp's queue ahead of them is out.
-    pub(crate) held: VecDeque<Vec<u8>>,
-    /// Bytes of `held`, counted against the socket's send buffer.
-    pub(crate) held_bytes: usize,
+    pub(crate) orphan_token: Option<NonZeroU64>,
+    /// Datagrams the stack built itself, if any (boxed: the shard of every TCP connection is
+    /// as large as this part).
+    pub(crate) held: Option<Box<Held>>,
+}
+
+/// Packets the stack built itself for a datagram socket (datagrams above the MTU, in
+/// fragments, and those sent after one), sent once smoltcp's queue ahead of them is out.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) packets: VecDeque<Vec<u8>>,
+    /// Bytes of `packets`, counted against the socket's send buffer.
+    pub(crate) bytes: usize,
 }
 
 /// Every shard, their timers, and this round's work.

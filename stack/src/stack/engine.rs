@@ -679,20 +679,18 @@ impl Stack {
         if let Kind::Udp(part) = &mut *kind {
             // Datagrams the stack built itself (in fragments) go once smoltcp's queue ahead of
             // them is out, so that the socket's datagrams leave in the order they were sent.
-            if !more
-                && !part.held.is_empty()
-                && set
-                    .get::<smoltcp::socket::udp::Socket<'_>>(handle)
-                    .send_queue()
-                    == 0
-            {
-                for p in part.held.drain(..) {
-                    if *up {
-                        io.send(iface, &p);
-                        *tx_packets += 1;
+            let queued = set
+                .get::<smoltcp::socket::udp::Socket<'_>>(handle)
+                .send_queue();
+            if !more && queued == 0 {
+                if let Some(held) = part.held.take() {
+                    for p in &held.packets {
+                        if *up {
+                            io.send(iface, p);
+                            *tx_packets += 1;
+                        }
                     }
                 }
-                part.held_bytes = 0;
             }
         }
         if more {

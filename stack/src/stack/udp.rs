@@ -4,8 +4,8 @@
 //! address of its family, so it hears datagrams from all of them; a send goes out of the one
 //! interface the route (or the bound source) picks.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
@@ -121,8 +121,7 @@ impl Stack {
                 owner: Some(id),
                 local,
                 orphan_token: None,
-                held: VecDeque::new(),
-                held_bytes: 0,
+                held: None,
             };
             let shard = self.shards.insert(iface, sock, bytes, Kind::Udp(part));
             self.demux.add_udp(iface, local, family, shard);
@@ -281,10 +280,11 @@ impl Stack {
         let Kind::Udp(part) = &mut sh.kind else {
             return Err(SendError::NoSuchSocket);
         };
-        if data.len() > unfragmented_limit(mtu, family) || !part.held.is_empty() {
+        if data.len() > unfragmented_limit(mtu, family) || part.held.is_some() {
             // Above the MTU (and anything queued behind such a datagram, to keep the socket's
             // datagrams in order): built here, in fragments.
-            if !part.held.is_empty() && part.held_bytes + data.len() > tx_capacity {
+            let held_bytes = part.held.as_ref().map_or(0, |h| h.bytes);
+            if held_bytes > 0 && held_bytes + data.len() > tx_capacity {
                 return Err(SendError::WouldBlock);
             }
             let packets = crate::fragment::udp_packets(
@@ -298,8 +298,9 @@ impl Stack {
                 size: data.len(),
                 limit,
             })?;
-            part.held_bytes += packets.iter().map(Vec::len).sum::<usize>();
-            part.held.extend(packets);
+            let held = part.held.get_or_insert_with(Box::default);
+            held.bytes += packets.iter().map(Vec::len).sum::<usize>();
+            held.packets.extend(packets);
             self.fragment_ident = ident.wrapping_add(1);
             self.shards.mark(shard);
             return Ok(data.len());
@@ -376,14 +377,14 @@ impl Stack {
         };
         let Kind::Udp(part) = &sh.kind else { return };
         let Some(id) = part.owner else {
-            let sent = sh.udp().send_queue() == 0 && part.held.is_empty();
+            let sent = sh.udp().send_queue() == 0 && part.held.is_none();
             if sent || !self.ifaces[sh.iface.0].up {
                 let local = part.local;
                 let token = part.orphan_token;
                 self.shards.remove(shard);
                 if let Some(token) = token {
                     self.ports
-                        .release_orphan_part(Proto::Udp, local.port(), token);
+                        .release_orphan_part(Proto::Udp, local.port(), token.get());
                 }
             }
             return;
@@ -414,7 +415,7 @@ impl Stack {
         let writable = s.parts.iter().all(|&(_, shard)| {
             self.shards.get(shard).is_none_or(|sh| {
                 let held = match &sh.kind {
-                    Kind::Udp(part) => part.held_bytes,
+                    Kind::Udp(part) => part.held.as_ref().map_or(0, |h| h.bytes),
                     Kind::Tcp(_) => 0,
                 };
                 sh.udp().can_send() && held < tx_capacity
@@ -458,10 +459,9 @@ impl Stack {
             if let Some(port) = port {
                 self.demux.remove_udp(iface, port, shard);
             }
-            let pending = self
-                .shards
-                .get(shard)
-                .is_some_and(|sh| sh.udp().send_queue() > 0);
+            let pending = self.shards.get(shard).is_some_and(|sh| {
+                sh.udp().send_queue() > 0 || matches!(&sh.kind, Kind::Udp(p) if p.held.is_some())
+            });
             if pending && self.ifaces[iface.0].up {
                 let t = *token.get_or_insert_with(|| match port {
                     Some(p) => self.ports.orphan(Proto::Udp, p, id),
@@ -469,7 +469,7 @@ impl Stack {
                 });
                 if let Some(Kind::Udp(part)) = self.shards.get_mut(shard).map(|sh| &mut sh.kind) {
                     part.owner = None;
-                    part.orphan_token = port.map(|_| t);
+                    part.orphan_token = port.and_then(|_| NonZeroU64::new(t));
                 }
                 self.ports.add_orphan_part(t);
                 self.shards.mark(shard);
