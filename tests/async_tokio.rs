@@ -219,6 +219,60 @@ fn udp_sockets_send_and_receive_and_associate() {
     });
 }
 
+/// Tasks sharing one datagram socket, and one listener, each wait on it at the same time:
+/// every one is woken for what it waits for (one waiter per socket and direction holds all
+/// their wakers).
+#[test]
+fn tasks_sharing_a_socket_all_get_woken() {
+    in_netns("tasks_sharing_a_socket_all_get_woken", || {
+        let net = net();
+        let kernel = std::net::UdpSocket::bind("192.0.2.1:0").unwrap();
+        multi_thread().block_on(async {
+            let s = Arc::new(UdpSocket::bind(&net, sa("192.0.2.2:7500")).await.unwrap());
+            let readers: Vec<_> = (0..4)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 16];
+                        let (n, _) = s.recv_from(&mut buf).await.unwrap();
+                        buf[..n].to_vec()
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for i in 0..4u8 {
+                kernel.send_to(&[i], "192.0.2.2:7500").unwrap();
+            }
+            let mut got: Vec<u8> = Vec::new();
+            for r in readers {
+                got.extend(tokio::time::timeout(WAIT, r).await.unwrap().unwrap());
+            }
+            got.sort_unstable();
+            assert_eq!(got, [0, 1, 2, 3]);
+
+            let l = Arc::new(TcpListener::bind(&net, sa("192.0.2.2:7501")).await.unwrap());
+            let acceptors: Vec<_> = (0..3)
+                .map(|_| {
+                    let l = Arc::clone(&l);
+                    tokio::spawn(async move { l.accept().await.map(|(_, peer)| peer) })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let clients: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect("192.0.2.2:7501").unwrap())
+                .collect();
+            for a in acceptors {
+                tokio::time::timeout(WAIT, a)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+            }
+            drop(clients);
+        });
+    });
+}
+
 /// Counts the polls of the future it wraps.
 struct Counted<F> {
     inner: Pin<Box<F>>,

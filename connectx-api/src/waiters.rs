@@ -34,10 +34,15 @@ pub(crate) struct Waiter {
 #[derive(Debug)]
 enum Kind {
     Thread(Thread),
-    /// The task's latest waker (a task may move between a runtime's threads, so each poll that
-    /// registers gives its own).
-    Task(Mutex<Option<std::task::Waker>>),
+    /// The wakers of the tasks waiting (a socket shared by several tasks, as a datagram socket
+    /// or a listener may be, has one waiter per direction for all of them).
+    Task(Mutex<Vec<std::task::Waker>>),
 }
+
+/// Most task wakers a waiter keeps: futures dropped while waiting leave theirs behind until
+/// the socket's next event; past this many, all are woken at once (a spurious wake-up is
+/// allowed, and a task still waiting registers again), so the list cannot grow without end.
+const MAX_TASK_WAKERS: usize = 64;
 
 impl Waiter {
     /// A waiter for the calling thread.
@@ -48,20 +53,32 @@ impl Waiter {
         })
     }
 
-    /// A waiter for an async task, without a waker until [`Waiter::set_waker`].
+    /// A waiter for async tasks, without a waker until [`Waiter::set_waker`].
     pub(crate) fn task() -> Arc<Waiter> {
         Arc::new(Waiter {
-            kind: Kind::Task(Mutex::new(None)),
+            kind: Kind::Task(Mutex::new(Vec::new())),
             woken: AtomicBool::new(false),
         })
     }
 
-    /// Wake this task's waker next (a task waiter; a thread waiter ignores it).
+    /// Wake this task's waker too at the next wake-up (a task waiter; a thread waiter ignores
+    /// it). A task polled again (perhaps on another thread) replaces nothing: the same task's
+    /// waker is kept once.
     pub(crate) fn set_waker(&self, waker: &std::task::Waker) {
         if let Kind::Task(slot) = &self.kind {
-            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                *slot = Some(waker.clone());
+            let mut wakers = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if wakers.iter().any(|w| w.will_wake(waker)) {
+                return;
+            }
+            let stale = if wakers.len() >= MAX_TASK_WAKERS {
+                std::mem::take(&mut *wakers)
+            } else {
+                Vec::new()
+            };
+            wakers.push(waker.clone());
+            drop(wakers);
+            for w in stale {
+                w.wake();
             }
         }
     }
@@ -72,9 +89,10 @@ impl Waiter {
         match &self.kind {
             Kind::Thread(thread) => thread.unpark(),
             Kind::Task(slot) => {
-                let waker = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-                if let Some(waker) = waker {
-                    waker.wake();
+                let wakers =
+                    std::mem::take(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner));
+                for w in wakers {
+                    w.wake();
                 }
             }
         }
