@@ -302,8 +302,13 @@ impl NetBuilder {
                     if !peers.is_empty() || spec.mtu.is_some() {
                         link.set_up(true)?;
                         // The kernel's queue towards us: 500 packets by default overflow under
-                        // bulk transfer. Best effort: an attached device may not be ours to tune.
-                        let _ = link.set_txqueuelen(4096);
+                        // bulk transfer, and 4,096 under the replies to thousands of connections
+                        // at once (the bench's `async` section lost 12% of its packets there,
+                        // each a retransmission timeout). The kernel cannot see how fast we
+                        // read; a drop here costs a peer's timeout, a queued packet only memory
+                        // (the ring is 8 bytes a slot). Best effort: an attached device may not
+                        // be ours to tune.
+                        let _ = link.set_txqueuelen(65_536);
                     }
                     for p in &peers {
                         link.add_address(p.addr(), p.prefix_len())?;

@@ -2,21 +2,23 @@
 //! stack's tokio adapter (`connectx_api::tokio`), beside the same program on kernel sockets
 //! (tokio's) over veth.
 //!
-//! The server is a kernel echo server: tokio on kernel sockets, a current-thread runtime on a
-//! thread of its own, a backlog of 4,096, a task per connection that writes back what it
-//! reads. For the stack it listens at the kernel's end of the TUN device; for the reference,
+//! The server is a kernel echo server: tokio on kernel sockets, a current-thread runtime in a
+//! child process of its own (the bench binary again, with the hidden argument [`ARG`]), a
+//! backlog of 4,096, a task per connection that writes back what it reads. For the stack it listens at the kernel's end of the TUN device; for the reference,
 //! at the far end of a veth pair (offloads as the kernel sets them), its clients in the other
 //! namespace. The clients: `--async-connections` (default 10,000) connections from one
 //! current-thread runtime, opened 256 at a time (each batch concurrently), `TCP_NODELAY` on the
 //! kernel's; then all of them at once, for `--seconds` (default 3), play ping-pong: each writes
 //! 64 bytes, reads them back, and again, every round trip timed. Reported for each: the round
 //! trips per second of all connections together, the median and the 99th percentile (nearest
-//! rank) of the round trips, how long opening the connections took, and memory: the
-//! process's `VmRSS` increase from before opening to after the ping-pong (client and server
-//! tasks, and for the stack its connections; divided by the connections), and the kernel's
+//! rank) of the round trips, how long opening the connections took, and memory: the bench
+//! process's `VmRSS` increase from before opening to after the ping-pong (the client tasks,
+//! and for the stack its connections; divided by the connections), and the kernel's
 //! TCP memory increase (`/proc/net/sockstat`'s `mem`, pages) over the same span. Ratios: the
 //! stack's p99 over the kernel's (the target: at most 3), its round trips per second over the
 //! kernel's. No thread per connection on either side: both clients are one runtime's tasks.
+//! For the stack's run also: what the kernel sent again (`TcpRetransSegs` of its namespace)
+//! and dropped on the TUN device's queue towards the stack (`tx_dropped`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -27,7 +29,11 @@ use connectx_api::Net;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cli::Options;
-use crate::netns::{start_default_stack, veth_pair, Netns, KERNEL_ADDR, VETH_B_ADDR};
+use crate::netns::{
+    kernel_tcp_counters, kernel_tx_stats, start_default_stack, veth_pair, Netns, KERNEL_ADDR, TUN,
+    VETH_B_ADDR,
+};
+
 use crate::proc::vm_kib;
 use crate::progress;
 use crate::report::{cell, json_num, Part};
@@ -51,6 +57,10 @@ pub struct Run {
     p99_us: f64,
     rss_increase_kib: i64,
     kernel_tcp_pages: i64,
+    /// Segments the kernel sent again, in the stack's runs (`TcpRetransSegs` of its namespace).
+    kernel_retransmitted: Option<u64>,
+    /// Packets the kernel dropped on the TUN device's queue towards the stack.
+    tun_dropped: Option<u64>,
 }
 
 /// The `async` section.
@@ -65,8 +75,9 @@ pub fn run(opts: &Options) -> Result<Async, String> {
         opts,
         &format!("async: {n} concurrent echo connections on one tokio runtime"),
     );
-    // Client and server descriptors of the kernel's run are this process's.
-    tun_driver::kernel::raise_fd_limit(n as u64 * 2 + 1024)
+    // The clients' descriptors of the kernel's run are this process's (the server's are its
+    // child's).
+    tun_driver::kernel::raise_fd_limit(n as u64 + 1024)
         .map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     let stack = stack_run(opts);
     let kernel = kernel_run(opts);
@@ -77,13 +88,29 @@ pub fn run(opts: &Options) -> Result<Async, String> {
 fn stack_run(opts: &Options) -> Result<Run, String> {
     let ns = Netns::new("bench-async")?;
     let net = start_default_stack(&ns, opts.mtu)?;
-    let server = ns.run(|| EchoServer::start(SocketAddr::from((KERNEL_ADDR, PORT))))??;
+    let server = EchoServer::start(
+        &ns,
+        SocketAddr::from((KERNEL_ADDR, PORT)),
+        opts.async_connections,
+    )?;
     let to = server.addr;
     let (n, seconds) = (opts.async_connections, opts.seconds);
     let result = runtime()?.block_on(async {
         let connect =
             |net: Net| async move { connectx_api::tokio::TcpStream::connect(&net, to).await };
         measure(n, seconds, || connect(net.clone())).await
+    });
+    // What the kernel sent again to the stack, and what it dropped on the way (the TUN
+    // device's queue towards the stack).
+    let retransmitted = ns
+        .run(|| kernel_tcp_counters(&["TcpRetransSegs"]))?
+        .ok()
+        .and_then(|c| c.first().map(|&(_, v)| v));
+    let dropped = ns.run(|| kernel_tx_stats(TUN))?.map(|(_, d)| d);
+    let result = result.map(|r| Run {
+        kernel_retransmitted: retransmitted,
+        tun_dropped: dropped,
+        ..r
     });
     drop(server);
     net.stop();
@@ -93,7 +120,11 @@ fn stack_run(opts: &Options) -> Result<Run, String> {
 /// The kernel's run: the same clients on tokio's kernel sockets, over a veth pair.
 fn kernel_run(opts: &Options) -> Result<Run, String> {
     let (clients, servers) = veth_pair(opts.mtu)?;
-    let server = servers.run(|| EchoServer::start(SocketAddr::from((VETH_B_ADDR, PORT))))??;
+    let server = EchoServer::start(
+        &servers,
+        SocketAddr::from((VETH_B_ADDR, PORT)),
+        opts.async_connections,
+    )?;
     let to = server.addr;
     let (n, seconds) = (opts.async_connections, opts.seconds);
     // The clients' sockets must be made in their namespace: the runtime runs on its thread.
@@ -193,6 +224,8 @@ where
         p99_us: rank(0.99),
         rss_increase_kib: rss_after as i64 - rss_before as i64,
         kernel_tcp_pages: pages_after - pages_before,
+        kernel_retransmitted: None,
+        tun_dropped: None,
     })
 }
 
@@ -238,72 +271,104 @@ fn kernel_tcp_pages() -> i64 {
         .unwrap_or(0)
 }
 
-/// A kernel echo server on its own thread (born in the caller's namespace) and runtime; it
-/// stops, closing every connection, when dropped.
+/// The hidden argument that makes the bench binary the echo server: `ARG ADDR CONNECTIONS`.
+pub const ARG: &str = "--internal-async-echo-server";
+
+/// The child's `main`: a kernel echo server (tokio, current-thread, backlog 4,096, a task per
+/// connection) on `ADDR`; it says `ready` on stdout once it listens, and exits when its stdin
+/// closes (so it never outlives the bench).
+pub fn server_main(args: &[String]) -> std::process::ExitCode {
+    let addr = args.first().and_then(|a| a.parse::<SocketAddr>().ok());
+    let connections = args.get(1).and_then(|a| a.parse::<u64>().ok());
+    let (Some(addr), Some(connections)) = (addr, connections) else {
+        eprintln!("bench: {ARG} ADDR CONNECTIONS is internal to the async section");
+        return std::process::ExitCode::from(2);
+    };
+    if let Err(e) = tun_driver::kernel::raise_fd_limit(connections + 1024) {
+        println!("error raising RLIMIT_NOFILE: {e}");
+        return std::process::ExitCode::from(1);
+    }
+    std::thread::spawn(|| {
+        // Stdin closes when the parent goes or drops its end: stop then.
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("error {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let listen = || -> std::io::Result<tokio::net::TcpListener> {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(4096)
+        };
+        let listener = match listen() {
+            Ok(l) => l,
+            Err(e) => {
+                println!("error {addr}: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        };
+        println!("ready");
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// The echo server in a child process, started in a namespace (so its connections' descriptors
+/// are the child's, and the bench holds only the clients'); killed when dropped.
 struct EchoServer {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    child: std::process::Child,
 }
 
 impl EchoServer {
-    fn start(addr: SocketAddr) -> Result<EchoServer, String> {
-        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
-        socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, listening) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let listener = match socket.bind(addr).and_then(|()| socket.listen(4096)) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("{addr}: {e}")));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(()));
-                let serve = async {
-                    while let Ok((mut s, _)) = listener.accept().await {
-                        let _ = s.set_nodelay(true);
-                        tokio::spawn(async move {
-                            let (mut r, mut w) = s.split();
-                            let _ = tokio::io::copy(&mut r, &mut w).await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    () = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
-        listening
-            .recv()
-            .map_err(|_| "the echo server's thread died".to_string())??;
-        Ok(EchoServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+    fn start(ns: &Netns, addr: SocketAddr, connections: usize) -> Result<EchoServer, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().map_err(|e| format!("the bench's own path: {e}"))?;
+        // Spawned from the namespace's thread, the child is born in the namespace.
+        let mut child = ns
+            .run(move || {
+                Command::new(exe)
+                    .arg(ARG)
+                    .arg(addr.to_string())
+                    .arg(connections.to_string())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+            })?
+            .map_err(|e| format!("starting the echo server: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout of the echo server")?;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the echo server did not start: {}", line.trim()));
+        }
+        Ok(EchoServer { addr, child })
     }
 }
 
 impl Drop for EchoServer {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -319,6 +384,14 @@ impl Run {
     fn kernel_per_connection(&self) -> f64 {
         self.kernel_tcp_pages as f64 * 4096.0 / self.connections as f64
     }
+}
+
+fn common_json(v: Option<u64>) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| v.to_string())
+}
+
+fn common_opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -361,14 +434,20 @@ impl Part for Async {
                 }
             }
         }
-        let (s, k) = (self.stack.as_ref().ok(), self.kernel.as_ref().ok());
-        let _ = writeln!(
-            out,
-            "  stack / kernel: p99 {} (target: at most 3), p50 {}, round trips/s {}",
-            cell(ratio(s.map(|r| r.p99_us), k.map(|r| r.p99_us)), 2),
-            cell(ratio(s.map(|r| r.p50_us), k.map(|r| r.p50_us)), 2),
-            cell(ratio(s.map(Run::rate), k.map(Run::rate)), 2)
-        );
+        let k = self.kernel.as_ref().ok();
+        for (name, run) in [("stack", &self.stack)] {
+            let s = run.as_ref().ok();
+            let _ = writeln!(
+                out,
+                "  {name} / kernel: p99 {} (target: at most 3), p50 {}, round trips/s {}; the \
+                 kernel sent {} segments again, dropped {} on the TUN queue",
+                cell(ratio(s.map(|r| r.p99_us), k.map(|r| r.p99_us)), 2),
+                cell(ratio(s.map(|r| r.p50_us), k.map(|r| r.p50_us)), 2),
+                cell(ratio(s.map(Run::rate), k.map(Run::rate)), 2),
+                common_opt(s.and_then(|r| r.kernel_retransmitted)),
+                common_opt(s.and_then(|r| r.tun_dropped))
+            );
+        }
     }
 
     fn json(&self, opts: &Options, out: &mut String) {
@@ -376,7 +455,7 @@ impl Part for Async {
             Ok(r) => format!(
                 "{{\"round_trips\":{},\"seconds\":{:.3},\"round_trips_per_s\":{:.0},\
                  \"p50_us\":{:.0},\"p99_us\":{:.0},\"open_s\":{:.3},\"rss_increase_kib\":{},\
-                 \"kernel_tcp_pages\":{}}}",
+                 \"kernel_tcp_pages\":{},\"kernel_retransmitted\":{},\"tun_dropped\":{}}}",
                 r.round_trips,
                 r.elapsed.as_secs_f64(),
                 r.rate(),
@@ -384,7 +463,9 @@ impl Part for Async {
                 r.p99_us,
                 r.open_time.as_secs_f64(),
                 r.rss_increase_kib,
-                r.kernel_tcp_pages
+                r.kernel_tcp_pages,
+                common_json(r.kernel_retransmitted),
+                common_json(r.tun_dropped)
             ),
             Err(e) => format!("{{\"error\":{}}}", crate::report::json_str(e)),
         };

@@ -92,6 +92,10 @@ fn main() -> ExitCode {
         // Not an option: `scale` runs the kernel reference's echo server so, in a child.
         return echo_process::main(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some(asyncio::ARG) {
+        // Not an option: `async` runs its echo server so, in a child.
+        return asyncio::server_main(&args[1..]);
+    }
     let opts = match cli::parse_args(&args) {
         Ok(Parsed::Run(opts)) => opts,
         Ok(Parsed::Help) => {
