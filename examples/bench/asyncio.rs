@@ -434,20 +434,17 @@ impl Part for Async {
                 }
             }
         }
-        let k = self.kernel.as_ref().ok();
-        for (name, run) in [("stack", &self.stack)] {
-            let s = run.as_ref().ok();
-            let _ = writeln!(
-                out,
-                "  {name} / kernel: p99 {} (target: at most 3), p50 {}, round trips/s {}; the \
-                 kernel sent {} segments again, dropped {} on the TUN queue",
-                cell(ratio(s.map(|r| r.p99_us), k.map(|r| r.p99_us)), 2),
-                cell(ratio(s.map(|r| r.p50_us), k.map(|r| r.p50_us)), 2),
-                cell(ratio(s.map(Run::rate), k.map(Run::rate)), 2),
-                common_opt(s.and_then(|r| r.kernel_retransmitted)),
-                common_opt(s.and_then(|r| r.tun_dropped))
-            );
-        }
+        let (s, k) = (self.stack.as_ref().ok(), self.kernel.as_ref().ok());
+        let _ = writeln!(
+            out,
+            "  stack / kernel: p99 {} (target: at most 3), p50 {}, round trips/s {}; the kernel \
+             sent {} segments again to the stack, dropped {} on the TUN queue",
+            cell(ratio(s.map(|r| r.p99_us), k.map(|r| r.p99_us)), 2),
+            cell(ratio(s.map(|r| r.p50_us), k.map(|r| r.p50_us)), 2),
+            cell(ratio(s.map(Run::rate), k.map(Run::rate)), 2),
+            common_opt(s.and_then(|r| r.kernel_retransmitted)),
+            common_opt(s.and_then(|r| r.tun_dropped))
+        );
     }
 
     fn json(&self, opts: &Options, out: &mut String) {
