@@ -3,7 +3,7 @@
 //! checked on everything it sends and on its tables once everything is closed.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use stack::{
     Cidr, ConnectOptions, CookieKey, Family, FastOpenMode, FastOpenServerConfig, IfaceId, Instant,
@@ -13,10 +13,23 @@ use stack::{
 /// The interface's MTU.
 pub const MTU: usize = 1500;
 
+/// The stack's IPv4 address (on a /24).
+pub const OURS_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The stack's IPv6 address (on a /64).
+pub const OURS_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// The peer the harness connects and sends to, on each family.
+pub const PEER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The IPv6 peer.
+pub const PEER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
 /// The stack's addresses.
 pub fn ours() -> Vec<IpAddr> {
-    vec!["192.0.2.2".parse().unwrap(), "2001:db8::2".parse().unwrap()]
+    vec![OURS_V4.into(), OURS_V6.into()]
 }
+
+/// What `Early`, `Send` and `SendTo` send: a slice of one constant payload, made once for the
+/// whole run (a fresh 64 KiB vector per input cost an allocation and a clear every run).
+static PAYLOAD: [u8; 65535] = [0x61; 65535];
 
 /// The packet path of the harness: hands over the fuzzer's packets, and checks every packet the
 /// stack sends (fits the MTU, valid checksums, a source of ours).
@@ -43,8 +56,10 @@ impl PacketIo for Checked {
     }
 }
 
-/// A stack with small buffers (fast to make), one interface, a Fast Open listener on 7, a
-/// plain IPv6 listener on 80, a datagram socket on 53, and a connection to 192.0.2.1:9.
+/// A stack with small buffers (fast to make and to free, and small enough that the fuzzer's
+/// sends and packets fill them, so the buffer-full paths are reached), one interface, a Fast
+/// Open listener on 7, a plain IPv6 listener on 80, a datagram socket on 53, and a connection
+/// to 192.0.2.1:9.
 pub fn stack() -> (Stack, Vec<SocketId>) {
     let mut config = StackConfig::default();
     config.random_seed = 1;
@@ -57,32 +72,34 @@ pub fn stack() -> (Stack, Vec<SocketId>) {
     let mut st = Stack::new(config);
     let ic = InterfaceConfig::new("fuzz0")
         .mtu(MTU)
-        .address("192.0.2.2/24".parse::<Cidr>().unwrap())
-        .address("2001:db8::2/64".parse::<Cidr>().unwrap());
+        .address(Cidr::new(OURS_V4.into(), 24).unwrap())
+        .address(Cidr::new(OURS_V6.into(), 64).unwrap());
     let id = st.add_interface(ic).unwrap();
     st.add_route(Cidr::default_v4(), id).unwrap();
     st.add_route(Cidr::default_v6(), id).unwrap();
     let mut sockets = Vec::new();
     let l = st.socket(Family::V4, SocketType::Stream);
-    st.bind(l, "192.0.2.2:7".parse().unwrap()).unwrap();
+    st.bind(l, SocketAddr::new(OURS_V4.into(), 7)).unwrap();
     st.listen(l, 16).unwrap();
     let key = CookieKey::from_bytes([7; 16]);
     st.set_fast_open(l, Some(FastOpenServerConfig::new(key)))
         .unwrap();
     sockets.push(l);
     let l6 = st.socket(Family::V6, SocketType::Stream);
-    st.bind(l6, "[::]:80".parse().unwrap()).unwrap();
+    st.bind(l6, SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 80))
+        .unwrap();
     st.listen(l6, 16).unwrap();
     sockets.push(l6);
     let u = st.socket(Family::V4, SocketType::Datagram);
-    st.bind(u, "0.0.0.0:53".parse().unwrap()).unwrap();
+    st.bind(u, SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 53))
+        .unwrap();
     sockets.push(u);
     let c = st.socket(Family::V4, SocketType::Stream);
     let opts = ConnectOptions {
         fast_open: FastOpenMode::Cookie,
         ..ConnectOptions::default()
     };
-    st.connect(c, "192.0.2.1:9".parse().unwrap(), opts, Instant::ZERO)
+    st.connect(c, SocketAddr::new(PEER_V4.into(), 9), opts, Instant::ZERO)
         .unwrap();
     let _ = st.queue_early(c, b"hello");
     sockets.push(c);
@@ -196,14 +213,11 @@ pub fn api(ops: Vec<Op>) {
     let mut now = Instant::ZERO;
     let pick = |sockets: &Vec<SocketId>, s: u8| sockets[usize::from(s) % sockets.len()];
     let peer = |port: u8, v6: bool| -> SocketAddr {
-        if v6 {
-            SocketAddr::new("2001:db8::1".parse().unwrap(), 1 + u16::from(port))
-        } else {
-            SocketAddr::new("192.0.2.1".parse().unwrap(), 1 + u16::from(port))
-        }
+        let ip: IpAddr = if v6 { PEER_V6.into() } else { PEER_V4.into() };
+        SocketAddr::new(ip, 1 + u16::from(port))
     };
     let mut buf = vec![0u8; 4096];
-    let data = vec![0x61u8; 65535];
+    let data = &PAYLOAD;
     for op in ops.into_iter().take(200) {
         match op {
             Op::Socket { v6, datagram } => {
@@ -220,9 +234,9 @@ pub fn api(ops: Vec<Op>) {
             Op::Bind { s, port } => {
                 let id = pick(&sockets, s);
                 let ip: IpAddr = if st.socket_family(id) == Some(Family::V6) {
-                    "::".parse().unwrap()
+                    Ipv6Addr::UNSPECIFIED.into()
                 } else {
-                    "0.0.0.0".parse().unwrap()
+                    Ipv4Addr::UNSPECIFIED.into()
                 };
                 let _ = st.bind(id, SocketAddr::new(ip, u16::from(port)));
             }

@@ -334,14 +334,42 @@ pub fn fix_checksums(pkt: &mut [u8]) {
     }
 }
 
+/// The source of a packet the stack sent must be one of its addresses.
+fn check_source(src: IpAddress, ours: &[IpAddr]) -> Result<(), String> {
+    let src_ip = crate::addr::from_smoltcp(src);
+    if ours.contains(&src_ip) {
+        Ok(())
+    } else {
+        Err(format!("source {src_ip} is not one of ours"))
+    }
+}
+
+/// A fragment the stack built: of a UDP datagram, 8-byte aligned unless the last, within
+/// the datagram limit.
+fn check_fragment(offset: usize, more: bool, len: usize, inner: IpProtocol) -> Result<(), String> {
+    if inner != IpProtocol::Udp {
+        return Err(format!("a fragment of {inner}"));
+    }
+    if more && len % 8 != 0 {
+        return Err(format!("a fragment of {len} bytes that is not the last"));
+    }
+    if len == 0 || offset + len > 8 + crate::fragment::MAX_DATAGRAM {
+        return Err(format!("a fragment of {len} bytes at {offset}"));
+    }
+    Ok(())
+}
+
 /// What must hold of a packet the stack sends on an interface with MTU `mtu` and addresses
 /// `ours`: it fits the MTU, it is IPv4 or IPv6 with a valid header checksum, its TCP, UDP or
-/// ICMP checksum is valid, and its source is one of `ours`. `Err` says what does not.
+/// ICMP checksum is valid, and its source is one of `ours`. A fragment (of a UDP datagram above
+/// the MTU, `crate::fragment`) is checked for its shape: the checksum covers the whole
+/// datagram, which the fragment tests of `crate::fragment` check reassembled. `Err` says what
+/// does not hold.
 pub fn check_emitted(pkt: &[u8], mtu: usize, ours: &[IpAddr]) -> Result<(), String> {
     if pkt.len() > mtu {
         return Err(format!("{} bytes on an MTU of {mtu}", pkt.len()));
     }
-    let (src, dst, proto, payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
+    let (src, dst, mut proto, mut payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
         match pkt.first().map(|b| b >> 4) {
             Some(4) => {
                 let ip = Ipv4Packet::new_checked(pkt).map_err(|e| format!("IPv4: {e}"))?;
@@ -350,11 +378,22 @@ pub fn check_emitted(pkt: &[u8], mtu: usize, ours: &[IpAddr]) -> Result<(), Stri
                 }
                 let end = usize::from(ip.total_len()).min(pkt.len());
                 let start = usize::from(ip.header_len());
+                let payload = pkt.get(start..end).unwrap_or(&[]);
+                if ip.more_frags() || ip.frag_offset() != 0 {
+                    // A fragment of a datagram above the MTU (`crate::fragment`).
+                    check_fragment(
+                        usize::from(ip.frag_offset()),
+                        ip.more_frags(),
+                        payload.len(),
+                        ip.next_header(),
+                    )?;
+                    return check_source(ip.src_addr().into(), ours);
+                }
                 (
                     ip.src_addr().into(),
                     ip.dst_addr().into(),
                     ip.next_header(),
-                    pkt.get(start..end).unwrap_or(&[]),
+                    payload,
                 )
             }
             Some(6) => {
@@ -368,10 +407,27 @@ pub fn check_emitted(pkt: &[u8], mtu: usize, ours: &[IpAddr]) -> Result<(), Stri
             }
             _ => return Err("neither IPv4 nor IPv6".into()),
         };
-    let src_ip = crate::addr::from_smoltcp(src);
-    if !ours.contains(&src_ip) {
-        return Err(format!("source {src_ip} is not one of ours"));
+    if proto == IpProtocol::Ipv6Frag {
+        // RFC 8200 §4.5: next header, reserved, offset (13 bits) and M, identification.
+        let f = payload
+            .get(..8)
+            .ok_or_else(|| "IPv6 Fragment header cut short".to_string())?;
+        let offset_flags = u16::from_be_bytes([f[2], f[3]]);
+        let data = &payload[8..];
+        if usize::from(offset_flags & !7) != 0 || offset_flags & 1 == 1 {
+            check_fragment(
+                usize::from(offset_flags & !7),
+                offset_flags & 1 == 1,
+                data.len(),
+                IpProtocol::from(f[0]),
+            )?;
+            return check_source(src, ours);
+        }
+        // An atomic fragment (offset 0, no more): the whole datagram follows.
+        proto = IpProtocol::from(f[0]);
+        payload = data;
     }
+    check_source(src, ours)?;
     match proto {
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(payload).map_err(|e| format!("TCP: {e}"))?;
@@ -405,4 +461,41 @@ pub fn check_emitted(pkt: &[u8], mtu: usize, ours: &[IpAddr]) -> Result<(), Stri
         other => return Err(format!("protocol {other}")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fragments_the_stack_builds_pass_and_misshapen_ones_do_not() {
+        for (src, dst) in [
+            ("192.0.2.2:5353", "192.0.2.1:53"),
+            ("[2001:db8::2]:5353", "[2001:db8::1]:53"),
+        ] {
+            let (src, dst): (std::net::SocketAddr, std::net::SocketAddr) =
+                (src.parse().unwrap(), dst.parse().unwrap());
+            let ours = [src.ip()];
+            let packets = crate::fragment::udp_packets(src, dst, &[9; 9216], 1500, 77).unwrap();
+            assert_eq!(packets.len(), 7);
+            for p in &packets {
+                assert_eq!(check_emitted(p, 1500, &ours), Ok(()), "{src}");
+            }
+            assert!(check_emitted(&packets[0], 1500, &["192.0.2.9".parse().unwrap()]).is_err());
+            // A first fragment cut to a length that is not a multiple of 8.
+            let mut cut = packets[0].clone();
+            cut.truncate(cut.len() - 3);
+            if src.is_ipv4() {
+                let total = (cut.len() as u16).to_be_bytes();
+                cut[2..4].copy_from_slice(&total);
+                cut[10..12].copy_from_slice(&[0, 0]);
+                let ck = crate::wire::ipv4_header_checksum(&cut[..20]);
+                cut[10..12].copy_from_slice(&ck.to_be_bytes());
+            } else {
+                let len = ((cut.len() - 40) as u16).to_be_bytes();
+                cut[4..6].copy_from_slice(&len);
+            }
+            assert!(check_emitted(&cut, 1500, &ours).is_err(), "{src}");
+        }
+    }
 }
