@@ -6,9 +6,9 @@
 //! - `kernel -> kernel` over a veth pair whose ends live in two more private namespaces (so that
 //!   packets really cross the pair), at the same MTU, with the kernel's offloads on (its
 //!   default: TSO/GSO hand 64 KiB segments across the pair) and off (one skb per packet, as
-//!   over TUN). Offloads are turned off with `ethtool -K … tso off gso off gro off` when
-//!   `ethtool` is installed, else TSO/GSO are capped at one segment with
-//!   `ip link set … gso_max_segs 1` (veth does no GRO unless asked to).
+//!   over TUN). Offloads are turned off with `ethtool -K … tso off gso off gro off`; without
+//!   `ethtool` there is no offloads-off figure (the section says why) and the ratios are to
+//!   the kernel with offloads on.
 //! - `kernel -> kernel` over loopback in the TUN test's namespace, for scale.
 //!
 //! Each run lasts `--seconds` (default 3) from the receiver's first byte; the figure is the
