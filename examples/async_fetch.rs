@@ -13,6 +13,8 @@
 //! Needs root: it makes a network namespace of its own (removed when it exits) with a TUN
 //! device in it, and turns on the kernel's Fast Open server there only.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -112,13 +114,13 @@ fn run(args: &Args) -> Result<(), String> {
         if args.v6 { "2001:db8::2" } else { "192.0.2.2" }
     );
 
-    let passive_before = tcp_ext("TCPFastOpenPassive");
+    let passive_before = common::kernel_counter("TCPFastOpenPassive");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .map_err(|e| e.to_string())?;
     let outcome = rt.block_on(fetch_all(&net, server, args))?;
-    let passive = tcp_ext("TCPFastOpenPassive").saturating_sub(passive_before);
+    let passive = common::kernel_counter("TCPFastOpenPassive").saturating_sub(passive_before);
     let Outcome {
         mut latencies,
         bytes,
@@ -158,7 +160,7 @@ fn run(args: &Args) -> Result<(), String> {
         "TCPFastOpenPassiveFail",
     ]
     .iter()
-    .map(|n| (n, tcp_ext(n)))
+    .map(|n| (n, common::kernel_counter(n)))
     .filter(|(_, v)| *v > 0)
     .map(|(n, v)| format!("{n} {v}"))
     .collect();
@@ -296,21 +298,6 @@ fn spawn_kernel_web_server(addr: SocketAddr) -> Result<(), String> {
         });
     });
     rx.recv().map_err(|e| e.to_string())?
-}
-
-/// A `TcpExt` counter of this namespace's kernel.
-fn tcp_ext(name: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> f64 {
