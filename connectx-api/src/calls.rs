@@ -266,11 +266,7 @@ impl Net {
         fd: Fd,
         op: impl FnOnce(&mut stack::Stack, SocketId) -> io::Result<T>,
     ) -> io::Result<T> {
-        let mut state = self.running()?;
-        let id = Self::desc(&mut state, fd)?.socket;
-        let result = op(&mut state.stack, id);
-        self.shared().release(state);
-        result
+        self.socket_call(fd, false, op)
     }
 
     /// [`Net::on_socket`] for a call a disconnected stream socket refuses with `EINVAL` (XNU:
@@ -280,9 +276,18 @@ impl Net {
         fd: Fd,
         op: impl FnOnce(&mut stack::Stack, SocketId) -> io::Result<T>,
     ) -> io::Result<T> {
+        self.socket_call(fd, true, op)
+    }
+
+    fn socket_call<T>(
+        &self,
+        fd: Fd,
+        live_only: bool,
+        op: impl FnOnce(&mut stack::Stack, SocketId) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut state = self.running()?;
         let d = Self::desc(&mut state, fd)?;
-        if d.disconnected {
+        if live_only && d.disconnected {
             return Err(err(Errno::EINVAL));
         }
         let id = d.socket;
@@ -548,24 +553,35 @@ impl Net {
             fd,
             move |d| d.send_timeout.filter(|_| with_data),
             Errno::EINPROGRESS,
-            |state| match state.stack.connect_status(id) {
+            |state| {
                 // `disconnectx` from another thread ended this attempt (the descriptor now
                 // holds a fresh socket).
-                _ if state.fds.get(fd).is_some_and(|d| d.socket != id) => {
-                    Err(err(Errno::ECONNABORTED))
+                if state.fds.get(fd).is_some_and(|d| d.socket != id) {
+                    return Err(err(Errno::ECONNABORTED));
                 }
-                Some(ConnectStatus::InProgress) => Ok(Wait::Again),
-                Some(ConnectStatus::Connected) | None => Ok(Wait::Done(())),
-                Some(ConnectStatus::Failed(_)) => {
-                    let e = state
-                        .stack
-                        .take_error(id)
-                        .map(Errno::from)
-                        .unwrap_or(Errno::ECONNREFUSED);
-                    Err(err(e))
+                match Self::connect_outcome(state, id) {
+                    None => Ok(Wait::Again),
+                    Some(r) => r.map(Wait::Done),
                 }
             },
         )
+    }
+
+    /// The outcome of socket `id`'s connection attempt: `None` while it is under way; its
+    /// error (reported once, as `SO_ERROR`) if it failed.
+    pub(crate) fn connect_outcome(state: &mut State, id: SocketId) -> Option<io::Result<()>> {
+        match state.stack.connect_status(id) {
+            Some(ConnectStatus::InProgress) => None,
+            Some(ConnectStatus::Connected) | None => Some(Ok(())),
+            Some(ConnectStatus::Failed(_)) => {
+                let e = state
+                    .stack
+                    .take_error(id)
+                    .map(Errno::from)
+                    .unwrap_or(Errno::ECONNREFUSED);
+                Some(Err(err(e)))
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

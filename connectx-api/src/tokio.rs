@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use stack::{ConnectStatus, Family, FastOpenInfo, FastOpenServerConfig, Shutdown, SocketType};
+use stack::{Family, FastOpenInfo, FastOpenServerConfig, Shutdown, SocketType};
 
 use crate::calls::{SaEndpoints, CONNECT_RESUME_ON_READ_WRITE, SAE_ASSOCID_ANY};
 use crate::errno::Errno;
@@ -182,18 +182,7 @@ impl Shared {
                 return Err(err(Errno::ENETDOWN));
             }
             let id = Net::descriptor(&mut state, self.fd)?.socket;
-            match state.stack.connect_status(id) {
-                Some(ConnectStatus::InProgress) => Err(err(Errno::EAGAIN)),
-                Some(ConnectStatus::Connected) | None => Ok(()),
-                Some(ConnectStatus::Failed(_)) => {
-                    let e = state
-                        .stack
-                        .take_error(id)
-                        .map(Errno::from)
-                        .unwrap_or(Errno::ECONNREFUSED);
-                    Err(err(e))
-                }
-            }
+            Net::connect_outcome(&mut state, id).unwrap_or_else(|| Err(err(Errno::EAGAIN)))
         })
     }
 }
