@@ -33,6 +33,8 @@ pub enum StartError {
     Interface(InterfaceError),
     /// `peer` on a descriptor with no kernel interface of ours to configure.
     NoKernelSide(String),
+    /// Offload asked for together with an impairment, which acts on single packets.
+    OffloadImpaired,
     /// The runtime thread could not start.
     Io(std::io::Error),
 }
@@ -60,6 +62,10 @@ impl fmt::Display for StartError {
                     "{dev} has no kernel interface to give a peer address to (a socket descriptor)"
                 )
             }
+            StartError::OffloadImpaired => write!(
+                f,
+                "offload cannot be on with an impairment (it acts on packets as they are on the wire): turn one off"
+            ),
             StartError::Io(e) => write!(f, "cannot start the runtime thread: {e}"),
         }
     }
@@ -112,6 +118,7 @@ pub struct NetBuilder {
     capture: Option<Box<dyn std::io::Write + Send>>,
     impairment: Option<Impairment>,
     cookie_file: Option<std::path::PathBuf>,
+    offload: Option<bool>,
 }
 
 impl fmt::Debug for NetBuilder {
@@ -220,6 +227,17 @@ impl NetBuilder {
         self
     }
 
+    /// Segmentation offload on the devices: TCP segments of up to 64 KB cross the TUN device
+    /// in one system call each way, and the kernel cuts and checksums them (a virtio-net header,
+    /// `IFF_VNET_HDR`). The default is on where the device allows it (a TUN device this
+    /// builder creates, or a descriptor set up with a virtio-net header) and off with an
+    /// impairment, which acts on packets as they are on the wire. `true` makes a device that
+    /// cannot have it, or an impairment, an error at [`start`](NetBuilder::start).
+    pub fn offload(mut self, on: bool) -> Self {
+        self.offload = Some(on);
+        self
+    }
+
     /// Keep the client cookie cache in `path`: loaded at start, saved (to a temporary file,
     /// then renamed over it) after each change. A missing file is an empty cache; an unreadable
     /// or corrupt one too, with a warning from [`Net::take_cookie_cache_warnings`].
@@ -243,6 +261,11 @@ impl NetBuilder {
         let impairment = self.impairment.unwrap_or_default();
         // Checked before any device is touched.
         impairment.validate().map_err(StartError::Impairment)?;
+        let offload = match self.offload {
+            Some(true) if !impairment.is_none() => return Err(StartError::OffloadImpaired),
+            Some(on) => on,
+            None => impairment.is_none(),
+        };
         let capture = match (self.capture, &self.pcap) {
             (Some(out), _) => Some(out),
             (None, Some(path)) => {
@@ -264,11 +287,21 @@ impl NetBuilder {
         let mut devices = Vec::new();
         let mut links = Vec::new();
         for (n, spec) in self.devices.into_iter().enumerate() {
-            let device = match spec.source {
+            let mut device = match spec.source {
+                // A kernel without TSO on TUN devices: without offload, unless it was asked for.
+                Source::Tun(name) if offload => match Device::create_offload(&name) {
+                    Err(tun_driver::Error::Unsupported(_)) if self.offload.is_none() => {
+                        Device::create(&name)?
+                    }
+                    other => other?,
+                },
                 Source::Tun(name) => Device::create(&name)?,
                 Source::Fd(fd) => Device::adopt_fd(fd)?,
                 Source::Device(d) => d,
             };
+            if device.vnet_header() || self.offload == Some(true) {
+                device.set_offload(offload)?;
+            }
             let addresses = spec
                 .addresses
                 .iter()
@@ -326,7 +359,8 @@ impl NetBuilder {
             };
             let mut config = InterfaceConfig::new(name)
                 .kernel_index(device.ifindex())
-                .mtu(mtu);
+                .mtu(mtu)
+                .offload(device.offload());
             config.addresses = addresses;
             let id = stack.add_interface(config).map_err(StartError::Interface)?;
             for r in routes {
@@ -335,12 +369,24 @@ impl NetBuilder {
             links.push(device.link());
             devices.push(device);
         }
-        let mtus = stack.interfaces().iter().map(|i| i.mtu).collect();
+        let mtus: Vec<usize> = stack.interfaces().iter().map(|i| i.mtu).collect();
+        // The largest packet read from each device: a super-packet with offload.
+        let frames = devices
+            .iter()
+            .zip(&mtus)
+            .map(|(d, &mtu)| {
+                if d.offload() {
+                    stack::offload::MAX_PACKET
+                } else {
+                    mtu
+                }
+            })
+            .collect();
         let burst = stack.config().rx_burst;
         // An impairment holds packets on the runtime's clock: only the runtime writes then.
         let inline_sends = impairment.is_none();
-        let impaired =
-            Impaired::new(Devices::new(devices), impairment).map_err(StartError::Impairment)?;
+        let impaired = Impaired::new(Devices::new(devices, mtus), impairment)
+            .map_err(StartError::Impairment)?;
         let clock = Clock::new();
         let io = match capture {
             Some(out) => {
@@ -356,7 +402,7 @@ impl NetBuilder {
             Shared::new(
                 clock,
                 State::new(stack, cookie_warnings),
-                IoSide::new(io, mtus, burst),
+                IoSide::new(io, frames, burst),
                 inline_sends,
                 links,
             )

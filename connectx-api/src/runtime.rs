@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use stack::capture::Capture;
 use stack::impair::Impaired;
+use stack::offload::{self, Gso, RxMeta};
 use stack::{IfaceId, PacketIo};
+use tun_driver::vnet::{self, VnetHeader};
 use tun_driver::{wait_readable, Device};
 
 use crate::cookies::CookieFile;
@@ -34,24 +36,81 @@ use crate::net::{Clock, Shared};
 /// readable and until it answers "nothing now".
 pub(crate) struct Devices {
     pub(crate) devices: Vec<Device>,
+    /// Each device's MTU: what the device cuts a super-packet to.
+    mtus: Vec<usize>,
     readable: Vec<bool>,
     /// Devices that failed (a socketpair whose other end closed): no longer polled, or `poll(2)`
     /// would report them forever.
     dead: Vec<bool>,
     errors: u64,
     dropped: u64,
+    /// Packets dropped for what the device said of them (offload metadata the stack does not
+    /// take, or that does not fit the packet).
+    pub(crate) offload_rejected: u64,
 }
 
 impl Devices {
-    pub(crate) fn new(devices: Vec<Device>) -> Devices {
+    pub(crate) fn new(devices: Vec<Device>, mtus: Vec<usize>) -> Devices {
         let n = devices.len();
         Devices {
             devices,
+            mtus,
             readable: vec![true; n],
             dead: vec![false; n],
             errors: 0,
             dropped: 0,
+            offload_rejected: 0,
         }
+    }
+
+    /// One packet from an offload device, its virtio-net header checked and its checksum
+    /// filled in; packets whose header does not fit are dropped and counted.
+    fn recv_offload(&mut self, iface: IfaceId, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        loop {
+            let Some((h, n)) = self.devices[iface.0].recv_offload(buf)? else {
+                return Ok(None);
+            };
+            let meta = RxMeta {
+                gso: match h.gso_type & !vnet::GSO_ECN {
+                    vnet::GSO_NONE => Gso::None,
+                    vnet::GSO_TCPV4 => Gso::TcpV4,
+                    vnet::GSO_TCPV6 => Gso::TcpV6,
+                    other => Gso::Other(other),
+                },
+                hdr_len: h.hdr_len,
+                gso_size: h.gso_size,
+                partial: (h.flags & vnet::F_NEEDS_CSUM != 0)
+                    .then_some((h.csum_start, h.csum_offset)),
+            };
+            match offload::accept(&mut buf[..n], &meta) {
+                Ok(()) => return Ok(Some(n)),
+                Err(_) => self.offload_rejected += 1,
+            }
+        }
+    }
+
+    /// One packet to an offload device: a TCP packet with a partial checksum (and, above the
+    /// MTU, the segment size the kernel cuts it to), anything else as it is.
+    fn send_offload(&self, iface: IfaceId, packet: &[u8]) -> std::io::Result<bool> {
+        let device = &self.devices[iface.0];
+        let mut head = [0u8; offload::MAX_HEADERS];
+        let Some(m) = offload::transmit(packet, self.mtus[iface.0], &mut head) else {
+            return device.send_offload(&VnetHeader::default(), &[packet]);
+        };
+        let h = usize::from(m.hdr_len);
+        let header = VnetHeader {
+            flags: vnet::F_NEEDS_CSUM,
+            gso_type: match m.gso {
+                Gso::TcpV4 => vnet::GSO_TCPV4,
+                Gso::TcpV6 => vnet::GSO_TCPV6,
+                _ => vnet::GSO_NONE,
+            },
+            hdr_len: m.hdr_len,
+            gso_size: m.gso_size,
+            csum_start: m.partial.0,
+            csum_offset: m.partial.1,
+        };
+        device.send_offload(&header, &[&head[..h], &packet[h..]])
     }
 }
 
@@ -60,7 +119,13 @@ impl PacketIo for Devices {
         if !self.readable[iface.0] {
             return None;
         }
-        match self.devices[iface.0].recv(buf) {
+        let device = &self.devices[iface.0];
+        let got = if device.vnet_header() {
+            self.recv_offload(iface, buf)
+        } else {
+            device.recv(buf)
+        };
+        match got {
             Ok(Some(n)) => Some(n),
             Ok(None) => {
                 self.readable[iface.0] = false;
@@ -78,7 +143,13 @@ impl PacketIo for Devices {
     }
 
     fn send(&mut self, iface: IfaceId, packet: &[u8]) {
-        match self.devices[iface.0].send(packet) {
+        let device = &self.devices[iface.0];
+        let sent = if device.vnet_header() {
+            self.send_offload(iface, packet)
+        } else {
+            device.send(packet)
+        };
+        match sent {
             Ok(true) => {}
             // The kernel's queue is full: the packet is lost, as on a wire; TCP retransmits.
             Ok(false) | Err(_) => self.dropped += 1,
@@ -90,17 +161,27 @@ impl PacketIo for Devices {
 /// the impairment, the devices. Either decorator costs one branch per packet when off.
 pub(crate) type PacketPath = Capture<Impaired<Devices>>;
 
-/// Packets in one direction, in one buffer.
+/// Packets in one direction, in one buffer. The buffer only grows (`used` bytes of it hold
+/// packets), so that reading into room for a 64 KB packet does not zero 64 KB each time.
 #[derive(Default)]
 pub(crate) struct Queue {
     bytes: Vec<u8>,
+    used: usize,
     items: Vec<(IfaceId, Range<usize>)>,
 }
 
 impl Queue {
     fn clear(&mut self) {
-        self.bytes.clear();
+        self.used = 0;
         self.items.clear();
+    }
+
+    /// Room for `n` more bytes after the packets held.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        if self.bytes.len() < self.used + n {
+            self.bytes.resize(self.used + n, 0);
+        }
+        &mut self.bytes[self.used..self.used + n]
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -112,25 +193,23 @@ impl Queue {
     }
 
     fn push(&mut self, iface: IfaceId, packet: &[u8]) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(packet);
-        self.items.push((iface, start..self.bytes.len()));
+        let start = self.used;
+        self.room(packet.len()).copy_from_slice(packet);
+        self.used += packet.len();
+        self.items.push((iface, start..self.used));
     }
 
-    /// Read one packet from `io` into the queue; false when `iface` has none now.
-    fn read_from(&mut self, io: &mut PacketPath, iface: IfaceId, mtu: usize) -> bool {
-        let start = self.bytes.len();
-        self.bytes.resize(start + mtu, 0);
-        match io.recv(iface, &mut self.bytes[start..]) {
+    /// Read one packet of at most `max` bytes from `io` into the queue; false when `iface` has
+    /// none now.
+    fn read_from(&mut self, io: &mut PacketPath, iface: IfaceId, max: usize) -> bool {
+        let start = self.used;
+        match io.recv(iface, self.room(max)) {
             Some(n) => {
-                self.bytes.truncate(start + n.min(mtu));
-                self.items.push((iface, start..self.bytes.len()));
+                self.used += n.min(max);
+                self.items.push((iface, start..self.used));
                 true
             }
-            None => {
-                self.bytes.truncate(start);
-                false
-            }
+            None => false,
         }
     }
 

@@ -141,6 +141,12 @@ pub struct InterfaceConfig {
     pub mtu: usize,
     /// The stack's own addresses on this interface.
     pub addresses: Vec<Cidr>,
+    /// The device takes TCP packets of up to 64 KB and cuts them into segments of the MTU
+    /// itself, and may hand over such packets (segmentation offload: a TUN device with a
+    /// virtio-net header, whose metadata the caller handles with [`crate::offload`]). smoltcp
+    /// then writes segments as large as the window allows to peers that take full-sized ones.
+    /// Off by default.
+    pub offload: bool,
 }
 
 impl InterfaceConfig {
@@ -151,6 +157,7 @@ impl InterfaceConfig {
             kernel_index: None,
             mtu: 1500,
             addresses: Vec::new(),
+            offload: false,
         }
     }
 
@@ -163,6 +170,12 @@ impl InterfaceConfig {
     /// Set the MTU.
     pub fn mtu(mut self, mtu: usize) -> Self {
         self.mtu = mtu;
+        self
+    }
+
+    /// Turn segmentation offload on or off (see [`offload`](InterfaceConfig::offload)).
+    pub fn offload(mut self, on: bool) -> Self {
+        self.offload = on;
         self
     }
 

@@ -91,6 +91,16 @@ impl std::fmt::Debug for Iface {
 }
 
 impl Iface {
+    /// The largest packet smoltcp reads or writes here: the MTU, or 64 KB with offload.
+    pub(crate) fn frame(&self) -> usize {
+        frame_of(&self.config)
+    }
+
+    /// The wire's MTU when the device cuts super-packets (offload), for the MSS translation.
+    pub(crate) fn offload_mtu(&self) -> Option<usize> {
+        self.config.offload.then_some(self.config.mtu)
+    }
+
     /// Whether `ip` is one of this interface's addresses.
     pub(crate) fn owns(&self, ip: &IpAddr) -> bool {
         self.config.addresses.iter().any(|c| c.addr() == *ip)
@@ -112,7 +122,9 @@ impl Iface {
     pub(crate) fn new(config: InterfaceConfig, seed: u64) -> Iface {
         let mut smol_config = Config::new(HardwareAddress::Ip);
         smol_config.random_seed = seed;
-        let mut probe = Probe { mtu: config.mtu };
+        let mut probe = Probe {
+            mtu: frame_of(&config),
+        };
         // smoltcp keeps no timer of its own for an IP-medium interface; every poll passes the
         // time.
         let mut iface = Interface::new(smol_config, &mut probe, Instant::ZERO);
@@ -147,6 +159,14 @@ impl Iface {
             rx_packets: 0,
             tx_packets: 0,
         }
+    }
+}
+
+fn frame_of(config: &InterfaceConfig) -> usize {
+    if config.offload {
+        crate::offload::MAX_PACKET
+    } else {
+        config.mtu
     }
 }
 
@@ -193,6 +213,8 @@ pub(crate) struct ConnLayers<'a> {
     pub(crate) conn: &'a mut TcpConn,
     pub(crate) fo: &'a mut fastopen::Layer,
     pub(crate) recovery: &'a mut recovery::Layer,
+    /// The wire's MTU on an offload interface, whose SYNs get their MSS option translated.
+    pub(crate) offload: Option<usize>,
 }
 
 /// smoltcp's view of one interface while it handles one shard (or the interface's default set):
@@ -275,7 +297,16 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
 /// again on its own), then the records the stack keeps from the wire (the SYN's sequence
 /// number for ICMP, the sequence numbers for TIME-WAIT). Returns the segment's new length.
 fn egress_layers(l: &mut ConnLayers<'_>, buf: &mut [u8], len: usize, now: Instant) -> usize {
-    let ConnLayers { conn, fo, recovery } = l;
+    let ConnLayers {
+        conn,
+        fo,
+        recovery,
+        offload,
+    } = l;
+    if let Some(mtu) = *offload {
+        // smoltcp's MSS comes from its 64 KB MTU: peers get the wire's.
+        crate::offload::lower_mss(buf.get_mut(..len).unwrap_or(&mut []), mtu);
+    }
     let Some(mut t) = wire::parse(buf.get(..len).unwrap_or(&[])) else {
         return len;
     };

@@ -48,6 +48,7 @@ mod icmp;
 mod ids;
 mod iface;
 pub mod impair;
+pub mod offload;
 mod ports;
 pub mod recovery;
 pub mod route;

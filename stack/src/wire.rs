@@ -305,15 +305,24 @@ pub(crate) fn without_option(opts: &[u8], kind: u8) -> Vec<u8> {
     out
 }
 
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// `acc` plus the one's-complement sum of `data` as big-endian 16-bit words (an odd last byte
+/// padded with zero). Sums native 32-bit words into 64 bits and swaps once at the end (RFC 1071
+/// §2's byte-order independence): this runs over every byte of a 64 KB offload segment.
+pub(crate) fn sum16(data: &[u8], acc: u32) -> u32 {
+    let mut wide: u64 = 0;
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        wide += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let mut last = [0u8; 4];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    wide += u64::from(u32::from_ne_bytes(last));
+    while wide > 0xffff {
+        wide = (wide & 0xffff) + (wide >> 16);
     }
-    acc
+    // A native 16-bit sum is the big-endian one with its bytes swapped.
+    let native = wide as u16;
+    acc + u32::from(u16::from_be(native))
 }
 
 fn fold(mut acc: u32) -> u16 {
@@ -321,6 +330,35 @@ fn fold(mut acc: u32) -> u16 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     !(acc as u16)
+}
+
+/// A one's-complement sum folded to 16 bits, not complemented.
+pub(crate) fn fold_sum(acc: u32) -> u16 {
+    !fold(acc)
+}
+
+/// Set the 16-bit word at byte `at` of a parsed segment's TCP header (an even offset from its
+/// start, as every option value the stack rewrites is) to `value`, updating the checksum for
+/// that word only (RFC 1624): a bad checksum stays bad.
+pub(crate) fn replace_word(pkt: &mut [u8], t: &Tcp, at: usize, value: u16) {
+    let s = t.ip_len;
+    let (Some(ck), Some(old)) = (be16(pkt, s + 16), be16(pkt, at)) else {
+        return;
+    };
+    if at < s + 20 || at + 2 > s + t.hdr_len {
+        return;
+    }
+    let ck = if (at - s) % 2 == 0 {
+        adjust_checksum(ck, u32::from(old), u32::from(value))
+    } else {
+        adjust_checksum(
+            ck,
+            u32::from(old.swap_bytes()),
+            u32::from(value.swap_bytes()),
+        )
+    };
+    pkt[at..at + 2].copy_from_slice(&value.to_be_bytes());
+    pkt[s + 16..s + 18].copy_from_slice(&ck.to_be_bytes());
 }
 
 /// Recompute the TCP checksum (and the IPv4 header checksum) of a well-formed packet.

@@ -7,7 +7,12 @@ use libc::{c_int, c_short};
 
 use crate::config::{validate_name, Link};
 use crate::sys::{self, IfReq, IfReqIoctl};
+use crate::vnet::VnetHeader;
 use crate::{ifindex_of, Error};
+
+/// The offloads a TUN device with a virtio-net header is given: the kernel may hand over TCP
+/// segments of up to 64 KB (IPv4 and IPv6) and leave transport checksums to fill.
+const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
 /// Socket buffer size [`Device::pair`] asks for, so that bursts are not dropped.
 const PAIR_BUFFER_BYTES: c_int = 4 << 20;
@@ -34,6 +39,10 @@ pub struct Device {
     seqpacket: bool,
     name: Option<String>,
     ifindex: Option<u32>,
+    /// Size of the virtio-net header before each packet (`IFF_VNET_HDR`); 0 without one.
+    vnet: usize,
+    /// Whether the kernel may hand over super-packets and partial checksums (`TUNSETOFFLOAD`).
+    offloads: bool,
 }
 
 impl Device {
@@ -52,7 +61,21 @@ impl Device {
     /// single-queue TUN device; [`Error::Io`] otherwise, e.g. `EBUSY` when another process has
     /// the device open.
     pub fn create(name: &str) -> Result<Device, Error> {
-        Device::open_tun(name, "creating")
+        Device::open_tun(name, "creating", false)
+    }
+
+    /// Creates TUN device `name` as [`create`](Device::create) does, with a virtio-net header
+    /// before every packet (`IFF_VNET_HDR`) and segmentation and checksum offload on
+    /// (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): the kernel hands over TCP segments of up to
+    /// 64 KB with their checksums left to fill, and takes such segments to cut itself. Use
+    /// [`recv_offload`](Device::recv_offload) and [`send_offload`](Device::send_offload) to see
+    /// and give the header.
+    ///
+    /// # Errors
+    /// As [`create`](Device::create); [`Error::Unsupported`] if the kernel refuses the
+    /// offloads.
+    pub fn create_offload(name: &str) -> Result<Device, Error> {
+        Device::open_tun(name, "creating", true)
     }
 
     /// Attaches to the existing TUN device `name`, typically a persistent one made with
@@ -64,7 +87,7 @@ impl Device {
     pub fn attach(name: &str) -> Result<Device, Error> {
         validate_name(name)?;
         ifindex_of(name)?;
-        Device::open_tun(name, "attaching to")
+        Device::open_tun(name, "attaching to", false)
     }
 
     /// Adopts an already-open descriptor by number, e.g. one inherited for `--fd N`.
@@ -72,8 +95,9 @@ impl Device {
     /// This takes ownership: the descriptor is closed when the `Device` is dropped, or right
     /// away if it is rejected, so nothing else may own or close it (prefer
     /// `Device::try_from(OwnedFd)` when you have one). A TUN descriptor must be set up with
-    /// `IFF_TUN | IFF_NO_PI`; its name comes from the kernel and its index is looked up by name
-    /// in the calling thread's namespace. Otherwise it must be a `SOCK_SEQPACKET` or
+    /// `IFF_TUN | IFF_NO_PI` (and may have `IFF_VNET_HDR`, in which case it gets the offloads
+    /// of [`create_offload`](Device::create_offload)); its name comes from the kernel and its
+    /// index is looked up by name in the calling thread's namespace. Otherwise it must be a `SOCK_SEQPACKET` or
     /// `SOCK_DGRAM` socket. The descriptor is made non-blocking and close-on-exec.
     ///
     /// # Errors
@@ -111,6 +135,8 @@ impl Device {
             seqpacket: true,
             name: None,
             ifindex: None,
+            vnet: 0,
+            offloads: false,
         };
         Ok((device(a), device(b)))
     }
@@ -130,6 +156,37 @@ impl Device {
         self.ifindex
     }
 
+    /// Whether offload is on: the kernel may hand over 64 KB TCP segments with partial
+    /// checksums, and takes them (see [`create_offload`](Device::create_offload)).
+    pub fn offload(&self) -> bool {
+        self.offloads
+    }
+
+    /// Whether packets carry a virtio-net header (`IFF_VNET_HDR`), offload on or off.
+    pub fn vnet_header(&self) -> bool {
+        self.vnet != 0
+    }
+
+    /// Turn offload on or off on a device with a virtio-net header (`TUNSETOFFLOAD`). With it
+    /// off the header stays, all zero from the kernel.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] to turn it on for a device without a virtio-net header;
+    /// [`Error::Io`] if the kernel refuses.
+    pub fn set_offload(&mut self, on: bool) -> Result<(), Error> {
+        if on && self.vnet == 0 {
+            return Err(Error::Unsupported(
+                "offload needs a TUN device with a virtio-net header (IFF_VNET_HDR)".into(),
+            ));
+        }
+        if self.kind == DeviceKind::Tun {
+            sys::tun_set_offload(self.fd.as_fd(), if on { OFFLOADS } else { 0 })
+                .map_err(|e| Error::io("TUNSETOFFLOAD", e))?;
+        }
+        self.offloads = on;
+        Ok(())
+    }
+
     /// The kernel side of a TUN device, to configure it; `None` for a packet socket.
     pub fn link(&self) -> Option<Link> {
         Some(Link::new(self.name.clone()?, self.ifindex?))
@@ -146,6 +203,9 @@ impl Device {
     /// [`io::ErrorKind::UnexpectedEof`] when the peer of a `SOCK_SEQPACKET` socket has closed
     /// its end.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if self.vnet != 0 {
+            return Ok(self.recv_offload(buf)?.map(|(_, n)| n));
+        }
         let fd = self.fd.as_fd();
         let result = sys::retry_eintr(|| match self.kind {
             DeviceKind::Tun => sys::read(fd, buf),
@@ -170,11 +230,89 @@ impl Device {
     /// Any other error of `write(2)`/`send(2)` (`EINTR` is retried), e.g. `EINVAL` for a TUN
     /// write that is no valid IP packet, or `EPIPE` when the peer socket is closed.
     pub fn send(&self, packet: &[u8]) -> io::Result<bool> {
+        if self.vnet != 0 {
+            return self.send_offload(&VnetHeader::default(), &[packet]);
+        }
         let fd = self.fd.as_fd();
         let result = sys::retry_eintr(|| match self.kind {
             DeviceKind::Tun => sys::write(fd, packet),
             DeviceKind::PacketSocket => sys::send(fd, packet, 0),
         });
+        Device::sent(result)
+    }
+
+    /// Reads one packet and its virtio-net header, on a device with [`offload`](Device::offload)
+    /// on (a device without gives an all-zero header): `Ok(Some((header, n)))`, or `Ok(None)`
+    /// if there is none right now. The packet may be a TCP super-packet of up to 64 KB whose
+    /// checksum is partial; give a buffer of 65,535 bytes. The header comes from the kernel and
+    /// is passed on as it is: checking it against the packet is the caller's part.
+    ///
+    /// # Errors
+    /// As [`recv`](Device::recv).
+    pub fn recv_offload(&self, buf: &mut [u8]) -> io::Result<Option<(VnetHeader, usize)>> {
+        if self.vnet == 0 {
+            return Ok(self.recv(buf)?.map(|n| (VnetHeader::default(), n)));
+        }
+        // The header the device was set up with; a larger one (e.g. with `num_buffers`) ends
+        // with fields this crate does not use.
+        let mut head = [0u8; 24];
+        let vnet = self.vnet.min(head.len());
+        let fd = self.fd.as_fd();
+        match sys::retry_eintr(|| sys::read2(fd, &mut head[..vnet], buf)) {
+            Ok(n) if n < vnet => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a TUN read shorter than its virtio-net header",
+            )),
+            Ok(n) => {
+                let mut h = [0; VnetHeader::LEN];
+                h.copy_from_slice(&head[..VnetHeader::LEN]);
+                Ok(Some((VnetHeader::decode(&h), (n - vnet).min(buf.len()))))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes one packet, given in up to three `parts` (e.g. rewritten headers and the payload
+    /// they belong to), after virtio-net header `header`, on a device with
+    /// [`offload`](Device::offload) on; on a device without, the header must be all zero and
+    /// the parts go out as one packet. Results as [`send`](Device::send).
+    ///
+    /// # Errors
+    /// As [`send`](Device::send); `EINVAL` from the kernel for a header it rejects (a GSO type
+    /// it does not know, a checksum offset outside the packet), and [`io::ErrorKind::InvalidInput`]
+    /// for a non-zero header on a device without offload, or more than three parts.
+    pub fn send_offload(&self, header: &VnetHeader, parts: &[&[u8]]) -> io::Result<bool> {
+        if parts.len() > 3 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a packet in more than three parts",
+            ));
+        }
+        let fd = self.fd.as_fd();
+        if self.vnet == 0 {
+            if *header != VnetHeader::default() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a virtio-net header for a device without offload",
+                ));
+            }
+            if let [packet] = parts {
+                return self.send(packet);
+            }
+            let packet = parts.concat();
+            return self.send(&packet);
+        }
+        let mut head = [0u8; 24];
+        let vnet = self.vnet.min(head.len());
+        head[..VnetHeader::LEN].copy_from_slice(&header.encode());
+        let mut all: [&[u8]; 4] = [&head[..vnet], &[], &[], &[]];
+        all[1..=parts.len()].copy_from_slice(parts);
+        let result = sys::retry_eintr(|| sys::write_parts(fd, &all[..=parts.len()]));
+        Device::sent(result)
+    }
+
+    fn sent(result: io::Result<usize>) -> io::Result<bool> {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -183,7 +321,7 @@ impl Device {
         }
     }
 
-    fn open_tun(name: &str, verb: &str) -> Result<Device, Error> {
+    fn open_tun(name: &str, verb: &str, offload: bool) -> Result<Device, Error> {
         validate_name(name)?;
         let fd = sys::open_tun().map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => Error::NoTunDevice,
@@ -194,7 +332,8 @@ impl Device {
         })?;
 
         let mut req = IfReq::new(name);
-        req.set_flags((libc::IFF_TUN | libc::IFF_NO_PI) as c_short);
+        let vnet_flag = if offload { libc::IFF_VNET_HDR } else { 0 };
+        req.set_flags((libc::IFF_TUN | libc::IFF_NO_PI | vnet_flag) as c_short);
         req.ioctl(fd.as_fd(), IfReqIoctl::TunSetIff)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EPERM | libc::EACCES) => Error::PermissionDenied {
@@ -211,8 +350,20 @@ impl Device {
             })?;
         let name = req.name();
 
-        sys::tun_set_offload(fd.as_fd(), 0)
-            .map_err(|e| Error::io(format!("TUNSETOFFLOAD on {name}"), e))?;
+        let vnet = if offload {
+            sys::tun_set_offload(fd.as_fd(), OFFLOADS).map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => Error::Unsupported(format!(
+                    "the kernel refuses segmentation offload (TSO) on TUN device {name}"
+                )),
+                _ => Error::io(format!("TUNSETOFFLOAD on {name}"), e),
+            })?;
+            sys::tun_vnet_header_size(fd.as_fd())
+                .map_err(|e| Error::io(format!("TUNGETVNETHDRSZ on {name}"), e))?
+        } else {
+            sys::tun_set_offload(fd.as_fd(), 0)
+                .map_err(|e| Error::io(format!("TUNSETOFFLOAD on {name}"), e))?;
+            0
+        };
         let ifindex = sys::if_nametoindex(&name)
             .map_err(|e| Error::io(format!("looking up the index of {name}"), e))?;
         Ok(Device {
@@ -221,6 +372,8 @@ impl Device {
             seqpacket: false,
             name: Some(name),
             ifindex: Some(ifindex),
+            vnet,
+            offloads: offload,
         })
     }
 }
@@ -232,12 +385,14 @@ impl TryFrom<OwnedFd> for Device {
     fn try_from(fd: OwnedFd) -> Result<Device, Error> {
         let raw = fd.as_raw_fd();
         let device = match tun_interface(fd.as_fd(), raw)? {
-            Some((name, ifindex)) => Device {
+            Some((name, ifindex, vnet)) => Device {
                 fd,
                 kind: DeviceKind::Tun,
                 seqpacket: false,
                 name: Some(name),
                 ifindex,
+                vnet,
+                offloads: vnet != 0,
             },
             None => match sys::socket_type(fd.as_fd()) {
                 Ok(ty @ (libc::SOCK_SEQPACKET | libc::SOCK_DGRAM)) => Device {
@@ -246,6 +401,8 @@ impl TryFrom<OwnedFd> for Device {
                     seqpacket: ty == libc::SOCK_SEQPACKET,
                     name: None,
                     ifindex: None,
+                    vnet: 0,
+                    offloads: false,
                 },
                 _ => {
                     return Err(Error::Unsupported(format!(
@@ -260,16 +417,23 @@ impl TryFrom<OwnedFd> for Device {
         sys::set_cloexec(fd)
             .map_err(|e| Error::io(format!("setting FD_CLOEXEC on descriptor {raw}"), e))?;
         if device.kind == DeviceKind::Tun {
-            // Best effort, as for a created device: stale offloads would hand us GSO packets.
-            let _ = sys::tun_set_offload(fd, 0);
+            // Best effort, as for a created device: without a virtio-net header, stale offloads
+            // would hand us GSO packets; with one, the offloads the header is there for.
+            let offloads = if device.vnet != 0 { OFFLOADS } else { 0 };
+            let _ = sys::tun_set_offload(fd, offloads);
         }
         Ok(device)
     }
 }
 
-/// If `fd` is a TUN descriptor: its interface name and index, after checking that it is set up
-/// as this crate needs it. `Ok(None)` if it is no TUN descriptor.
-fn tun_interface(fd: BorrowedFd<'_>, raw: RawFd) -> Result<Option<(String, Option<u32>)>, Error> {
+/// If `fd` is a TUN descriptor: its interface name, index and virtio-net header size (0 for
+/// none), after checking that it is set up as this crate needs it. `Ok(None)` if it is no TUN
+/// descriptor.
+#[allow(clippy::type_complexity)]
+fn tun_interface(
+    fd: BorrowedFd<'_>,
+    raw: RawFd,
+) -> Result<Option<(String, Option<u32>, usize)>, Error> {
     let mut req = IfReq::new("");
     match req.ioctl(fd, IfReqIoctl::TunGetIff) {
         Ok(()) => {}
@@ -287,8 +451,6 @@ fn tun_interface(fd: BorrowedFd<'_>, raw: RawFd) -> Result<Option<(String, Optio
         Some("is a TAP device; only TUN (IP-level) devices are supported")
     } else if flags & libc::IFF_NO_PI == 0 {
         Some("was set up without IFF_NO_PI; packet-information headers are not supported")
-    } else if flags & libc::IFF_VNET_HDR != 0 {
-        Some("was set up with IFF_VNET_HDR; virtio-net headers are not supported")
     } else {
         None
     };
@@ -297,8 +459,21 @@ fn tun_interface(fd: BorrowedFd<'_>, raw: RawFd) -> Result<Option<(String, Optio
             "descriptor {raw} (interface {name}) {problem}"
         )));
     }
+    let vnet = if flags & libc::IFF_VNET_HDR != 0 {
+        let size = sys::tun_vnet_header_size(fd)
+            .map_err(|e| Error::io(format!("TUNGETVNETHDRSZ on descriptor {raw}"), e))?;
+        if !(VnetHeader::LEN..=24).contains(&size) {
+            return Err(Error::Unsupported(format!(
+                "descriptor {raw} (interface {name}) has a {size}-byte virtio-net header; \
+                 10 to 24 bytes are supported"
+            )));
+        }
+        size
+    } else {
+        0
+    };
     let ifindex = sys::if_nametoindex(&name).ok();
-    Ok(Some((name, ifindex)))
+    Ok(Some((name, ifindex, vnet)))
 }
 
 impl AsFd for Device {

@@ -35,12 +35,14 @@ pub mod error;
 pub mod kernel;
 pub mod netns;
 mod sys;
+pub mod vnet;
 mod wait;
 
 pub use config::{ifindex_of, Link};
 pub use device::{Device, DeviceKind};
 pub use error::Error;
 pub use netns::{is_root, require_root};
+pub use vnet::VnetHeader;
 pub use wait::{wait_readable, Alarm, Waker};
 
 /// Whether `fd` is an open descriptor of this process. `connectx-api` uses it to tell a

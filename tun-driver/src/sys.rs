@@ -140,6 +140,58 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(n.unsigned_abs())
 }
 
+/// `readv(2)` into `head` then `body`: the number of bytes the kernel reports. A TUN device
+/// with a virtio-net header writes the header into `head` and the packet into `body`.
+pub(crate) fn read2(fd: BorrowedFd<'_>, head: &mut [u8], body: &mut [u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast::<c_void>(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_mut_ptr().cast::<c_void>(),
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: both iovecs point to exclusively borrowed buffers valid for writes of their
+    // lengths for the duration of the call, and `iov` holds exactly 2 entries.
+    let n = unsafe { syscall!(readv(fd.as_raw_fd(), iov.as_ptr(), 2)) }?;
+    Ok(n.unsigned_abs())
+}
+
+/// `writev(2)` of `parts`, in order, as one packet: the number of bytes written.
+pub(crate) fn write_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
+    let count = parts.len().min(iov.len());
+    for (v, p) in iov.iter_mut().zip(parts) {
+        // writev(2) only reads through the pointer; the cast to *mut is its C signature's.
+        v.iov_base = p.as_ptr().cast_mut().cast::<c_void>();
+        v.iov_len = p.len();
+    }
+    // SAFETY: the first `count` iovecs point to borrowed buffers valid for reads of their
+    // lengths for the duration of the call; the kernel does not write through them.
+    let n = unsafe { syscall!(writev(fd.as_raw_fd(), iov.as_ptr(), count as c_int)) }?;
+    Ok(n.unsigned_abs())
+}
+
+/// `TUNGETVNETHDRSZ`: the size of the virtio-net header a TUN device set up with
+/// `IFF_VNET_HDR` puts before each packet.
+pub(crate) fn tun_vnet_header_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut size: c_int = 0;
+    // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer, which points to a live int.
+    unsafe {
+        syscall!(ioctl(
+            fd.as_raw_fd(),
+            libc::TUNGETVNETHDRSZ as _,
+            &raw mut size
+        ))
+    }?;
+    Ok(usize::try_from(size).unwrap_or(0))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sockets
 

@@ -61,7 +61,7 @@ impl Stack {
         let budget = self.config.rx_burst.max(1);
         for n in 0..self.ifaces.len() {
             let id = IfaceId(n);
-            let mtu = self.ifaces[n].config.mtu;
+            let mtu = self.ifaces[n].frame();
             let mut left = budget;
             while left > 0 {
                 let Some(len) = io.recv(id, &mut self.rx_buf[..mtu]) else {
@@ -471,24 +471,28 @@ impl Stack {
         let Some(sh) = shards.get_mut(shard) else {
             return;
         };
+        let ifc = &mut ifaces[iface.0];
+        let (mtu, offload) = (ifc.frame(), ifc.offload_mtu());
         let Iface {
             iface: smol,
-            config,
             up,
             tx_packets,
             ..
-        } = &mut ifaces[iface.0];
-        let mtu = config.mtu;
+        } = ifc;
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         let mut injected = Vec::new();
         {
             let conn = match kind {
                 Kind::Tcp(c) => {
                     recovery.to_smoltcp(&mut c.recovery, &mut rx_buf[..len]);
+                    if let Some(wire_mtu) = offload {
+                        crate::offload::raise_mss(&mut rx_buf[..len], wire_mtu);
+                    }
                     Some(ConnLayers {
                         conn: c,
                         fo: &mut *fo,
                         recovery: &mut *recovery,
+                        offload,
                     })
                 }
                 Kind::Udp(_) => None,
@@ -512,7 +516,8 @@ impl Stack {
         }
         for p in &mut injected {
             feed_one(
-                smol, set, kind, fo, recovery, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
+                smol, set, kind, fo, recovery, io, iface, *up, mtu, offload, tx_buf, tx_packets, p,
+                now,
             );
         }
         shards.mark(shard);
@@ -538,17 +543,18 @@ impl Stack {
         let Some(sh) = shards.get_mut(shard) else {
             return;
         };
+        let ifc = &mut ifaces[iface.0];
+        let (mtu, offload) = (ifc.frame(), ifc.offload_mtu());
         let Iface {
             iface: smol,
-            config,
             up,
             tx_packets,
             ..
-        } = &mut ifaces[iface.0];
+        } = ifc;
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         feed_one(
-            smol, set, kind, fo, recovery, io, iface, *up, config.mtu, tx_buf, tx_packets, packet,
-            now,
+            smol, set, kind, fo, recovery, io, iface, *up, mtu, offload, tx_buf, tx_packets,
+            packet, now,
         );
         shards.mark(shard);
     }
@@ -567,15 +573,15 @@ impl Stack {
             tx_buf,
             ..
         } = self;
+        let ifc = &mut ifaces[iface.0];
+        let mtu = ifc.frame();
         let Iface {
             iface: smol,
             nobody,
-            config,
             up,
             tx_packets,
             ..
-        } = &mut ifaces[iface.0];
-        let mtu = config.mtu;
+        } = ifc;
         let mut path = Path {
             io,
             iface,
@@ -605,15 +611,15 @@ impl Stack {
         let Some(sh) = shards.get_mut(shard) else {
             return false;
         };
+        let ifc = &mut ifaces[sh.iface.0];
+        let (mtu, offload) = (ifc.frame(), ifc.offload_mtu());
         let Iface {
             iface: smol,
-            config,
             up,
             tx_packets,
             ..
-        } = &mut ifaces[sh.iface.0];
+        } = ifc;
         let iface = sh.iface;
-        let mtu = config.mtu;
         let handle = sh.handle;
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         if let Kind::Tcp(c) = &mut *kind {
@@ -640,6 +646,7 @@ impl Stack {
                     conn: c,
                     fo: &mut *fo,
                     recovery: &mut *recovery,
+                    offload,
                 }),
                 Kind::Udp(_) => None,
             };
@@ -672,7 +679,8 @@ impl Stack {
             };
             for p in &mut injected {
                 feed_one(
-                    smol, set, kind, fo, recovery, io, iface, *up, mtu, tx_buf, tx_packets, p, now,
+                    smol, set, kind, fo, recovery, io, iface, *up, mtu, offload, tx_buf,
+                    tx_packets, p, now,
                 );
             }
         }
@@ -712,6 +720,7 @@ fn feed_one<P: PacketIo + ?Sized>(
     iface: IfaceId,
     up: bool,
     mtu: usize,
+    offload: Option<usize>,
     tx_buf: &mut [u8],
     tx_packets: &mut u64,
     packet: &mut [u8],
@@ -720,10 +729,14 @@ fn feed_one<P: PacketIo + ?Sized>(
     let conn = match kind {
         Kind::Tcp(c) => {
             recovery.to_smoltcp(&mut c.recovery, packet);
+            if let Some(wire_mtu) = offload {
+                crate::offload::raise_mss(packet, wire_mtu);
+            }
             Some(ConnLayers {
                 conn: c,
                 fo: &mut *fo,
                 recovery: &mut *recovery,
+                offload,
             })
         }
         Kind::Udp(_) => None,

@@ -278,8 +278,8 @@ impl Stack {
             self.routes.add(*cidr, id);
         }
         let seed = self.rng.random();
-        let mtu = config.mtu;
         self.ifaces.push(Iface::new(config, seed));
+        let mtu = self.ifaces[id.0].frame();
         if self.rx_buf.len() < mtu {
             self.rx_buf.resize(mtu, 0);
             self.tx_buf.resize(mtu, 0);
