@@ -60,6 +60,8 @@ pub struct InterfaceInfo {
     pub kernel_index: Option<u32>,
     /// MTU.
     pub mtu: usize,
+    /// Whether the device takes and hands over 64 KB TCP super-packets (segmentation offload).
+    pub offload: bool,
     /// The stack's addresses on it.
     pub addresses: Vec<Cidr>,
     /// Whether it is up.
@@ -112,6 +114,7 @@ impl Iface {
             name: self.config.name.clone(),
             kernel_index: self.config.kernel_index,
             mtu: self.config.mtu,
+            offload: self.config.offload,
             addresses: self.config.addresses.clone(),
             up: self.up,
             rx_packets: self.rx_packets,

@@ -388,6 +388,9 @@ struct State {
     last_window: Option<u16>,
     /// When data last left.
     last_send: Option<Instant>,
+    /// The largest payload smoltcp sent in one segment: more than the MSS only when the device
+    /// cuts super-packets (segmentation offload); what a retransmission may carry at most.
+    largest: u32,
     /// The most in flight since the last acknowledgement, and in the round before (RFC 7661).
     peak_pipe: u32,
     sack_out: SackOut,
@@ -414,6 +417,7 @@ impl State {
             dupacks: 0,
             last_window: None,
             last_send: None,
+            largest: 0,
             peak_pipe: 0,
             sack_out: SackOut::default(),
             counters: RecoveryCounters::default(),
@@ -719,8 +723,12 @@ impl Layer {
         let now = s.last_send.map_or(now, |l| now.max(l));
         let was_idle = s.sb.is_empty();
         let before_nxt = s.sb.nxt();
-        match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now) {
+        // A super-packet (segmentation offload) leaves the device as segments of the MSS less
+        // this segment's options: the scoreboard records those.
+        let cut = mss.saturating_sub(t.hdr_len as u32 - 20);
+        match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now, cut) {
             Sent::New => {
+                s.largest = s.largest.max(payload.len() as u32);
                 let fresh =
                     s.sb.nxt()
                         .zip(before_nxt)
@@ -874,15 +882,22 @@ impl Layer {
                     s.sb.last_in_flight()
                 };
                 if let Some(seg) = seg {
-                    if let Some(p) = s.resend(seg.seq, ctx, now, &mut self.scratch) {
+                    // The last packet as it left: a whole super-packet with offload, so that a
+                    // tail lost whole is repaired by the probe (RACK cannot tell the loss of
+                    // the rest of it from a probe acknowledged this fast).
+                    let from = if recovering {
+                        seg.seq
+                    } else {
+                        s.sb.sent_with(&seg, s.largest)
+                    };
+                    if let Some((p, count)) =
+                        s.resend(from, seg.end(), recovering, ctx, now, &mut self.scratch)
+                    {
                         out.push(p);
-                        c.TcpRetransSegs += 1;
+                        c.TcpRetransSegs += count;
                         c.TCPLossProbes += 1;
                         if recovering {
                             s.recovery_probes += 1;
-                            if let Some(e) = s.episode.as_mut() {
-                                e.resent(seg.seq);
-                            }
                         } else {
                             s.probe = s.sb.nxt().map(|end| Probe { end });
                         }
@@ -1064,7 +1079,10 @@ impl State {
         }
     }
 
-    /// Send again the lost segments the congestion window allows, lowest first.
+    /// Send again the lost segments the congestion window allows, lowest first. Lost segments
+    /// that follow each other go in one packet, up to the largest segment smoltcp sent on this
+    /// connection: a super-packet lost whole (segmentation offload) goes again as one, and the
+    /// device cuts it as before. Without offload that is one segment per packet, as sent.
     fn send_lost(
         &mut self,
         mss: u32,
@@ -1074,47 +1092,56 @@ impl State {
         scratch: &mut Vec<u8>,
         out: &mut Vec<Vec<u8>>,
     ) {
-        while let Some(seg) = self.sb.next_lost() {
+        while let Some(first) = self.sb.next_lost() {
             let room = self.cc.allowance(self.sb.pipe());
-            if room < seg.len.min(mss) {
+            if room < first.len.min(mss) {
                 break;
             }
-            let Some(p) = self.resend(seg.seq, ctx, now, scratch) else {
+            let end = self.sb.lost_run(&first, self.largest.min(room));
+            let Some((p, count)) = self.resend(first.seq, end, true, ctx, now, scratch) else {
                 break;
             };
             out.push(p);
-            self.cc.on_sent(seg.len);
-            if let Some(e) = self.episode.as_mut() {
-                e.resent(seg.seq);
-            }
-            c.TcpRetransSegs += 1;
+            self.cc.on_sent(end.wrapping_sub(first.seq));
+            c.TcpRetransSegs += count;
             match self.cc.phase() {
-                Phase::Loss { .. } => c.TCPSlowStartRetrans += 1,
-                _ => c.TCPFastRetrans += 1,
+                Phase::Loss { .. } => c.TCPSlowStartRetrans += count,
+                _ => c.TCPFastRetrans += count,
             }
         }
     }
 
-    /// The segment at `seq` as it first left, with our acknowledgement and window now.
+    /// The segments from `from` to `to` as they first left, in one packet, with our
+    /// acknowledgement and window now; and how many segments it carries. `in_episode`: they
+    /// count as sent again in the loss episode under way (for undoing it).
     fn resend(
         &mut self,
-        seq: u32,
+        from: u32,
+        to: u32,
+        in_episode: bool,
         ctx: Ctx<'_>,
         now: Instant,
         scratch: &mut Vec<u8>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, u64)> {
         let (ack, window) = ctx.wire.last_ack?;
         let now = self.last_send.map_or(now, |l| now.max(l));
-        let (s, a, b) = self.sb.resent(seq, now)?;
-        let flags = ACK | if s.fin { FIN } else { 0 } | if s.psh { PSH } else { 0 };
         scratch.clear();
-        scratch.extend_from_slice(a);
-        scratch.extend_from_slice(b);
+        let (mut seq, mut flags, mut count) = (from, ACK, 0);
+        while before(seq, to) {
+            let (s, a, b) = self.sb.resent(seq, now)?;
+            scratch.extend_from_slice(a);
+            scratch.extend_from_slice(b);
+            if let Some(e) = self.episode.as_mut().filter(|_| in_episode) {
+                e.resent(s.seq);
+            }
+            flags = ACK | if s.fin { FIN } else { 0 } | if s.psh { PSH } else { 0 };
+            (seq, count) = (s.end(), count + 1);
+        }
         let mut p = vec![0u8; 60 + scratch.len()];
         let n = wire::build(
             ctx.tuple.0,
             ctx.tuple.1,
-            s.seq,
+            from,
             ack,
             flags,
             window,
@@ -1124,7 +1151,7 @@ impl State {
         p.truncate(n);
         self.last_send = Some(now);
         self.peak_pipe = self.peak_pipe.max(self.sb.pipe());
-        Some(p)
+        Some((p, count))
     }
 
     /// Set the timer: RACK's reordering timer if a segment waits on it; else a tail loss probe

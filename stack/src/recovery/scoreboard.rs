@@ -289,6 +289,10 @@ impl Scoreboard {
     }
 
     /// A segment left: record what is new in it.
+    ///
+    /// A segment larger than `cut` bytes (a super-packet the device cuts into wire segments of
+    /// `cut` bytes: segmentation offload) is recorded as the wire segments it becomes, so that
+    /// a loss on the wire costs one wire segment sent again, not the super-packet.
     pub(crate) fn on_send(
         &mut self,
         seq: u32,
@@ -296,6 +300,7 @@ impl Scoreboard {
         fin: bool,
         psh: bool,
         now: Instant,
+        cut: u32,
     ) -> Sent {
         let len = payload.len() as u32 + u32::from(fin);
         if len == 0 {
@@ -339,22 +344,28 @@ impl Scoreboard {
         let skip = self.nxt.wrapping_sub(seq) as usize;
         let fresh = payload.get(skip..).unwrap_or(&[]);
         let fresh_fin = fin && skip <= payload.len();
-        self.data.push(fresh);
-        let s = Seg {
-            seq: self.nxt,
-            len: fresh.len() as u32 + u32::from(fresh_fin),
-            sent: now,
-            rexmits: 0,
-            fin: fresh_fin,
-            psh,
-            sacked: false,
-            lost: false,
-        };
-        if s.len == 0 {
+        if fresh.is_empty() && !fresh_fin {
             return Sent::Redundant;
         }
-        self.nxt = s.end();
-        self.segs.push_back(s);
+        self.data.push(fresh);
+        let cut = cut.max(1) as usize;
+        let pieces = fresh.len().div_ceil(cut).max(1);
+        for i in 0..pieces {
+            let last = i + 1 == pieces;
+            let bytes = if last { fresh.len() - i * cut } else { cut };
+            let s = Seg {
+                seq: self.nxt,
+                len: bytes as u32 + u32::from(last && fresh_fin),
+                sent: now,
+                rexmits: 0,
+                fin: last && fresh_fin,
+                psh: last && psh,
+                sacked: false,
+                lost: false,
+            };
+            self.nxt = s.end();
+            self.segs.push_back(s);
+        }
         Sent::New
     }
 
@@ -609,6 +620,44 @@ impl Scoreboard {
         self.segs.iter().rev().find(|s| !s.sacked).copied()
     }
 
+    /// Where the packet that carried `seg` began: the segments before it that left with it
+    /// (sent at the same time, contiguous, not SACKed: the wire segments of one super-packet),
+    /// at most `limit` bytes in all. `seg.seq` itself without offload.
+    pub(crate) fn sent_with(&self, seg: &Seg, limit: u32) -> u32 {
+        let Some(mut i) = self.index_of(seg.seq) else {
+            return seg.seq;
+        };
+        let mut total = seg.len;
+        while i > 0 {
+            let (p, s) = (&self.segs[i - 1], &self.segs[i]);
+            if p.sent != seg.sent || p.end() != s.seq || p.sacked || total + p.len > limit {
+                break;
+            }
+            total += p.len;
+            i -= 1;
+        }
+        self.segs[i].seq
+    }
+
+    /// Where the run of lost segments that starts with `first` ends: contiguous, lost, not
+    /// SACKed, at most `limit` bytes in all (`first` whatever its size), up to a FIN.
+    pub(crate) fn lost_run(&self, first: &Seg, limit: u32) -> u32 {
+        let Some(i) = self.index_of(first.seq) else {
+            return first.end();
+        };
+        let (mut end, mut total) = (first.end(), first.len);
+        for s in self.segs.iter().skip(i + 1) {
+            if first.fin || s.seq != end || !s.lost || s.sacked || total + s.len > limit {
+                break;
+            }
+            (end, total) = (s.end(), total + s.len);
+            if s.fin {
+                break;
+            }
+        }
+        end
+    }
+
     /// The segment at `seq` was sent again at `now`; its payload is in the returned slices.
     pub(crate) fn resent(&mut self, seq: u32, now: Instant) -> Option<(Seg, &[u8], &[u8])> {
         let i = self.index_of(seq)?;
@@ -644,7 +693,14 @@ mod tests {
         for i in 0..10u32 {
             let payload = vec![i as u8; 100];
             assert_eq!(
-                sb.on_send(1000 + 100 * i, &payload, false, false, t(i64::from(i))),
+                sb.on_send(
+                    1000 + 100 * i,
+                    &payload,
+                    false,
+                    false,
+                    t(i64::from(i)),
+                    u32::MAX
+                ),
                 Sent::New
             );
         }
@@ -655,14 +711,51 @@ mod tests {
     fn sending_again_what_is_outstanding_is_redundant() {
         let mut sb = ten();
         assert_eq!(
-            sb.on_send(1000, &[0; 100], false, false, t(20)),
+            sb.on_send(1000, &[0; 100], false, false, t(20), u32::MAX),
             Sent::Redundant
         );
-        assert_eq!(sb.on_send(999, &[0; 1], false, false, t(20)), Sent::Other);
+        assert_eq!(
+            sb.on_send(999, &[0; 1], false, false, t(20), u32::MAX),
+            Sent::Other
+        );
         // Overlapping the end: the new part is recorded.
-        assert_eq!(sb.on_send(1950, &[9; 100], false, false, t(20)), Sent::New);
+        assert_eq!(
+            sb.on_send(1950, &[9; 100], false, false, t(20), u32::MAX),
+            Sent::New
+        );
         assert_eq!(sb.nxt(), Some(2050));
         assert_eq!(sb.outstanding(), 1050);
+    }
+
+    #[test]
+    fn a_super_packet_is_recorded_as_the_wire_segments_it_becomes() {
+        let mut sb = Scoreboard::default();
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        // 1000 bytes and a FIN, cut to 300-byte wire segments: 300, 300, 300, 100 + FIN.
+        assert_eq!(sb.on_send(5000, &payload, true, true, t(0), 300), Sent::New);
+        let lens: Vec<(u32, bool, bool)> = sb.segs.iter().map(|s| (s.len, s.fin, s.psh)).collect();
+        assert_eq!(
+            lens,
+            [
+                (300, false, false),
+                (300, false, false),
+                (300, false, false),
+                (101, true, true)
+            ]
+        );
+        assert_eq!(sb.nxt(), Some(6001));
+        // The second wire segment is lost on the wire, the others arrive: only it goes again.
+        let mut d = Delivered::default();
+        sb.on_ack(5300, &mut d);
+        sb.on_sack(5600, 6001, &mut d);
+        let mut lr = 0;
+        sb.detect_loss(t(0), 6001, Duration::ZERO, t(1), &mut lr);
+        let lost = sb.next_lost().unwrap();
+        assert_eq!((lost.seq, lost.len), (5300, 300));
+        let (seg, a, b) = sb.resent(5300, t(2)).unwrap();
+        assert_eq!(seg.len, 300);
+        assert_eq!([a, b].concat(), payload[300..600]);
+        assert!(sb.next_lost().is_none());
     }
 
     #[test]
@@ -729,7 +822,7 @@ mod tests {
         assert_eq!(sb.next_lost().map(|s| s.seq), Some(1000));
         sb.resent(1000, t(21));
         // New data sent after the retransmission gets through; the retransmission does not.
-        sb.on_send(2000, &[7; 100], false, false, t(22));
+        sb.on_send(2000, &[7; 100], false, false, t(22), u32::MAX);
         let mut d = Delivered::default();
         sb.on_sack(2000, 2100, &mut d);
         assert_eq!(sb.detect_loss(t(22), 2100, wait, t(35), &mut lr), None);
@@ -788,7 +881,7 @@ mod tests {
         let mut sb = Scoreboard::default();
         let payload = vec![5u8; 1000];
         for i in 0..100u32 {
-            sb.on_send(1000 + 1000 * i, &payload, false, false, t(0));
+            sb.on_send(1000 + 1000 * i, &payload, false, false, t(0), u32::MAX);
         }
         let mut d = Delivered::default();
         sb.on_ack(101_000, &mut d);
@@ -797,7 +890,7 @@ mod tests {
         let kept = sb.data.buf.len();
         assert!(kept >= 100_000);
         assert!(sb.holds_idle_memory());
-        sb.on_send(101_000, &payload, false, false, t(1));
+        sb.on_send(101_000, &payload, false, false, t(1), u32::MAX);
         assert_eq!(sb.data.buf.len(), kept, "no new allocation");
         assert!(!sb.holds_idle_memory(), "in flight");
         sb.on_ack(102_000, &mut d);
