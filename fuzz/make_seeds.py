@@ -54,3 +54,34 @@ for name, p in packets.items():
 seq = b"".join(bytes([0x03]) + struct.pack("!H", len(p)) + p for p in
                (packets["cookie-request"], packets["ack"], packets["fin"]))
 write("ingress", "handshake", seq)
+
+# offload: [virtio-net header fields, little-endian: flags, gso_type, hdr_len, gso_size,
+# csum_start, csum_offset] [packet], with real checksums (the target checks them).
+def fold(s):
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+def sum16(b):
+    b = b + b"\0" * (len(b) % 2)
+    return sum(struct.unpack("!%dH" % (len(b) // 2), b))
+
+def tcp_checksummed(p, partial=False):
+    v6 = p[0] >> 4 == 6
+    hl = 40 if v6 else 20
+    src, dst = (p[8:24], p[24:40]) if v6 else (p[12:16], p[16:20])
+    seg = p[hl:]
+    pseudo = sum16(src) + sum16(dst) + 6 + len(seg)
+    ck = fold(pseudo) if partial else (~fold(pseudo + sum16(seg))) & 0xffff
+    return p[:hl + 16] + struct.pack("!H", ck) + p[hl + 18:]
+
+def vnet(flags, gso, hdr_len, gso_size, start, off):
+    return struct.pack("<BBHHHH", flags, gso, hdr_len, gso_size, start, off)
+
+big = ip4("192.0.2.1", "192.0.2.2", 6, tcp(7, 40000, 5000, 1, ACK, b"", bytes(range(256)) * 12))
+big6 = ip6("2001:db8::1", "2001:db8::2", 6, tcp(80, 40002, 5000, 1, ACK, b"", bytes(range(256)) * 12))
+write("offload", "plain-syn", vnet(0, 0, 0, 0, 0, 0) + tcp_checksummed(packets["cookie-request"]))
+write("offload", "partial-syn-v6", vnet(1, 0, 0, 0, 40, 16) + tcp_checksummed(packets["syn-v6"], True))
+write("offload", "gso-v4", vnet(1, 1, 40, 1460, 20, 16) + tcp_checksummed(big, True))
+write("offload", "gso-v6", vnet(1, 4, 60, 1440, 40, 16) + tcp_checksummed(big6, True))
+write("offload", "data-valid", vnet(2, 0, 0, 0, 0, 0) + big)

@@ -62,6 +62,7 @@ pub use calls::{
 pub use errno::Errno;
 pub use fd::Fd;
 pub use net::{Net, Tables};
+pub use runtime::DeviceCounters;
 pub use stack::capture;
 pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{

@@ -408,6 +408,15 @@ impl Net {
         self.shared().lock().stack.interfaces()
     }
 
+    /// What the devices did that the stack does not see: writes dropped, packets rejected for
+    /// their offload header or checksum.
+    pub fn device_counters(&self) -> crate::DeviceCounters {
+        let io = self.shared().io();
+        let counters = io.path.inner().inner().counters();
+        self.shared().let_go(io);
+        counters
+    }
+
     /// The stack's TCP counters, with Linux's names (`ListenOverflows`, `ListenDrops`, …).
     pub fn tcp_counters(&self) -> stack::TcpCounters {
         self.shared().lock().stack.tcp_counters()

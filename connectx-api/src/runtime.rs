@@ -44,9 +44,22 @@ pub(crate) struct Devices {
     dead: Vec<bool>,
     errors: u64,
     dropped: u64,
-    /// Packets dropped for what the device said of them (offload metadata the stack does not
-    /// take, or that does not fit the packet).
-    pub(crate) offload_rejected: u64,
+    offload_rejected: u64,
+}
+
+/// What the devices under a [`Net`](crate::Net) did that the stack does not see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeviceCounters {
+    /// Packets not written because the kernel's queue was full (`EAGAIN`, `ENOBUFS`) or the
+    /// write failed: lost, as on a wire.
+    pub write_dropped: u64,
+    /// Devices that failed (a socketpair whose other end closed, a TUN device removed).
+    pub read_errors: u64,
+    /// Packets read from an offload device and dropped for their virtio-net header or their
+    /// checksum: a GSO type other than TCP, a header or checksum offset outside the packet, a
+    /// TCP segment whose checksum is wrong ([`stack::offload::accept`]).
+    pub offload_rejected: u64,
 }
 
 impl Devices {
@@ -60,6 +73,14 @@ impl Devices {
             errors: 0,
             dropped: 0,
             offload_rejected: 0,
+        }
+    }
+
+    pub(crate) fn counters(&self) -> DeviceCounters {
+        DeviceCounters {
+            write_dropped: self.dropped,
+            read_errors: self.errors,
+            offload_rejected: self.offload_rejected,
         }
     }
 
@@ -81,6 +102,7 @@ impl Devices {
                 gso_size: h.gso_size,
                 partial: (h.flags & vnet::F_NEEDS_CSUM != 0)
                     .then_some((h.csum_start, h.csum_offset)),
+                valid: h.flags & vnet::F_DATA_VALID != 0,
             };
             match offload::accept(&mut buf[..n], &meta) {
                 Ok(()) => return Ok(Some(n)),

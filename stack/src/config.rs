@@ -145,7 +145,10 @@ pub struct InterfaceConfig {
     /// itself, and may hand over such packets (segmentation offload: a TUN device with a
     /// virtio-net header, whose metadata the caller handles with [`crate::offload`]). smoltcp
     /// then writes segments as large as the window allows to peers that take full-sized ones.
-    /// Off by default.
+    ///
+    /// On such an interface the TCP checksums of arriving packets are not checked again: hand
+    /// over only packets that passed [`offload::accept`](crate::offload::accept), which fills in
+    /// partial checksums and checks the rest once. Off by default.
     pub offload: bool,
 }
 

@@ -127,6 +127,7 @@ impl Iface {
         smol_config.random_seed = seed;
         let mut probe = Probe {
             mtu: frame_of(&config),
+            offload: config.offload,
         };
         // smoltcp keeps no timer of its own for an IP-medium interface; every poll passes the
         // time.
@@ -173,9 +174,10 @@ fn frame_of(config: &InterfaceConfig) -> usize {
     }
 }
 
-/// A device used only to tell `Interface::new` the medium.
+/// A device used only to tell `Interface::new` the medium and what it checks.
 struct Probe {
     mtu: usize,
+    offload: bool,
 }
 
 impl phy::Device for Probe {
@@ -191,7 +193,12 @@ impl phy::Device for Probe {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        capabilities(self.mtu)
+        let mut caps = capabilities(self.mtu);
+        if self.offload {
+            // `offload::accept` checked every TCP checksum once already.
+            caps.checksum.tcp = phy::Checksum::Tx;
+        }
+        caps
     }
 }
 

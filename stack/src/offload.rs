@@ -53,8 +53,10 @@ pub struct RxMeta {
     /// Payload bytes per segment.
     pub gso_size: u16,
     /// A partial checksum: where the summed part starts, and where from there the checksum
-    /// field is. `None`: the checksum is complete (or the device checked it).
+    /// field is. `None`: the checksum is complete.
     pub partial: Option<(u16, u16)>,
+    /// The device checked the checksum (`VIRTIO_NET_HDR_F_DATA_VALID`).
+    pub valid: bool,
 }
 
 impl RxMeta {
@@ -64,6 +66,7 @@ impl RxMeta {
         hdr_len: 0,
         gso_size: 0,
         partial: None,
+        valid: false,
     };
 }
 
@@ -78,6 +81,8 @@ pub enum Rejected {
     HdrLen,
     /// A partial checksum whose start or field lies outside the packet.
     ChecksumOffset,
+    /// A TCP segment whose checksum is wrong.
+    Checksum,
 }
 
 impl fmt::Display for Rejected {
@@ -87,23 +92,27 @@ impl fmt::Display for Rejected {
             Rejected::NotTcp => write!(f, "a TCP super-packet that is not a TCP packet"),
             Rejected::HdrLen => write!(f, "a header length or segment size out of range"),
             Rejected::ChecksumOffset => write!(f, "a partial checksum outside the packet"),
+            Rejected::Checksum => write!(f, "a TCP segment with a bad checksum"),
         }
     }
 }
 
-/// Check what the device says about `pkt` against the packet, and fill in a partial checksum,
-/// so that the stack sees a packet like any other: whole checksum, any size. A super-packet
-/// stays whole (smoltcp takes segments larger than its MSS). On `Err` the packet must be
-/// dropped; nothing in it was acted on.
+/// Check what the device says about `pkt` against the packet, fill in a partial checksum, and
+/// check the checksum of a TCP segment the device did not vouch for, so that the stack sees a
+/// packet like any other: whole checksum, any size. A super-packet stays whole (smoltcp takes
+/// segments larger than its MSS). On `Err` the packet must be dropped; nothing in it was acted
+/// on.
 ///
-/// A partial checksum comes from the local kernel, which wrote the packet (or from a device
-/// that checked it on the wire): filling it in is what the receiving hardware would do, not
+/// This is the checksum check of TCP on an offload interface: smoltcp does not check again
+/// there (see [`InterfaceConfig::offload`](crate::InterfaceConfig::offload)), so that each
+/// byte of a 64 KB segment is summed once, not twice. A partial checksum comes from the local
+/// kernel, which wrote the packet: filling it in is what receiving hardware would do, not
 /// trusting a checksum from the network.
 ///
 /// # Errors
 /// [`Rejected`]: a GSO type other than TCP, a super-packet that is not TCP of the family its
-/// type names, a header length beyond the packet or a zero segment size, or a checksum start or
-/// field outside the packet.
+/// type names, a header length beyond the packet or a zero segment size, a checksum start or
+/// field outside the packet, or a TCP segment with a wrong checksum.
 pub fn accept(pkt: &mut [u8], meta: &RxMeta) -> Result<(), Rejected> {
     let v6 = match meta.gso {
         Gso::None => None,
@@ -125,12 +134,36 @@ pub fn accept(pkt: &mut [u8], meta: &RxMeta) -> Result<(), Rejected> {
         if field + 2 > pkt.len() || field < start {
             return Err(Rejected::ChecksumOffset);
         }
-        // The field holds the pseudo-header's sum; the rest is summed with it.
+        if let Some(t) = wire::parse(pkt) {
+            // A TCP segment's partial checksum can only be its own, and nothing checks it
+            // again: it is computed whole, not from the pseudo-header sum the field should
+            // hold (the same single pass over the bytes).
+            if (start, field) != (t.ip_len, t.ip_len + 16) {
+                return Err(Rejected::ChecksumOffset);
+            }
+            wire::set_tcp_checksum(pkt, &t);
+            return Ok(());
+        }
+        match wire::ip(pkt) {
+            // TCP that does not parse: filling it in could only make a corrupt segment parse.
+            Some(ip) if ip.proto == PROTO_TCP => return Err(Rejected::NotTcp),
+            // The field lies in the transport part, never in the IP header it would change.
+            Some(ip) if start >= ip.hdr_len => {}
+            _ => return Err(Rejected::ChecksumOffset),
+        }
+        // Anything else (UDP; smoltcp checks it): the field holds the pseudo-header's sum, and
+        // the rest is summed with it.
         let sum = wire::sum16(&pkt[start..], 0);
         let ck = !wire::fold_sum(sum);
         // RFC 768: a UDP checksum that comes out 0 is sent as all ones.
         let ck = if ck == 0 { 0xffff } else { ck };
         pkt[field..field + 2].copy_from_slice(&ck.to_be_bytes());
+    } else if !meta.valid {
+        if let Some(t) = wire::parse(pkt) {
+            if !wire::tcp_checksum_ok(pkt, &t) {
+                return Err(Rejected::Checksum);
+            }
+        }
     }
     Ok(())
 }
@@ -351,6 +384,7 @@ mod tests {
                 hdr_len: tx.hdr_len,
                 gso_size: tx.gso_size,
                 partial: Some(tx.partial),
+                valid: false,
             };
             accept(&mut pkt, &meta).unwrap();
             assert!(checksum_ok(&pkt), "{src}");
@@ -381,6 +415,9 @@ mod tests {
                 Some((u16::MAX, u16::MAX)),
                 Rejected::ChecksumOffset,
             ),
+            // Inside the packet, but not the TCP checksum field.
+            (Gso::None, 0, 0, Some((20, 6)), Rejected::ChecksumOffset),
+            (Gso::None, 0, 0, Some((0, 10)), Rejected::ChecksumOffset),
         ];
         for (gso, hdr_len, gso_size, partial, why) in cases {
             let mut p = pkt.clone();
@@ -389,10 +426,22 @@ mod tests {
                 hdr_len,
                 gso_size,
                 partial,
+                valid: false,
             };
             assert_eq!(accept(&mut p, &meta), Err(why));
             assert_eq!(p, pkt);
         }
+        // A corrupt segment is rejected unless the device vouched for it.
+        let mut bad = pkt.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(accept(&mut bad, &RxMeta::PLAIN), Err(Rejected::Checksum));
+        let vouched = RxMeta {
+            valid: true,
+            ..RxMeta::PLAIN
+        };
+        assert_eq!(accept(&mut bad, &vouched), Ok(()));
+        assert_eq!(accept(&mut pkt.clone(), &RxMeta::PLAIN), Ok(()));
         // A UDP packet named a TCP super-packet.
         let mut udp = pkt.clone();
         udp[9] = wire::PROTO_UDP;
@@ -401,6 +450,7 @@ mod tests {
             hdr_len: 40,
             gso_size: 1460,
             partial: None,
+            valid: true,
         };
         assert_eq!(accept(&mut udp, &meta), Err(Rejected::NotTcp));
     }

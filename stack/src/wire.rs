@@ -361,8 +361,8 @@ pub(crate) fn replace_word(pkt: &mut [u8], t: &Tcp, at: usize, value: u16) {
     pkt[s + 16..s + 18].copy_from_slice(&ck.to_be_bytes());
 }
 
-/// Recompute the TCP checksum (and the IPv4 header checksum) of a well-formed packet.
-fn fix_checksums(pkt: &mut [u8], t: &Tcp) {
+/// Compute the TCP checksum of a parsed segment from scratch, whatever its field held.
+pub(crate) fn set_tcp_checksum(pkt: &mut [u8], t: &Tcp) {
     let seg = t.ip_len..t.total;
     let Some(tcp) = pkt.get_mut(seg.clone()) else {
         return;
@@ -377,6 +377,11 @@ fn fix_checksums(pkt: &mut [u8], t: &Tcp) {
     acc += (len >> 16) + (len & 0xffff);
     let ck = fold(sum16(tcp, acc));
     tcp[16..18].copy_from_slice(&ck.to_be_bytes());
+}
+
+/// Recompute the TCP checksum (and the IPv4 header checksum) of a well-formed packet.
+fn fix_checksums(pkt: &mut [u8], t: &Tcp) {
+    set_tcp_checksum(pkt, t);
     if t.src.is_ipv4() {
         if let Some(ip) = pkt.get_mut(..t.ip_len) {
             ip[10] = 0;
