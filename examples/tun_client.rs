@@ -576,8 +576,15 @@ fn demo_inner() -> Result<(), String> {
     let info = net.interfaces();
     if let Some(i) = info.first() {
         println!(
-            "The stack moved {} packets in and {} out on {}.",
-            i.rx_packets, i.tx_packets, i.name
+            "The stack moved {} packets in and {} out on {}{}.",
+            i.rx_packets,
+            i.tx_packets,
+            i.name,
+            if i.offload {
+                " (segmentation offload on: TCP segments of up to 64 KB cross the device whole, and the kernel cuts them to the MTU)"
+            } else {
+                ""
+            }
         );
     }
     println!(

@@ -1029,6 +1029,7 @@ fn bad_impairment_values_are_one_line_and_exit_2() {
         ("--delay-ms", "-5"),
         ("--jitter-ms", "x"),
         ("--seed", "-1"),
+        ("--offload", "maybe"),
     ] {
         for (tool, tail) in [
             ("tun_client", ["--connect", "192.0.2.1:7"]),
@@ -1051,6 +1052,36 @@ fn bad_impairment_values_are_one_line_and_exit_2() {
                 "{tool} {flag} {value}: names the flag and the value: {err}"
             );
         }
+    }
+}
+
+#[test]
+fn offload_on_with_an_impairment_is_one_line_and_exit_1() {
+    for (tool, tail) in [
+        ("tun_client", ["--connect", "192.0.2.1:7"]),
+        ("tun_server", ["--listen", "7"]),
+    ] {
+        // Refused before any device is opened (the descriptor is not open either).
+        let args = [
+            "--tun-fd",
+            "987654",
+            "--local",
+            "192.0.2.2/24",
+            "--offload",
+            "on",
+            "--loss",
+            "0.1",
+            tail[0],
+            tail[1],
+        ];
+        let out = run(tool, &args);
+        assert_eq!(out.status.code(), Some(1), "{tool}: {}", show(&out));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{tool}: {err}");
+        assert!(
+            err.contains("offload") && err.contains("impairment"),
+            "{tool}: {err}"
+        );
     }
 }
 

@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::conn::{kernel_accept, read_some};
+use crate::proc::machine_busy;
 
 /// What the senders write per call, and the receivers' buffer.
 const CHUNK: usize = 256 << 10;
@@ -18,9 +19,17 @@ const CHUNK: usize = 256 << 10;
 pub struct Sample {
     pub bytes: u64,
     pub elapsed: Duration,
+    /// CPU time the machine spent busy during the window, all CPUs ([`machine_busy`]).
+    pub cpu: Option<Duration>,
 }
 
 impl Sample {
+    /// CPU seconds the machine spent per GB (10^9 bytes) moved.
+    pub fn cpu_s_per_gb(&self) -> Option<f64> {
+        let cpu = self.cpu?.as_secs_f64();
+        (self.bytes > 0).then(|| cpu / (self.bytes as f64 / 1e9))
+    }
+
     pub fn gbps(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
@@ -40,6 +49,7 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
         return Err("the sender closed before sending anything".into());
     }
     let start = Instant::now();
+    let busy_before = machine_busy();
     let mut bytes = 0u64;
     let elapsed = loop {
         let n = read_some(r, &mut buf).map_err(receive_error)?;
@@ -52,6 +62,9 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
             break elapsed;
         }
     };
+    let cpu = machine_busy()
+        .zip(busy_before)
+        .map(|(after, before)| after.saturating_sub(before));
     stop.store(true, Ordering::Relaxed);
     loop {
         match read_some(r, &mut buf) {
@@ -60,7 +73,11 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
             Err(e) => return Err(format!("draining after the window: {}", receive_error(e))),
         }
     }
-    Ok(Sample { bytes, elapsed })
+    Ok(Sample {
+        bytes,
+        elapsed,
+        cpu,
+    })
 }
 
 /// What a failed read says: a read timeout means the transfer stalled.
@@ -276,6 +293,7 @@ fn receive_bounded(mut s: TcpStream, window: Duration) -> Result<Sample, String>
         return Ok(Sample {
             bytes: 0,
             elapsed: window,
+            cpu: None,
         });
     }
     let start = Instant::now();
@@ -286,5 +304,6 @@ fn receive_bounded(mut s: TcpStream, window: Duration) -> Result<Sample, String>
     Ok(Sample {
         bytes,
         elapsed: start.elapsed(),
+        cpu: None,
     })
 }

@@ -69,7 +69,7 @@ pub fn usage() -> String {
     format!(
         "usage: bench [--only {}] [--mtu N] [--seconds S] [--idle-seconds S] [--connections N] \
          [--ttfb-connections N] [--rate-connections N] [--scale-connections N] \
-         [--async-connections N] [--json]",
+         [--async-connections N] [--offload on|off] [--json]",
         section_names()
     )
 }
@@ -88,6 +88,9 @@ pub struct Options {
     pub scale_connections: usize,
     /// Concurrent connections of `async`.
     pub async_connections: usize,
+    /// `--offload on|off`: segmentation offload for the sections' stacks (`throughput` runs
+    /// both; `loss` always runs without).
+    pub offload: bool,
     /// The sections to run, one bit each ([`Section::bit`]).
     only: u16,
     pub json: bool,
@@ -135,6 +138,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         rate_connections: 15_000,
         scale_connections: 10_000,
         async_connections: 10_000,
+        offload: true,
         only: Section::ALL.iter().fold(0, |bits, s| bits | s.bit()),
         json: false,
     };
@@ -193,6 +197,13 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
                     only |= section.bit();
                 }
                 opts.only = only;
+            }
+            "--offload" => {
+                opts.offload = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(format!("--offload {v}: expected on or off")),
+                }
             }
             "--json" if inline.is_none() => opts.json = true,
             "-h" | "--help" if inline.is_none() => return Ok(Parsed::Help),

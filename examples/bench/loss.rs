@@ -77,7 +77,7 @@ use crate::conn::{
 };
 use crate::echo::EchoServer;
 use crate::netns::{
-    command, configure, join, kernel_tcp_counters, offloads_off, start_default_stack, start_stack,
+    command, configure, join, kernel_tcp_counters, offloads_off, start_stack, start_stack_with,
     veth_pair, Netns, KERNEL_ADDR, STACK_ADDR, TUN, VETH_A, VETH_B, VETH_B_ADDR,
 };
 use crate::nft::{DropTable, Drops, Tap};
@@ -312,16 +312,27 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
     let window = Duration::from_secs_f64(opts.seconds);
     let mtu = opts.mtu;
     let ns = Netns::new("bench-loss")?;
-    let on = start_default_stack(&ns, mtu)?;
+    // Offload off: the drops act on what crosses the TUN device, which with offload would be
+    // 64 KB super-packets, not the wire segments of the kernel's side.
+    let on = start_stack_with(
+        &ns,
+        TUN,
+        (STACK_ADDR, KERNEL_ADDR),
+        mtu,
+        StackConfig::default(),
+        Impairment::default(),
+        false,
+    )?;
     let mut config = StackConfig::default();
     config.loss_recovery = false;
-    let off = start_stack(
+    let off = start_stack_with(
         &ns,
         OFF_TUN,
         (OFF_STACK_ADDR, OFF_KERNEL_ADDR),
         mtu,
         config,
         Impairment::default(),
+        false,
     )?;
     // The kernel peer, one hop away: routes to both stacks through the TUN namespace.
     let peer = Netns::new("bench-loss-peer")?;

@@ -4,7 +4,7 @@
 //! ```text
 //! sudo cargo run --release --example bench -- [--only LIST] [--mtu N] [--seconds S]
 //!     [--idle-seconds S] [--connections N] [--ttfb-connections N] [--rate-connections N]
-//!     [--scale-connections N] [--async-connections N] [--json]
+//!     [--scale-connections N] [--async-connections N] [--offload on|off] [--json]
 //! ```
 //!
 //! Everything happens in network namespaces of the benchmark's own, made with
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    netns::set_offload(opts.offload);
     if !tun_driver::is_root() {
         eprintln!(
             "bench: needs root: it creates private network namespaces (CAP_SYS_ADMIN), \

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -241,20 +242,45 @@ pub fn kernel_tcp_counters(names: &[&'static str]) -> Result<Vec<(&'static str, 
         .collect())
 }
 
+/// Whether the sections' stacks use segmentation offload (`--offload`; on by default).
+static OFFLOAD: AtomicBool = AtomicBool::new(true);
+
+/// Set what `--offload` said.
+pub fn set_offload(on: bool) {
+    OFFLOAD.store(on, Ordering::Relaxed);
+}
+
 /// A stack on TUN device `tun` of `ns`: the stack at `stack`, the kernel at `kernel`, with
-/// `impairment` on its packet path.
+/// `impairment` on its packet path, and offload as `--offload` says (off with an impairment).
 pub fn start_stack(
+    ns: &Netns,
+    tun: &'static str,
+    addrs: (Ipv4Addr, Ipv4Addr),
+    mtu: u32,
+    config: StackConfig,
+    impairment: Impairment,
+) -> Result<Net, String> {
+    let offload = OFFLOAD.load(Ordering::Relaxed);
+    start_stack_with(ns, tun, addrs, mtu, config, impairment, offload)
+}
+
+/// [`start_stack`] with offload on or off whatever `--offload` said (off anyway with an
+/// impairment).
+pub fn start_stack_with(
     ns: &Netns,
     tun: &'static str,
     (stack, kernel): (Ipv4Addr, Ipv4Addr),
     mtu: u32,
     config: StackConfig,
     impairment: Impairment,
+    offload: bool,
 ) -> Result<Net, String> {
+    let offload = offload && impairment.is_none();
     ns.run(move || {
         Net::builder()
             .stack_config(config)
             .impairment(impairment)
+            .offload(offload)
             .tun(tun)
             .address(&format!("{stack}/24"))
             .peer(&format!("{kernel}/24"))

@@ -6,6 +6,23 @@ use std::time::{Duration, Instant};
 /// The runtime thread's name as `/proc` shows it (`comm` keeps 15 bytes).
 const RUNTIME_COMM: &str = "connectx-runtim";
 
+/// CPU time the whole machine has spent busy since boot (`/proc/stat`: user, nice, system,
+/// irq, softirq and steal, all CPUs): both ends of a transfer on this machine, the kernel's
+/// work for each, and the stack's.
+pub fn machine_busy() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    let hz = tun_driver::kernel::clock_ticks_per_second().max(1);
+    Some(Duration::from_micros(busy * 1_000_000 / hz))
+}
+
 /// Kernel thread ids of the process's stack runtime threads.
 pub fn runtime_threads() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {

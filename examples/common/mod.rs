@@ -30,6 +30,8 @@ pub struct Devices {
     pub impairment: Impairment,
     /// `--cookie-cache FILE`.
     pub cookie_cache: Option<String>,
+    /// `--offload on|off`; `None`: the builder's default.
+    pub offload: Option<bool>,
 }
 
 /// The help text of the flags [`Devices::take`] knows beyond the devices.
@@ -45,6 +47,11 @@ PACKET PATH (all devices, both directions):
     --seed N            seed of the random choices: the same seed makes the same choices
     --cookie-cache FILE keep the Fast Open cookie cache in FILE across runs (saved after each
                         change; a corrupt file is reported and replaced)
+    --offload on|off    segmentation offload: TCP segments of up to 64 KB cross each TUN
+                        device in one system call, and the kernel cuts them to the MTU
+                        (default: on for TUN devices, off for descriptors without a
+                        virtio-net header and with an impairment flag; `on` with either
+                        is an error)
 ";
 
 /// `v` as a probability, or a one-line error naming `flag`.
@@ -132,6 +139,13 @@ impl Devices {
             "--reorder" => self.impairment.reorder = probability(&value(it, flag)?, flag)?,
             "--duplicate" => self.impairment.duplicate = probability(&value(it, flag)?, flag)?,
             "--seed" => self.impairment.seed = number(&value(it, flag)?, flag)?,
+            "--offload" => {
+                self.offload = Some(match value(it, flag)?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(format!("--offload: `{v}` is neither on nor off")),
+                })
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -151,6 +165,9 @@ impl Devices {
         }
         if let Some(path) = &self.cookie_cache {
             b = b.cookie_cache_file(path);
+        }
+        if let Some(on) = self.offload {
+            b = b.offload(on);
         }
         for d in &self.list {
             b = match (&d.tun, d.fd) {
