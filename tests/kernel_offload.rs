@@ -182,8 +182,7 @@ fn offload_on_for_a_socketpair_is_a_start_error() {
         .address("192.0.2.2/24")
         .offload(true)
         .start()
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let text = err.to_string();
     assert!(text.contains("virtio-net header"), "{text}");
     assert_eq!(text.lines().count(), 1);
