@@ -183,19 +183,41 @@ impl PacketIo for Devices {
 /// the impairment, the devices. Either decorator costs one branch per packet when off.
 pub(crate) type PacketPath = Capture<Impaired<Devices>>;
 
-/// Packets in one direction, in one buffer. The buffer only grows (`used` bytes of it hold
-/// packets), so that reading into room for a 64 KB packet does not zero 64 KB each time.
+/// Packets the stack sent (the outbox), in order. Small ones are copied into one buffer that
+/// only grows (`used` bytes of it hold packets); a large one (a 64 KB segment with offload)
+/// keeps the buffer smoltcp wrote it in, and the stack gets a spare one of the same size in
+/// exchange ([`PacketIo::send_from`]), so it is not copied.
 #[derive(Default)]
 pub(crate) struct Queue {
     bytes: Vec<u8>,
     used: usize,
-    items: Vec<(IfaceId, Range<usize>)>,
+    items: Vec<(IfaceId, Slot)>,
+    /// The buffers of the large packets held, and spare ones.
+    owned: Vec<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
 }
+
+/// Where a packet of the queue is.
+#[derive(Clone)]
+enum Slot {
+    Bytes(Range<usize>),
+    /// `owned[i][..len]`
+    Owned(usize, usize),
+}
+
+/// Packets above this size trade buffers instead of being copied.
+const TRADE_ABOVE: usize = 16 << 10;
+
+/// Most spare packet buffers a queue keeps between rounds (2 MB of 64 KB ones): a burst's
+/// worth more is freed.
+const MAX_SPARE: usize = 32;
 
 impl Queue {
     fn clear(&mut self) {
         self.used = 0;
         self.items.clear();
+        self.spare.append(&mut self.owned);
+        self.spare.truncate(MAX_SPARE);
     }
 
     /// Room for `n` more bytes after the packets held.
@@ -218,26 +240,30 @@ impl Queue {
         let start = self.used;
         self.room(packet.len()).copy_from_slice(packet);
         self.used += packet.len();
-        self.items.push((iface, start..self.used));
+        self.items.push((iface, Slot::Bytes(start..self.used)));
     }
 
-    /// Read one packet of at most `max` bytes from `io` into the queue; false when `iface` has
-    /// none now.
-    fn read_from(&mut self, io: &mut PacketPath, iface: IfaceId, max: usize) -> bool {
-        let start = self.used;
-        match io.recv(iface, self.room(max)) {
-            Some(n) => {
-                self.used += n.min(max);
-                self.items.push((iface, start..self.used));
-                true
-            }
-            None => false,
+    /// Keep `buf[..len]`, giving `buf` a spare buffer of the same length in exchange.
+    fn trade(&mut self, iface: IfaceId, buf: &mut Vec<u8>, len: usize) {
+        let mut other = match self.spare.iter().position(|b| b.len() == buf.len()) {
+            Some(i) => self.spare.swap_remove(i),
+            None => vec![0; buf.len()],
+        };
+        std::mem::swap(&mut other, buf);
+        self.items.push((iface, Slot::Owned(self.owned.len(), len)));
+        self.owned.push(other);
+    }
+
+    fn packet(&self, slot: &Slot) -> &[u8] {
+        match slot {
+            Slot::Bytes(range) => &self.bytes[range.clone()],
+            Slot::Owned(i, len) => &self.owned[*i][..*len],
         }
     }
 
     fn write_to(&self, io: &mut PacketPath) {
-        for (iface, range) in &self.items {
-            io.send(*iface, &self.bytes[range.clone()]);
+        for (iface, slot) in &self.items {
+            io.send(*iface, self.packet(slot));
         }
     }
 }
@@ -253,33 +279,103 @@ impl PacketIo for Queue {
     fn send(&mut self, iface: IfaceId, packet: &[u8]) {
         self.push(iface, packet);
     }
+
+    fn send_from(&mut self, iface: IfaceId, buf: &mut Vec<u8>, len: usize) {
+        let len = len.min(buf.len());
+        if len > TRADE_ABOVE {
+            self.trade(iface, buf, len);
+        } else {
+            self.push(iface, &buf[..len]);
+        }
+    }
+}
+
+/// The packets read for a round, each in a buffer of its own: the stack takes one by trading
+/// its receive buffer for it ([`PacketIo::recv_into`]), not by copying 64 KB. The buffers come
+/// back for the next round's reads.
+#[derive(Default)]
+pub(crate) struct Arrivals {
+    /// (device, buffer, packet length)
+    packets: Vec<(IfaceId, Vec<u8>, usize)>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Arrivals {
+    fn clear(&mut self) {
+        self.spare
+            .extend(self.packets.drain(..).map(|(_, buf, _)| buf));
+        self.spare.truncate(MAX_SPARE);
+    }
+
+    /// Read one packet of at most `max` bytes from `io`; false when `iface` has none now.
+    fn read_from(&mut self, io: &mut PacketPath, iface: IfaceId, max: usize) -> bool {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        if buf.len() < max {
+            buf.resize(max, 0);
+        }
+        match io.recv(iface, &mut buf[..max]) {
+            Some(n) => {
+                self.packets.push((iface, buf, n.min(max)));
+                true
+            }
+            None => {
+                self.spare.push(buf);
+                false
+            }
+        }
+    }
 }
 
 /// What the stack sees during a runtime round: the packets read before it, and the outbox.
 struct Round<'a> {
-    rx: &'a Queue,
-    /// Per interface, the index in `rx.items` of its next packet.
+    rx: &'a mut Arrivals,
+    /// Per interface, the index in `rx.packets` of its next packet.
     next: &'a mut Vec<usize>,
     out: &'a mut Queue,
 }
 
-impl PacketIo for Round<'_> {
-    fn recv(&mut self, iface: IfaceId, buf: &mut [u8]) -> Option<usize> {
+impl Round<'_> {
+    /// The next packet read from `iface`: its buffer and length.
+    fn next_packet(&mut self, iface: IfaceId) -> Option<(&mut Vec<u8>, usize)> {
         let next = self.next.get_mut(iface.0)?;
-        while let Some((i, range)) = self.rx.items.get(*next) {
+        while *next < self.rx.packets.len() {
+            let i = *next;
             *next += 1;
-            if *i == iface {
-                let p = &self.rx.bytes[range.clone()];
-                let n = p.len().min(buf.len());
-                buf[..n].copy_from_slice(&p[..n]);
-                return Some(n);
+            if self.rx.packets[i].0 == iface {
+                let (_, buf, n) = &mut self.rx.packets[i];
+                return Some((buf, *n));
             }
         }
         None
     }
+}
+
+impl PacketIo for Round<'_> {
+    fn recv(&mut self, iface: IfaceId, buf: &mut [u8]) -> Option<usize> {
+        let (p, n) = self.next_packet(iface)?;
+        let n = n.min(buf.len());
+        buf[..n].copy_from_slice(&p[..n]);
+        Some(n)
+    }
+
+    fn recv_into(&mut self, iface: IfaceId, buf: &mut Vec<u8>, max: usize) -> Option<usize> {
+        let (p, n) = self.next_packet(iface)?;
+        let n = n.min(max).min(buf.len());
+        if p.len() == buf.len() {
+            // The stack's old buffer takes the packet's place, and comes back as a spare.
+            std::mem::swap(p, buf);
+        } else {
+            buf[..n].copy_from_slice(&p[..n]);
+        }
+        Some(n)
+    }
 
     fn send(&mut self, iface: IfaceId, packet: &[u8]) {
         self.out.push(iface, packet);
+    }
+
+    fn send_from(&mut self, iface: IfaceId, buf: &mut Vec<u8>, len: usize) {
+        self.out.send_from(iface, buf, len);
     }
 }
 
@@ -287,7 +383,7 @@ impl PacketIo for Round<'_> {
 /// (taken before the state lock, never after it, so a device write never holds up a call).
 pub(crate) struct IoSide {
     pub(crate) path: PacketPath,
-    rx: Queue,
+    rx: Arrivals,
     next: Vec<usize>,
     spare: Queue,
     mtus: Vec<usize>,
@@ -298,7 +394,7 @@ impl IoSide {
     pub(crate) fn new(path: PacketPath, mtus: Vec<usize>, burst: usize) -> IoSide {
         IoSide {
             path,
-            rx: Queue::default(),
+            rx: Arrivals::default(),
             next: Vec::new(),
             spare: Queue::default(),
             mtus,
@@ -336,7 +432,7 @@ impl IoSide {
     /// The stack's view of this round's packets: what was read, and the outbox.
     pub(crate) fn round<'a>(&'a mut self, out: &'a mut Queue) -> impl PacketIo + 'a {
         Round {
-            rx: &self.rx,
+            rx: &mut self.rx,
             next: &mut self.next,
             out,
         }

@@ -31,6 +31,23 @@ pub trait PacketIo {
     /// Send `packet` out of `iface`. Delivery is best effort, as on a wire.
     fn send(&mut self, iface: IfaceId, packet: &[u8]);
 
+    /// As [`send`](PacketIo::send) of `buf[..len]`; an implementation that keeps the packet
+    /// for later may trade buffers with the stack instead of copying (`buf` keeps its
+    /// length). The stack sends what smoltcp writes through this one.
+    fn send_from(&mut self, iface: IfaceId, buf: &mut Vec<u8>, len: usize) {
+        let len = len.min(buf.len());
+        self.send(iface, &buf[..len]);
+    }
+
+    /// As [`recv`](PacketIo::recv) into `buf[..max]`; an implementation that holds the packet
+    /// in a buffer of its own as long as `buf` may trade buffers instead of copying (`buf`
+    /// keeps its length). The stack reads through this one: with 64 KB packets (offload) the
+    /// copy is one of the costs that count.
+    fn recv_into(&mut self, iface: IfaceId, buf: &mut Vec<u8>, max: usize) -> Option<usize> {
+        let max = max.min(buf.len());
+        self.recv(iface, &mut buf[..max])
+    }
+
     /// The time of the poll about to run; [`Stack::poll`](crate::Stack::poll) calls it first.
     /// Decorators that hold packets for a while (impairment) or stamp them (capture) take their
     /// clock from here, so they never read one themselves.
@@ -237,7 +254,8 @@ pub(crate) struct Path<'a, P: PacketIo + ?Sized> {
     pub(crate) mtu: usize,
     /// The packet to hand to smoltcp (taken by the first `receive`).
     pub(crate) rx: Option<&'a [u8]>,
-    pub(crate) tx: &'a mut [u8],
+    /// Where smoltcp writes a packet: the stack's transmit buffer, at least `mtu` long.
+    pub(crate) tx: &'a mut Vec<u8>,
     /// The connection these segments belong to, and the layers its segments pass, for TCP
     /// shards.
     pub(crate) conn: Option<ConnLayers<'a>>,
@@ -295,7 +313,7 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
             n = egress_layers(l, p.tx, n, p.now);
         }
         if n > 0 && p.up {
-            p.io.send(p.iface, &p.tx[..n]);
+            p.io.send_from(p.iface, p.tx, n);
             p.sent += 1;
         }
         r

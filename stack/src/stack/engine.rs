@@ -64,7 +64,7 @@ impl Stack {
             let mtu = self.ifaces[n].frame();
             let mut left = budget;
             while left > 0 {
-                let Some(len) = io.recv(id, &mut self.rx_buf[..mtu]) else {
+                let Some(len) = io.recv_into(id, &mut self.rx_buf, mtu) else {
                     break;
                 };
                 left -= 1;
@@ -503,7 +503,7 @@ impl Stack {
                 up: *up,
                 mtu,
                 rx: Some(&rx_buf[..len]),
-                tx: &mut tx_buf[..mtu],
+                tx: &mut *tx_buf,
                 conn,
                 now,
                 sent: 0,
@@ -588,7 +588,7 @@ impl Stack {
             up: *up,
             mtu,
             rx: Some(&rx_buf[..len]),
-            tx: &mut tx_buf[..mtu],
+            tx: &mut *tx_buf,
             conn: None,
             now,
             sent: 0,
@@ -656,7 +656,7 @@ impl Stack {
                 up: *up,
                 mtu,
                 rx: None,
-                tx: &mut tx_buf[..mtu],
+                tx: &mut *tx_buf,
                 conn,
                 now,
                 sent: 0,
@@ -721,7 +721,7 @@ fn feed_one<P: PacketIo + ?Sized>(
     up: bool,
     mtu: usize,
     offload: Option<usize>,
-    tx_buf: &mut [u8],
+    tx_buf: &mut Vec<u8>,
     tx_packets: &mut u64,
     packet: &mut [u8],
     now: Instant,
@@ -747,7 +747,7 @@ fn feed_one<P: PacketIo + ?Sized>(
         up,
         mtu,
         rx: Some(packet),
-        tx: &mut tx_buf[..mtu],
+        tx: &mut *tx_buf,
         conn,
         now,
         sent: 0,
