@@ -237,7 +237,7 @@ fn pseudo_header_sum(src: IpAddr, dst: IpAddr, len: usize) -> u16 {
 }
 
 /// The MSS a segment of `mtu` bytes leaves room for (no TCP options).
-fn mss_for(mtu: usize, v6: bool) -> u16 {
+pub(crate) fn mss_for(mtu: usize, v6: bool) -> u16 {
     let ip = if v6 { 40 } else { 20 };
     mtu.saturating_sub(ip + 20).min(usize::from(u16::MAX)) as u16
 }
@@ -272,6 +272,20 @@ pub(crate) fn lower_mss(pkt: &mut [u8], mtu: usize) -> bool {
     }
     let full = mss_for(mtu, t.src.is_ipv6());
     set_mss(pkt, &t, |mss| (mss > full).then_some(full))
+}
+
+/// Whether a segment smoltcp is about to take on an offload interface of MTU `mtu` must be
+/// acknowledged at once: it carries more than one wire segment's payload (a super-packet).
+///
+/// smoltcp acknowledges at once when more than the peer's MSS is unacknowledged, else after
+/// its delayed-ACK timer (10 ms). The peer's MSS it sees is the raised one (64 KB), so a
+/// super-packet of a slow-starting sender (its first flight, 14 KB) would wait for the timer:
+/// each round trip of its slow start 10 ms long. Linux acknowledges every second full-sized
+/// segment; a super-packet is at least two.
+pub(crate) fn ack_at_once(pkt: &[u8], mtu: usize) -> bool {
+    wire::parse(pkt).is_some_and(|t| {
+        !t.has(SYN) && t.payload_len() > usize::from(mss_for(mtu, t.src.is_ipv6()))
+    })
 }
 
 /// Replace the value of the MSS option by `to(value)` when that is `Some`.

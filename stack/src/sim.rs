@@ -33,6 +33,9 @@ pub struct LinkConfig {
     pub reorder: f64,
     /// Probability that a packet is delivered twice.
     pub duplicate: f64,
+    /// Both interfaces have segmentation offload, and the link carries their 64 KB TCP
+    /// segments whole (as between two offload devices; nothing cuts them).
+    pub offload: bool,
 }
 
 impl Default for LinkConfig {
@@ -44,6 +47,7 @@ impl Default for LinkConfig {
             seed: 1,
             reorder: 0.0,
             duplicate: 0.0,
+            offload: false,
         }
     }
 }
@@ -127,7 +131,12 @@ impl PacketIo for End<'_> {
         let mut packet = packet.to_vec();
         let keep = filter.as_mut().is_none_or(|f| f(&mut packet));
         let lost = link.config.loss > 0.0 && link.rng.random_bool(link.config.loss.clamp(0.0, 1.0));
-        if !keep || lost || packet.len() > link.config.mtu {
+        let largest = if link.config.offload {
+            crate::offload::MAX_PACKET
+        } else {
+            link.config.mtu
+        };
+        if !keep || lost || packet.len() > largest {
             link.dropped[to] += 1;
             return;
         }
@@ -196,9 +205,10 @@ impl Pair {
         let seed = link.seed;
         a_config.random_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xa;
         b_config.random_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xb;
+        let offload = link.offload;
         let make = |config: StackConfig, name: &str, addrs: &[&str], mtu: usize| {
             let mut stack = Stack::new(config);
-            let mut ic = InterfaceConfig::new(name).mtu(mtu);
+            let mut ic = InterfaceConfig::new(name).mtu(mtu).offload(offload);
             for a in addrs {
                 ic = ic.address(a.parse::<Cidr>().expect("a valid CIDR in a test"));
             }

@@ -481,6 +481,16 @@ impl Stack {
         } = ifc;
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         let mut injected = Vec::new();
+        // A super-packet is acknowledged at once (`offload::ack_at_once`): smoltcp's delayed
+        // ACK is off while it takes it, so its timer stays idle and the next egress sends the ACK.
+        let quick_ack = matches!(kind, Kind::Tcp(_))
+            && offload.is_some_and(|mtu| crate::offload::ack_at_once(&rx_buf[..len], mtu));
+        let ack_delay = quick_ack.then(|| {
+            let s = set.get_mut::<smoltcp::socket::tcp::Socket<'_>>(sh.handle);
+            let delay = s.ack_delay();
+            s.set_ack_delay(None);
+            delay
+        });
         {
             let conn = match kind {
                 Kind::Tcp(c) => {
@@ -510,6 +520,10 @@ impl Stack {
             };
             smol.poll_ingress_single(now, &mut path, set);
             *tx_packets += path.sent;
+        }
+        if let Some(delay) = ack_delay {
+            set.get_mut::<smoltcp::socket::tcp::Socket<'_>>(sh.handle)
+                .set_ack_delay(delay);
         }
         if let Kind::Tcp(c) = kind {
             injected.append(&mut c.inject);
