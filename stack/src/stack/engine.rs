@@ -76,6 +76,11 @@ impl Stack {
             }
             outcome.more_pending |= left == 0;
         }
+        // The duplicate ACKs the arrivals drew and nothing after them replaced.
+        for (iface, pkt) in self.ack_stash.release() {
+            io.send(iface, &pkt);
+            self.ifaces[iface.0].tx_packets += 1;
+        }
         let mut work = std::mem::take(&mut self.work);
         for _ in 0..PASSES {
             self.shards.take_work(&mut work);
@@ -466,6 +471,7 @@ impl Stack {
             recovery,
             rx_buf,
             tx_buf,
+            ack_stash,
             ..
         } = self;
         let Some(sh) = shards.get_mut(shard) else {
@@ -515,6 +521,7 @@ impl Stack {
                 rx: Some(&rx_buf[..len]),
                 tx: &mut *tx_buf,
                 conn,
+                stash: Some(&mut *ack_stash),
                 now,
                 sent: 0,
             };
@@ -604,6 +611,7 @@ impl Stack {
             rx: Some(&rx_buf[..len]),
             tx: &mut *tx_buf,
             conn: None,
+            stash: None,
             now,
             sent: 0,
         };
@@ -672,6 +680,7 @@ impl Stack {
                 rx: None,
                 tx: &mut *tx_buf,
                 conn,
+                stash: None,
                 now,
                 sent: 0,
             };
@@ -763,6 +772,7 @@ fn feed_one<P: PacketIo + ?Sized>(
         rx: Some(packet),
         tx: &mut *tx_buf,
         conn,
+        stash: None,
         now,
         sent: 0,
     };
