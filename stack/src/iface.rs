@@ -259,9 +259,6 @@ pub(crate) struct Path<'a, P: PacketIo + ?Sized> {
     /// The connection these segments belong to, and the layers its segments pass, for TCP
     /// shards.
     pub(crate) conn: Option<ConnLayers<'a>>,
-    /// While the round takes its arrivals: where a connection's duplicate ACKs wait until the
-    /// arrivals are all in ([`AckStash`]).
-    pub(crate) stash: Option<&'a mut AckStash>,
     pub(crate) now: Instant,
     /// Packets sent.
     pub(crate) sent: u64,
@@ -316,99 +313,10 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
             n = egress_layers(l, p.tx, n, p.now);
         }
         if n > 0 && p.up {
-            let tuple = p.conn.as_ref().map(|l| l.conn.tuple);
-            let held = match (p.stash.as_deref_mut(), tuple) {
-                (Some(stash), Some(tuple)) => stash.hold(p.iface, tuple, &p.tx[..n], &mut *p.io),
-                _ => false,
-            };
-            if !held {
-                p.io.send_from(p.iface, p.tx, n);
-                p.sent += 1;
-            }
+            p.io.send_from(p.iface, p.tx, n);
+            p.sent += 1;
         }
         r
-    }
-}
-
-/// Duplicate ACKs held while a round takes its arrivals, at most one per connection.
-///
-/// A segment that arrives out of order draws an immediate duplicate ACK with a SACK block; on a
-/// path that reorders a little (a veth hop whose packets land in two CPUs' queues), the missing
-/// segment is often the very next one read, in the same burst. Sent at once, that duplicate
-/// ACK tells a Linux sender, whose reordering window is a quarter of a round trip of some
-/// microseconds, to send the segment again: the kernel sent 12,000 segments again to the stack
-/// for 337 losses at 0.1% loss, and the stack reported nearly all of them as duplicates. So a
-/// duplicate ACK waits for the connection's next packet of the burst: if that fills the gap,
-/// the acknowledgement it draws replaces the held one; if it is out of order too, the held one
-/// goes as it would have (a sender counts them), and the new one waits in turn. What still
-/// waits goes when the burst is in. One with a D-SACK block always goes: only it reports that
-/// duplicate.
-#[derive(Debug, Default)]
-pub(crate) struct AckStash {
-    held: Vec<(IfaceId, crate::ids::Tuple, Vec<u8>)>,
-}
-
-impl AckStash {
-    /// A packet `pkt` of connection `tuple` on its way out during the arrivals: hold it (true)
-    /// if it is a duplicate ACK with SACK blocks, replacing the one held for the connection;
-    /// else let it go (false), after what is held for the connection if that reports a
-    /// duplicate, dropping it otherwise (this packet says more).
-    fn hold<P: PacketIo + ?Sized>(
-        &mut self,
-        iface: IfaceId,
-        tuple: crate::ids::Tuple,
-        pkt: &[u8],
-        io: &mut P,
-    ) -> bool {
-        let Some(t) = wire::parse(pkt) else {
-            return false;
-        };
-        let pure_ack = t.flags & !wire::PSH == wire::ACK && t.payload_len() == 0;
-        let blocks = if pure_ack {
-            crate::recovery::sack_blocks(t.options(pkt))
-        } else {
-            Vec::new()
-        };
-        let at = self.held.iter().position(|(_, tu, _)| *tu == tuple);
-        if let Some(i) = at {
-            let (_, _, old) = self.held.swap_remove(i);
-            // Another duplicate ACK: the gap is still there, and the held one goes as it
-            // would have. Anything else says more than the held one (the gap filled), which
-            // only still goes if it reports a duplicate.
-            if !blocks.is_empty() || reports_duplicate(&old) {
-                io.send(iface, &old);
-            }
-        }
-        if blocks.is_empty() {
-            return false;
-        }
-        self.held.push((iface, tuple, pkt.to_vec()));
-        true
-    }
-
-    /// What is held, to send now (the arrivals are all in).
-    pub(crate) fn release(&mut self) -> impl Iterator<Item = (IfaceId, Vec<u8>)> + '_ {
-        self.held.drain(..).map(|(iface, _, pkt)| (iface, pkt))
-    }
-}
-
-/// Whether an acknowledgement carries a D-SACK block (RFC 2883: a first block below its
-/// acknowledgement number, or inside its second block).
-fn reports_duplicate(pkt: &[u8]) -> bool {
-    let Some(t) = wire::parse(pkt) else {
-        return false;
-    };
-    let blocks = crate::recovery::sack_blocks(t.options(pkt));
-    match blocks.as_slice() {
-        [] => false,
-        [(l, r), rest @ ..] => {
-            let below = crate::recovery::scoreboard::before_eq(*r, t.ack);
-            let inside = rest.first().is_some_and(|(l2, r2)| {
-                crate::recovery::scoreboard::before_eq(*l2, *l)
-                    && crate::recovery::scoreboard::before_eq(*r, *r2)
-            });
-            below || inside
-        }
     }
 }
 

@@ -1223,7 +1223,7 @@ fn elapsed(now: Instant, since: Instant) -> Duration {
 }
 
 /// The SACK blocks of a segment's options (at most four).
-pub(crate) fn sack_blocks(opts: &[u8]) -> Vec<(u32, u32)> {
+fn sack_blocks(opts: &[u8]) -> Vec<(u32, u32)> {
     let Some(body) = wire::find_option(opts, wire::OPT_SACK) else {
         return Vec::new();
     };

@@ -76,11 +76,6 @@ impl Stack {
             }
             outcome.more_pending |= left == 0;
         }
-        // The duplicate ACKs the arrivals drew and nothing after them replaced.
-        for (iface, pkt) in self.ack_stash.release() {
-            io.send(iface, &pkt);
-            self.ifaces[iface.0].tx_packets += 1;
-        }
         let mut work = std::mem::take(&mut self.work);
         for _ in 0..PASSES {
             self.shards.take_work(&mut work);
@@ -471,7 +466,6 @@ impl Stack {
             recovery,
             rx_buf,
             tx_buf,
-            ack_stash,
             ..
         } = self;
         let Some(sh) = shards.get_mut(shard) else {
@@ -521,7 +515,6 @@ impl Stack {
                 rx: Some(&rx_buf[..len]),
                 tx: &mut *tx_buf,
                 conn,
-                stash: Some(&mut *ack_stash),
                 now,
                 sent: 0,
             };
@@ -611,7 +604,6 @@ impl Stack {
             rx: Some(&rx_buf[..len]),
             tx: &mut *tx_buf,
             conn: None,
-            stash: None,
             now,
             sent: 0,
         };
@@ -680,7 +672,6 @@ impl Stack {
                 rx: None,
                 tx: &mut *tx_buf,
                 conn,
-                stash: None,
                 now,
                 sent: 0,
             };
@@ -772,7 +763,6 @@ fn feed_one<P: PacketIo + ?Sized>(
         rx: Some(packet),
         tx: &mut *tx_buf,
         conn,
-        stash: None,
         now,
         sent: 0,
     };

@@ -206,8 +206,6 @@ pub struct Stack {
     pub(crate) fragment_ident: u32,
     pub(crate) rx_buf: Vec<u8>,
     pub(crate) tx_buf: Vec<u8>,
-    /// Duplicate ACKs held while a round takes its arrivals.
-    pub(crate) ack_stash: crate::iface::AckStash,
     pub(crate) work: Vec<ShardId>,
 }
 
@@ -244,7 +242,6 @@ impl Stack {
             fragment_ident,
             rx_buf: Vec::new(),
             tx_buf: Vec::new(),
-            ack_stash: crate::iface::AckStash::default(),
             work: Vec::new(),
         }
     }
