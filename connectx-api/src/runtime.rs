@@ -47,6 +47,10 @@ pub(crate) struct Devices {
     offload_rejected: u64,
 }
 
+/// Most packets an offload device may hand over in a row that are all dropped for their
+/// header, before the runtime goes on with its round.
+const MAX_REJECTED: usize = 64;
+
 /// What the devices under a [`Net`](crate::Net) did that the stack does not see.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -85,9 +89,11 @@ impl Devices {
     }
 
     /// One packet from an offload device, its virtio-net header checked and its checksum
-    /// filled in; packets whose header does not fit are dropped and counted.
+    /// filled in; packets whose header does not fit are dropped and counted. After
+    /// [`MAX_REJECTED`] of them in a row this answers "nothing now" (`poll(2)` brings the
+    /// runtime back), so that a stream of bad packets cannot hold it here.
     fn recv_offload(&mut self, iface: IfaceId, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-        loop {
+        for _ in 0..MAX_REJECTED {
             let Some((h, n)) = self.devices[iface.0].recv_offload(buf)? else {
                 return Ok(None);
             };
@@ -109,6 +115,7 @@ impl Devices {
                 Err(_) => self.offload_rejected += 1,
             }
         }
+        Ok(None)
     }
 
     /// One packet to an offload device: a TCP packet with a partial checksum (and, above the
