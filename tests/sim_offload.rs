@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stack::sim::{LinkConfig, Pair};
-use stack::{ConnectOptions, ConnectStatus, Family, SocketType, StackConfig};
+use stack::StackConfig;
 
 const SERVER: &str = "192.0.2.1:9000";
 
@@ -44,21 +44,7 @@ fn transfer_on(link: LinkConfig, len: usize) -> (i64, usize) {
         *l = (*l).max(pkt.len());
         true
     });
-    let l = p.b.socket(Family::V4, SocketType::Stream);
-    p.b.bind(l, addr(SERVER)).unwrap();
-    p.b.listen(l, 8).unwrap();
-    let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr(SERVER), ConnectOptions::default(), p.now())
-        .unwrap();
-    p.drive_until(100_000, |p| {
-        p.a.connect_status(c) == Some(ConnectStatus::Connected)
-    });
-    let mut s = None;
-    p.drive_until(100_000, |p| {
-        s = p.b.accept(l).ok().map(|(s, _)| s);
-        s.is_some()
-    });
-    let s = s.unwrap();
+    let (c, s) = p.tcp_connection(addr(SERVER));
     let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 1) as u8).collect();
     let start = p.now();
     let (mut sent, mut got) = (0, Vec::new());

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use stack::sim::{self, LinkConfig, Pair};
 use stack::{
-    ConnectOptions, ConnectStatus, CookieKey, Family, FastOpenMode, FastOpenServerConfig,
-    RecoveryCounters, SocketId, SocketType, StackConfig,
+    ConnectOptions, CookieKey, Family, FastOpenMode, FastOpenServerConfig, RecoveryCounters,
+    SocketId, SocketType, StackConfig,
 };
 
 const SERVER: &str = "192.0.2.1:9000";
@@ -55,21 +55,8 @@ fn connected(link: LinkConfig, recovery: bool) -> (Pair, SocketId, SocketId) {
         &["192.0.2.2/24"],
         &["192.0.2.1/24"],
     );
-    let l = p.b.socket(Family::V4, SocketType::Stream);
-    p.b.bind(l, addr(SERVER)).unwrap();
-    p.b.listen(l, 8).unwrap();
-    let c = p.a.socket(Family::V4, SocketType::Stream);
-    p.a.connect(c, addr(SERVER), ConnectOptions::default(), p.now())
-        .unwrap();
-    p.drive_until(100_000, |p| {
-        p.a.connect_status(c) == Some(ConnectStatus::Connected)
-    });
-    let mut s = None;
-    p.drive_until(100_000, |p| {
-        s = p.b.accept(l).ok().map(|(s, _)| s);
-        s.is_some()
-    });
-    (p, c, s.unwrap())
+    let (c, s) = p.tcp_connection(addr(SERVER));
+    (p, c, s)
 }
 
 /// Send `data` from A to B over an established connection; returns the virtual milliseconds

@@ -342,6 +342,33 @@ impl Pair {
         }
     }
 
+    /// A TCP connection from A to a listener B opens on `server` (IPv4, backlog 8): (A's
+    /// socket, B's accepted one), once both ends are established.
+    #[track_caller]
+    pub fn tcp_connection(
+        &mut self,
+        server: std::net::SocketAddr,
+    ) -> (crate::ids::SocketId, crate::ids::SocketId) {
+        use crate::{ConnectOptions, ConnectStatus, Family, SocketType};
+        let l = self.b.socket(Family::V4, SocketType::Stream);
+        self.b.bind(l, server).expect("a free port in a test");
+        self.b.listen(l, 8).expect("a bound socket listens");
+        let c = self.a.socket(Family::V4, SocketType::Stream);
+        let now = self.now();
+        self.a
+            .connect(c, server, ConnectOptions::default(), now)
+            .expect("a connect in a test");
+        self.drive_until(100_000, |p| {
+            p.a.connect_status(c) == Some(ConnectStatus::Connected)
+        });
+        let mut s = None;
+        self.drive_until(100_000, |p| {
+            s = p.b.accept(l).ok().map(|(s, _)| s);
+            s.is_some()
+        });
+        (c, s.expect("accepted"))
+    }
+
     /// Step until `done` holds, at most `max_steps` times. Panics (printing the seed) on
     /// livelock or when the pair goes idle first.
     #[track_caller]
