@@ -435,20 +435,6 @@ fn fire_and_forget_sends_leave_at_once() {
 
 // ----- E. Blind resets (RFC 5961), side by side with the kernel -----
 
-/// A `Write` the test can read back: the stack's pcap capture.
-#[derive(Clone, Default)]
-struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// (source, destination, seq, ack, payload length) of each TCP segment of a raw-IP pcap.
 fn segments(pcap: &[u8]) -> Vec<(SocketAddr, SocketAddr, u32, u32, usize)> {
     let mut out = Vec::new();
@@ -521,7 +507,7 @@ fn a_blind_rst_is_challenged_by_the_stack_as_by_the_kernel() {
     in_netns(
         "a_blind_rst_is_challenged_by_the_stack_as_by_the_kernel",
         || {
-            let pcap = Shared::default();
+            let pcap = support::PcapBuffer::default();
             let net = Net::builder()
                 .tun("cx0")
                 .address("192.0.2.2/24")

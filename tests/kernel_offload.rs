@@ -8,19 +8,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 
 use connectx_api::{Device, Net};
-use support::{fnv1a, in_netns, pattern};
+use support::{fnv1a, in_netns, pattern, usual};
 
 const MB4: usize = 4 << 20;
-
-fn start(builder: connectx_api::NetBuilder) -> Net {
-    builder
-        .address("192.0.2.2/24")
-        .address("2001:db8::2/64")
-        .peer("192.0.2.1/24")
-        .peer("2001:db8::1/64")
-        .start()
-        .expect("the stack starts")
-}
 
 /// Data packets the stack sent and received while `f` ran.
 fn packets_during(net: &Net, f: impl FnOnce()) -> (u64, u64) {
@@ -82,12 +72,30 @@ fn both_ways(net: &Net, kernel: SocketAddr, stack: SocketAddr) -> (u64, u64) {
 /// Fewer packets than a quarter of what 4 MB takes in 1448-byte segments: super-packets.
 const FEW: u64 = (MB4 / 1448 / 4) as u64;
 
+/// [`both_ways`] over IPv4.
+fn both_ways_v4(net: &Net) -> (u64, u64) {
+    both_ways(
+        net,
+        "192.0.2.1:0".parse().unwrap(),
+        "192.0.2.2:7001".parse().unwrap(),
+    )
+}
+
+/// Packets sent and received for 4 MB each way that are one per wire segment at least.
+fn assert_wire_sized((sent, received): (u64, u64)) {
+    let least = (MB4 / 1460) as u64;
+    assert!(
+        sent >= least && received >= least,
+        "{sent} / {received} packets"
+    );
+}
+
 #[test]
 fn offload_moves_64_kb_segments_both_ways_over_ipv4_and_ipv6() {
     in_netns(
         "offload_moves_64_kb_segments_both_ways_over_ipv4_and_ipv6",
         || {
-            let net = start(Net::builder().tun("cx0"));
+            let net = usual(Net::builder().tun("cx0"));
             assert!(
                 net.interfaces()[0].offload,
                 "on by default on a created device"
@@ -114,16 +122,9 @@ fn offload_moves_64_kb_segments_both_ways_over_ipv4_and_ipv6() {
 #[test]
 fn offload_off_moves_one_wire_segment_per_packet() {
     in_netns("offload_off_moves_one_wire_segment_per_packet", || {
-        let net = start(Net::builder().tun("cx0").offload(false));
+        let net = usual(Net::builder().tun("cx0").offload(false));
         assert!(!net.interfaces()[0].offload);
-        let (sent, received) = both_ways(
-            &net,
-            "192.0.2.1:0".parse().unwrap(),
-            "192.0.2.2:7001".parse().unwrap(),
-        );
-        let least = (MB4 / 1460) as u64;
-        assert!(sent >= least, "{sent} packets sent for 4 MB");
-        assert!(received >= least, "{received} packets received for 4 MB");
+        assert_wire_sized(both_ways_v4(&net));
     });
 }
 
@@ -137,13 +138,9 @@ fn an_adopted_descriptor_with_a_virtio_net_header_keeps_offload() {
             let fd: OwnedFd = Device::create_offload("cx0").unwrap().into();
             let device = Device::try_from(fd).unwrap();
             assert!(device.vnet_header() && device.offload());
-            let net = start(Net::builder().device(device));
+            let net = usual(Net::builder().device(device));
             assert!(net.interfaces()[0].offload);
-            let (sent, received) = both_ways(
-                &net,
-                "192.0.2.1:0".parse().unwrap(),
-                "192.0.2.2:7001".parse().unwrap(),
-            );
+            let (sent, received) = both_ways_v4(&net);
             assert!(sent < FEW && received < FEW, "{sent} / {received} packets");
         },
     );
@@ -157,18 +154,9 @@ fn offload_off_on_a_descriptor_with_a_header_keeps_the_header_and_sends_plain_pa
         "offload_off_on_a_descriptor_with_a_header_keeps_the_header_and_sends_plain_packets",
         || {
             let device = Device::create_offload("cx0").unwrap();
-            let net = start(Net::builder().device(device).offload(false));
+            let net = usual(Net::builder().device(device).offload(false));
             assert!(!net.interfaces()[0].offload);
-            let (sent, received) = both_ways(
-                &net,
-                "192.0.2.1:0".parse().unwrap(),
-                "192.0.2.2:7001".parse().unwrap(),
-            );
-            let least = (MB4 / 1460) as u64;
-            assert!(
-                sent >= least && received >= least,
-                "{sent} / {received} packets"
-            );
+            assert_wire_sized(both_ways_v4(&net));
         },
     );
 }

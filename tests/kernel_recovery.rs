@@ -7,11 +7,10 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connectx_api::{Family, Impairment, Net, SocketType};
-use support::{fnv1a, in_netns, net, pattern, tcp_ext, RoutedPeer};
+use support::{fnv1a, in_netns, net, pattern, tcp_ext, usual, PcapBuffer, RoutedPeer};
 
 /// Run nft with `args` (one command), failing the test with its error.
 fn nft(args: &str) {
@@ -77,25 +76,9 @@ fn with_offload_a_lost_super_packet_is_repaired_without_timeouts() {
         || {
             let net = net();
             drop_every("ingress", 50);
-            let listener = TcpListener::bind("192.0.2.1:0").unwrap();
-            let to = listener.local_addr().unwrap();
-            let data = pattern(8 << 20);
-            let expect = fnv1a(&data);
-            let reader = std::thread::spawn(move || {
-                let (mut s, _) = listener.accept().unwrap();
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).unwrap();
-                (got.len(), fnv1a(&got))
-            });
-            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
-            net.connect(fd, to).unwrap();
-            let mut off = 0;
-            while off < data.len() {
-                off += net.send(fd, &data[off..]).unwrap();
-            }
+            let (fd, reader) = send_8mb_to_kernel(&net);
             net.shutdown(fd, connectx_api::Shutdown::Write).unwrap();
-            let (len, hash) = reader.join().unwrap();
-            assert_eq!((len, hash), (data.len(), expect), "intact");
+            assert_intact(reader);
             let drops = dropped("ingress");
             let r = net.recovery_counters();
             eprintln!("8 MB with {drops} super-packets dropped: {r:?}");
@@ -107,6 +90,36 @@ fn with_offload_a_lost_super_packet_is_repaired_without_timeouts() {
             assert_eq!(r.TCPTimeouts, 0, "{r:?}");
         },
     );
+}
+
+/// What the kernel reader of [`send_8mb_to_kernel`] read: its length and hash.
+type Reader = std::thread::JoinHandle<(usize, u64)>;
+
+/// The stack connects to a kernel listener at 192.0.2.1 and hands it 8 MB of [`pattern`]: its
+/// descriptor (not shut down yet), and the reader, which reads until the FIN.
+fn send_8mb_to_kernel(net: &Net) -> (connectx_api::Fd, Reader) {
+    let listener = TcpListener::bind("192.0.2.1:0").unwrap();
+    let to = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        (got.len(), fnv1a(&got))
+    });
+    let data = pattern(8 << 20);
+    let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
+    net.connect(fd, to).unwrap();
+    let mut off = 0;
+    while off < data.len() {
+        off += net.send(fd, &data[off..]).unwrap();
+    }
+    (fd, reader)
+}
+
+/// The reader got the 8 MB, byte for byte.
+fn assert_intact(reader: Reader) {
+    let data = pattern(8 << 20);
+    assert_eq!(reader.join().unwrap(), (data.len(), fnv1a(&data)), "intact");
 }
 
 /// A counter of the kernel's `Tcp` MIB (`/proc/net/snmp`) in this thread's namespace.
@@ -132,28 +145,12 @@ fn the_stack_repairs_kernel_side_drops_from_sack_without_timeouts() {
         || {
             let net = wire_net();
             drop_every("ingress", 50);
-            let listener = TcpListener::bind("192.0.2.1:0").unwrap();
-            let to = listener.local_addr().unwrap();
-            let data = pattern(8 << 20);
-            let expect = fnv1a(&data);
-            let reader = std::thread::spawn(move || {
-                let (mut s, _) = listener.accept().unwrap();
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).unwrap();
-                (got.len(), fnv1a(&got))
-            });
-            let fd = net.socket(Family::V4, SocketType::Stream).unwrap();
-            net.connect(fd, to).unwrap();
             let start = Instant::now();
-            let mut off = 0;
-            while off < data.len() {
-                off += net.send(fd, &data[off..]).unwrap();
-            }
+            let (fd, reader) = send_8mb_to_kernel(&net);
             let info_before_close = net.recovery_info(fd).unwrap();
             net.shutdown(fd, connectx_api::Shutdown::Write).unwrap();
-            let (len, hash) = reader.join().unwrap();
+            assert_intact(reader);
             let took = start.elapsed();
-            assert_eq!((len, hash), (data.len(), expect), "intact");
             let r = net.recovery_counters();
             let drops = dropped("ingress");
             eprintln!(
@@ -192,14 +189,8 @@ fn with_offload_a_wire_loss_costs_one_wire_segment_sent_again() {
     in_netns(
         "with_offload_a_wire_loss_costs_one_wire_segment_sent_again",
         || {
-            let pcap = Capture::default();
-            let net = Net::builder()
-                .tun("cx0")
-                .address("192.0.2.2/24")
-                .peer("192.0.2.1/24")
-                .capture(Box::new(pcap.clone()))
-                .start()
-                .unwrap();
+            let pcap = PcapBuffer::default();
+            let net = usual(Net::builder().tun("cx0").capture(Box::new(pcap.clone())));
             assert!(net.interfaces()[0].offload, "offload is on by default");
             let peer = RoutedPeer::new();
             // Segments leave the router one per packet, as on a wire.
@@ -290,20 +281,6 @@ fn data_sent(pcap: &[u8], from: std::net::Ipv4Addr) -> (u64, u64) {
     (packets, bytes)
 }
 
-/// A `Write` the test reads back: the stack's pcap capture.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The number of SACK blocks of each IPv4 TCP segment from `from` in a raw-IP pcap.
 fn sack_block_counts(pcap: &[u8], from: std::net::Ipv4Addr) -> Vec<usize> {
     let mut out = Vec::new();
@@ -344,14 +321,8 @@ fn sack_block_counts(pcap: &[u8], from: std::net::Ipv4Addr) -> Vec<usize> {
 #[test]
 fn the_kernel_sender_gets_the_sack_blocks_it_needs() {
     in_netns("the_kernel_sender_gets_the_sack_blocks_it_needs", || {
-        let pcap = Capture::default();
-        let net = Net::builder()
-            .tun("cx0")
-            .address("192.0.2.2/24")
-            .peer("192.0.2.1/24")
-            .capture(Box::new(pcap.clone()))
-            .start()
-            .unwrap();
+        let pcap = PcapBuffer::default();
+        let net = usual(Net::builder().tun("cx0").capture(Box::new(pcap.clone())));
         let peer = RoutedPeer::new();
         nft("add table netdev lossy");
         nft("add chain netdev lossy lossy_ingress { type filter hook ingress device cxr0 priority 0 ; }");

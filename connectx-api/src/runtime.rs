@@ -205,7 +205,6 @@ pub(crate) struct Queue {
 }
 
 /// Where a packet of the queue is.
-#[derive(Clone)]
 enum Slot {
     Bytes(Range<usize>),
     /// `owned[i][..len]`

@@ -32,14 +32,32 @@ pub fn in_netns<T: Send + 'static>(
 /// The usual single-device setup: the stack at 192.0.2.2 and 2001:db8::2 on `cx0`, the kernel
 /// at 192.0.2.1 and 2001:db8::1.
 pub fn net() -> Net {
-    Net::builder()
-        .tun("cx0")
+    usual(Net::builder().tun("cx0"))
+}
+
+/// The usual addresses on the device `builder` names (and whatever else it sets).
+pub fn usual(builder: connectx_api::NetBuilder) -> Net {
+    builder
         .address("192.0.2.2/24")
         .address("2001:db8::2/64")
         .peer("192.0.2.1/24")
         .peer("2001:db8::1/64")
         .start()
         .expect("the stack starts")
+}
+
+/// A `Write` a test reads back: what a stack's pcap capture wrote.
+#[derive(Clone, Default)]
+pub struct PcapBuffer(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for PcapBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A kernel TCP echo server on `addr` (bound in the calling thread's namespace), serving
