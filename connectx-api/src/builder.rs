@@ -11,7 +11,7 @@ use stack::{Cidr, CidrError, InterfaceConfig, InterfaceError, Stack, StackConfig
 use tun_driver::Device;
 
 use crate::net::{Clock, Inner, Net, Shared, State};
-use crate::runtime::{Devices, IoSide, Runtime};
+use crate::runtime::{Devices, IoSide, Runtime, TxSide};
 
 /// Why a [`Net`] could not start. Each is one line, fit for a command-line error.
 #[derive(Debug)]
@@ -385,8 +385,10 @@ impl NetBuilder {
         let burst = stack.config().rx_burst;
         // An impairment holds packets on the runtime's clock: only the runtime writes then.
         let inline_sends = impairment.is_none();
-        let impaired = Impaired::new(Devices::new(devices, mtus), impairment)
-            .map_err(StartError::Impairment)?;
+        let devices = Devices::new(devices, mtus);
+        let direct =
+            (inline_sends && capture.is_none()).then(|| TxSide::new(Arc::clone(&devices.writer)));
+        let impaired = Impaired::new(devices, impairment).map_err(StartError::Impairment)?;
         let clock = Clock::new();
         let io = match capture {
             Some(out) => {
@@ -403,6 +405,7 @@ impl NetBuilder {
                 clock,
                 State::new(stack, cookie_warnings),
                 IoSide::new(io, frames, burst),
+                direct,
                 inline_sends,
                 links,
             )

@@ -20,6 +20,8 @@
 
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use stack::capture::Capture;
@@ -33,18 +35,25 @@ use crate::cookies::CookieFile;
 use crate::net::{Clock, Shared};
 
 /// The devices as the stack sees them. A device is read only while `poll(2)` said it is
-/// readable and until it answers "nothing now".
+/// readable and until it answers "nothing now". Writes go through the [`DeviceWriter`], which
+/// calls may also use directly, without this side's lock.
 pub(crate) struct Devices {
-    pub(crate) devices: Vec<Device>,
-    /// Each device's MTU: what the device cuts a super-packet to.
-    mtus: Vec<usize>,
+    pub(crate) writer: Arc<DeviceWriter>,
     readable: Vec<bool>,
     /// Devices that failed (a socketpair whose other end closed): no longer polled, or `poll(2)`
     /// would report them forever.
     dead: Vec<bool>,
     errors: u64,
-    dropped: u64,
     offload_rejected: u64,
+}
+
+/// The devices' write side: one write per packet, from any thread (a device write needs no
+/// state of ours but a counter).
+pub(crate) struct DeviceWriter {
+    pub(crate) devices: Vec<Device>,
+    /// Each device's MTU: what the device cuts a super-packet to.
+    mtus: Vec<usize>,
+    dropped: AtomicU64,
 }
 
 /// Most packets an offload device may hand over in a row that are all dropped for their
@@ -70,19 +79,21 @@ impl Devices {
     pub(crate) fn new(devices: Vec<Device>, mtus: Vec<usize>) -> Devices {
         let n = devices.len();
         Devices {
-            devices,
-            mtus,
+            writer: Arc::new(DeviceWriter {
+                devices,
+                mtus,
+                dropped: AtomicU64::new(0),
+            }),
             readable: vec![true; n],
             dead: vec![false; n],
             errors: 0,
-            dropped: 0,
             offload_rejected: 0,
         }
     }
 
     pub(crate) fn counters(&self) -> DeviceCounters {
         DeviceCounters {
-            write_dropped: self.dropped,
+            write_dropped: self.writer.dropped.load(Ordering::Relaxed),
             read_errors: self.errors,
             offload_rejected: self.offload_rejected,
         }
@@ -94,7 +105,7 @@ impl Devices {
     /// runtime back), so that a stream of bad packets cannot hold it here.
     fn recv_offload(&mut self, iface: IfaceId, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
         for _ in 0..MAX_REJECTED {
-            let Some((h, n)) = self.devices[iface.0].recv_offload(buf)? else {
+            let Some((h, n)) = self.writer.devices[iface.0].recv_offload(buf)? else {
                 return Ok(None);
             };
             let meta = RxMeta {
@@ -116,6 +127,26 @@ impl Devices {
             }
         }
         Ok(None)
+    }
+}
+
+impl DeviceWriter {
+    /// Write one packet; a packet the kernel refuses is lost, as on a wire (TCP retransmits),
+    /// and counted.
+    pub(crate) fn send(&self, iface: IfaceId, packet: &[u8]) {
+        let device = &self.devices[iface.0];
+        let sent = if device.vnet_header() {
+            self.send_offload(iface, packet)
+        } else {
+            device.send(packet)
+        };
+        match sent {
+            Ok(true) => {}
+            // The kernel's queue is full.
+            Ok(false) | Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// One packet to an offload device: a TCP packet with a partial checksum (and, above the
@@ -148,7 +179,7 @@ impl PacketIo for Devices {
         if !self.readable[iface.0] {
             return None;
         }
-        let device = &self.devices[iface.0];
+        let device = &self.writer.devices[iface.0];
         let got = if device.vnet_header() {
             self.recv_offload(iface, buf)
         } else {
@@ -172,17 +203,7 @@ impl PacketIo for Devices {
     }
 
     fn send(&mut self, iface: IfaceId, packet: &[u8]) {
-        let device = &self.devices[iface.0];
-        let sent = if device.vnet_header() {
-            self.send_offload(iface, packet)
-        } else {
-            device.send(packet)
-        };
-        match sent {
-            Ok(true) => {}
-            // The kernel's queue is full: the packet is lost, as on a wire; TCP retransmits.
-            Ok(false) | Err(_) => self.dropped += 1,
-        }
+        self.writer.send(iface, packet);
     }
 }
 
@@ -267,6 +288,12 @@ impl Queue {
         }
     }
 
+    fn write_direct(&self, writer: &DeviceWriter) {
+        for (iface, slot) in &self.items {
+            writer.send(*iface, self.packet(slot));
+        }
+    }
+
     fn write_to(&self, io: &mut PacketPath) {
         for (iface, slot) in &self.items {
             io.send(*iface, self.packet(slot));
@@ -296,60 +323,75 @@ impl PacketIo for Queue {
     }
 }
 
-/// The packets read for a round, each in a buffer of its own: the stack takes one by trading
-/// its receive buffer for it ([`PacketIo::recv_into`]), not by copying 64 KB. The buffers come
-/// back for the next round's reads.
+/// The packets read for a round. Each is read into one receive buffer; a small one is then
+/// copied into the queue's shared bytes, and a large one (a super-packet, with offload) keeps
+/// the receive buffer, which a spare replaces. So no packet costs a buffer of its own: before,
+/// each took a 64 KB one on an offload device, allocated and zeroed whenever the spares ran
+/// out, and under many small packets that zeroing alone was a tenth of the runtime's time.
+/// The stack takes a large packet by trading its own receive buffer for it
+/// ([`PacketIo::recv_into`]).
+///
+/// It is not part of the packet path's lock: whoever runs a round holds the arrivals from the
+/// read to the end of the stack's poll, while the packet path is free for calls to write
+/// their own packets.
 #[derive(Default)]
 pub(crate) struct Arrivals {
-    /// (device, buffer, packet length)
-    packets: Vec<(IfaceId, Vec<u8>, usize)>,
-    spare: Vec<Vec<u8>>,
+    queue: Queue,
+    /// Where the next packet is read.
+    receive: Vec<u8>,
+    /// Per interface, the index in `queue` of its next packet for the stack.
+    next: Vec<usize>,
 }
 
 impl Arrivals {
-    fn clear(&mut self) {
-        self.spare
-            .extend(self.packets.drain(..).map(|(_, buf, _)| buf));
-        self.spare.truncate(MAX_SPARE);
-    }
-
     /// Read one packet of at most `max` bytes from `io`; false when `iface` has none now.
     fn read_from(&mut self, io: &mut PacketPath, iface: IfaceId, max: usize) -> bool {
-        let mut buf = self.spare.pop().unwrap_or_default();
-        if buf.len() < max {
-            buf.resize(max, 0);
+        if self.receive.len() < max {
+            self.receive.resize(max, 0);
         }
-        match io.recv(iface, &mut buf[..max]) {
-            Some(n) => {
-                self.packets.push((iface, buf, n.min(max)));
-                true
-            }
-            None => {
-                self.spare.push(buf);
-                false
-            }
+        let Some(n) = io.recv(iface, &mut self.receive[..max]) else {
+            return false;
+        };
+        let n = n.min(max);
+        if n > TRADE_ABOVE {
+            self.queue.trade(iface, &mut self.receive, n);
+        } else {
+            self.queue.push(iface, &self.receive[..n]);
         }
+        true
+    }
+
+    /// The stack's view of this round's packets: what was read, and the outbox.
+    pub(crate) fn round<'a>(&'a mut self, out: &'a mut Queue) -> impl PacketIo + 'a {
+        Round { rx: self, out }
     }
 }
 
 /// What the stack sees during a runtime round: the packets read before it, and the outbox.
 struct Round<'a> {
     rx: &'a mut Arrivals,
-    /// Per interface, the index in `rx.packets` of its next packet.
-    next: &'a mut Vec<usize>,
     out: &'a mut Queue,
 }
 
+/// A packet of the arrivals, where it is held.
+enum Held<'a> {
+    Bytes(&'a [u8]),
+    Owned(&'a mut Vec<u8>, usize),
+}
+
 impl Round<'_> {
-    /// The next packet read from `iface`: its buffer and length.
-    fn next_packet(&mut self, iface: IfaceId) -> Option<(&mut Vec<u8>, usize)> {
-        let next = self.next.get_mut(iface.0)?;
-        while *next < self.rx.packets.len() {
+    /// The next packet read from `iface`.
+    fn next_packet(&mut self, iface: IfaceId) -> Option<Held<'_>> {
+        let next = self.rx.next.get_mut(iface.0)?;
+        let queue = &mut self.rx.queue;
+        while *next < queue.items.len() {
             let i = *next;
             *next += 1;
-            if self.rx.packets[i].0 == iface {
-                let (_, buf, n) = &mut self.rx.packets[i];
-                return Some((buf, *n));
+            if queue.items[i].0 == iface {
+                return Some(match queue.items[i].1 {
+                    Slot::Bytes(ref range) => Held::Bytes(&queue.bytes[range.clone()]),
+                    Slot::Owned(j, len) => Held::Owned(&mut queue.owned[j], len),
+                });
             }
         }
         None
@@ -358,22 +400,34 @@ impl Round<'_> {
 
 impl PacketIo for Round<'_> {
     fn recv(&mut self, iface: IfaceId, buf: &mut [u8]) -> Option<usize> {
-        let (p, n) = self.next_packet(iface)?;
-        let n = n.min(buf.len());
+        let p = match self.next_packet(iface)? {
+            Held::Bytes(p) => p,
+            Held::Owned(p, n) => &p[..n],
+        };
+        let n = p.len().min(buf.len());
         buf[..n].copy_from_slice(&p[..n]);
         Some(n)
     }
 
     fn recv_into(&mut self, iface: IfaceId, buf: &mut Vec<u8>, max: usize) -> Option<usize> {
-        let (p, n) = self.next_packet(iface)?;
-        let n = n.min(max).min(buf.len());
-        if p.len() == buf.len() {
+        let max = max.min(buf.len());
+        match self.next_packet(iface)? {
             // The stack's old buffer takes the packet's place, and comes back as a spare.
-            std::mem::swap(p, buf);
-        } else {
-            buf[..n].copy_from_slice(&p[..n]);
+            Held::Owned(p, n) if p.len() == buf.len() => {
+                std::mem::swap(p, buf);
+                Some(n.min(max))
+            }
+            Held::Owned(p, n) => {
+                let n = n.min(max);
+                buf[..n].copy_from_slice(&p[..n]);
+                Some(n)
+            }
+            Held::Bytes(p) => {
+                let n = p.len().min(max);
+                buf[..n].copy_from_slice(&p[..n]);
+                Some(n)
+            }
         }
-        Some(n)
     }
 
     fn send(&mut self, iface: IfaceId, packet: &[u8]) {
@@ -385,12 +439,10 @@ impl PacketIo for Round<'_> {
     }
 }
 
-/// The packet path, the packets read for a round and a spare outbox, behind their own lock
-/// (taken before the state lock, never after it, so a device write never holds up a call).
+/// The packet path and a spare outbox, behind their own lock (taken before the state lock,
+/// never after it, so a device write never holds up a call).
 pub(crate) struct IoSide {
     pub(crate) path: PacketPath,
-    rx: Arrivals,
-    next: Vec<usize>,
     spare: Queue,
     mtus: Vec<usize>,
     burst: usize,
@@ -400,29 +452,27 @@ impl IoSide {
     pub(crate) fn new(path: PacketPath, mtus: Vec<usize>, burst: usize) -> IoSide {
         IoSide {
             path,
-            rx: Arrivals::default(),
-            next: Vec::new(),
             spare: Queue::default(),
             mtus,
             burst: burst.max(1),
         }
     }
 
-    /// Read up to a burst from each device that may have packets. Returns whether one had a
-    /// whole burst (more may wait).
-    pub(crate) fn read(&mut self, now: stack::Instant) -> bool {
+    /// Read up to a burst from each device that may have packets into `rx` (what it held
+    /// before is dropped). Returns whether one had a whole burst (more may wait).
+    pub(crate) fn read(&mut self, now: stack::Instant, rx: &mut Arrivals) -> bool {
         self.path.advance(now);
-        self.rx.clear();
+        rx.queue.clear();
         let mut full = false;
         for (n, &mtu) in self.mtus.iter().enumerate() {
             let mut read = 0;
-            while read < self.burst && self.rx.read_from(&mut self.path, IfaceId(n), mtu) {
+            while read < self.burst && rx.read_from(&mut self.path, IfaceId(n), mtu) {
                 read += 1;
             }
             full |= read == self.burst;
         }
-        self.next.clear();
-        self.next.resize(self.mtus.len(), 0);
+        rx.next.clear();
+        rx.next.resize(self.mtus.len(), 0);
         full
     }
 
@@ -432,15 +482,6 @@ impl IoSide {
         let devices = self.path.inner_mut().inner_mut();
         for (r, dead) in devices.readable.iter_mut().zip(&devices.dead) {
             *r = !*dead;
-        }
-    }
-
-    /// The stack's view of this round's packets: what was read, and the outbox.
-    pub(crate) fn round<'a>(&'a mut self, out: &'a mut Queue) -> impl PacketIo + 'a {
-        Round {
-            rx: &mut self.rx,
-            next: &mut self.next,
-            out,
         }
     }
 
@@ -457,6 +498,34 @@ impl IoSide {
         self.spare.write_to(&mut self.path);
         self.spare.clear();
         self.path.flush();
+    }
+}
+
+/// The write side of a plain packet path (no capture, no impairment): the devices' writer and
+/// a spare outbox, behind a lock of their own, so that a write never waits for a read.
+pub(crate) struct TxSide {
+    writer: Arc<DeviceWriter>,
+    spare: Queue,
+}
+
+impl TxSide {
+    pub(crate) fn new(writer: Arc<DeviceWriter>) -> TxSide {
+        TxSide {
+            writer,
+            spare: Queue::default(),
+        }
+    }
+
+    /// Trade the (empty) spare queue for the outbox's packets.
+    pub(crate) fn take_outbox(&mut self, outbox: &mut Queue) -> bool {
+        std::mem::swap(outbox, &mut self.spare);
+        !self.spare.is_empty()
+    }
+
+    /// Write the packets taken from the outbox, in order.
+    pub(crate) fn write_taken(&mut self) {
+        self.spare.write_direct(&self.writer);
+        self.spare.clear();
     }
 }
 
@@ -536,6 +605,7 @@ impl Runtime {
                 .path
                 .inner()
                 .inner()
+                .writer
                 .devices
                 .iter()
                 .map(|d| d.as_raw_fd())
@@ -548,7 +618,7 @@ impl Runtime {
         loop {
             // Calls made from here on ask for another round.
             shared.clear_kick();
-            let r = shared.round(shared.io(), true);
+            let r = shared.round(true);
             if !r.running {
                 self.drain(shared);
                 break;
