@@ -203,10 +203,9 @@ impl Shared {
     /// to wait runs one first ([`Shared::help`]), which often finds the answer already queued
     /// and so spares two thread switches.
     ///
-    /// The packet path is free while the stack works: a call that sends meanwhile writes its
-    /// own packets (and the kernel's processing of them runs on its thread) instead of
-    /// leaving them to the runtime, which under load would otherwise do every device write
-    /// of the process on one core.
+    /// The packet path is free while the stack works, and with direct writes a call that sends
+    /// meanwhile can write its own packets; who writes whose is decided at the end
+    /// ([`Shared::take_batch`], [`Shared::flush_all_direct`]).
     pub(crate) fn round(&self, runtime: bool) -> RoundOutcome {
         let rx = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
         self.round_with(rx, runtime)
