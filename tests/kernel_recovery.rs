@@ -552,3 +552,107 @@ fn a_lossless_echo_at_full_speed_sends_nothing_again() {
         assert_eq!(r.TCPTimeouts, 0, "{r:?}");
     });
 }
+
+/// The windows (scaled, in bytes) the stack advertised from local port `port` in a capture,
+/// in order: the scale comes from its SYN-ACK.
+fn advertised_windows(pcap: &[u8], port: u16) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut scale = 0u32;
+    let mut i = 24;
+    while i + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[i + 8..i + 12].try_into().unwrap()) as usize;
+        let p = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
+        i += 16 + len;
+        if p.len() < 40 || p[0] >> 4 != 4 || p[9] != 6 {
+            continue;
+        }
+        let t = &p[usize::from(p[0] & 15) * 4..];
+        if u16::from_be_bytes([t[0], t[1]]) != port {
+            continue;
+        }
+        let window = u32::from(u16::from_be_bytes([t[14], t[15]]));
+        if t[13] & 0x02 != 0 {
+            let opts = &t[20..(usize::from(t[12] >> 4) * 4).min(t.len())];
+            let mut j = 0;
+            while j < opts.len() {
+                match opts[j] {
+                    0 => break,
+                    1 => j += 1,
+                    kind => {
+                        let l = usize::from(*opts.get(j + 1).unwrap_or(&0)).max(2);
+                        if kind == 3 {
+                            scale = u32::from(*opts.get(j + 2).unwrap_or(&0));
+                        }
+                        j += l;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(window << scale);
+    }
+    out
+}
+
+/// Receive window moderation against a kernel sender over a 20 ms path. An application that
+/// reads everything lets the window grow past 512 KiB as the kernel's slow start needs; one
+/// that reads 8 KiB every 10 ms keeps it near its first 64 KiB (twice what it reads in a
+/// round trip, plus 16 segments), where smoltcp alone advertises its whole free buffer (about
+/// 1 MiB), all of which the kernel would keep in flight. Both get their data intact.
+#[test]
+fn the_window_follows_what_the_application_reads() {
+    in_netns("the_window_follows_what_the_application_reads", || {
+        let pcap = PcapBuffer::default();
+        let net = Net::builder()
+            .tun("cx0")
+            .address("192.0.2.2/24")
+            .peer("192.0.2.1/24")
+            .capture(Box::new(pcap.clone()))
+            .impairment(Impairment {
+                delay: Duration::from_millis(10),
+                ..Impairment::default()
+            })
+            .start()
+            .unwrap();
+        let receive = |port: u16, len: usize, chunk: usize, pause: Duration| {
+            let at: SocketAddr = format!("192.0.2.2:{port}").parse().unwrap();
+            let listener = connectx_api::TcpListener::bind(&net, at).unwrap();
+            let data = pattern(len);
+            let to_send = data.clone();
+            let sender = std::thread::spawn(move || {
+                let mut s = TcpStream::connect(at).unwrap();
+                s.write_all(&to_send).unwrap();
+            });
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                std::thread::sleep(pause);
+            }
+            sender.join().unwrap();
+            assert_eq!(
+                (got.len(), fnv1a(&got)),
+                (data.len(), fnv1a(&data)),
+                "intact"
+            );
+            let windows = advertised_windows(&pcap.0.lock().unwrap(), port);
+            windows.into_iter().max().unwrap_or(0)
+        };
+        let fast = receive(7010, 4 << 20, 64 << 10, Duration::ZERO);
+        let slow = receive(7011, 512 << 10, 8 << 10, Duration::from_millis(10));
+        eprintln!("largest window advertised: {fast} to a fast reader, {slow} to a slow one");
+        assert!(
+            fast >= 512 << 10,
+            "the window grew for a fast reader: {fast}"
+        );
+        assert!(
+            slow <= 128 << 10,
+            "a slow reader's window stayed moderate: {slow}"
+        );
+    });
+}

@@ -24,12 +24,16 @@
 //!   lets smoltcp see (never more than the peer offered).
 //! - **As a receiver** (`sack_out`): up to four SACK blocks per acknowledgement (smoltcp
 //!   sends one), from the runs smoltcp itself reported.
+//! - **Receive window moderation** (`rcv_window`): the window we advertise follows what the
+//!   application reads, as Linux sizes its receive buffer, instead of smoltcp's whole free
+//!   buffer, so that a peer keeps in flight what the application takes.
 //!
 //! The layer sees segments as they are on the wire (after the Fast Open layer's translation
 //! and a SYN cookie's shift on the way out, before them on the way in), and it acts on an
 //! arriving segment only once its checksum is known good.
 
 pub(crate) mod cc;
+pub(crate) mod rcv_window;
 pub(crate) mod receive;
 pub(crate) mod rtt;
 pub(crate) mod sack_out;
@@ -42,6 +46,7 @@ use crate::ids::Tuple;
 use crate::shard::WireSeq;
 use crate::wire::{self, Tcp, ACK, FIN, PSH, RST, SYN};
 use cc::{Congestion, Phase};
+use rcv_window::RcvWindow;
 use rtt::Rtt;
 use sack_out::SackOut;
 use scoreboard::{before, before_eq, Delivered, Scoreboard, Sent};
@@ -188,6 +193,9 @@ pub struct RecoveryInfo {
     pub lost: u32,
     /// The peer reported reordering.
     pub reordering_seen: bool,
+    /// The most our window advertises: it grows with what the application reads (receive
+    /// window moderation, as Linux's receive buffer autotuning; 64 KiB before its first read).
+    pub rcv_window: u32,
     /// This connection's share of the stack's counters.
     pub counters: RecoveryCounters,
 }
@@ -219,6 +227,8 @@ pub(crate) struct Conn {
     handshake: Handshake,
     /// Its round trip, until the state that keeps round trips exists.
     first_rtt: Option<Duration>,
+    /// Bytes the application has read (wrapping), for the window's moderation.
+    read: u32,
     state: Option<Box<State>>,
 }
 
@@ -243,6 +253,20 @@ impl Conn {
             (true, Some(s)) => s,
             _ => 0,
         }
+    }
+
+    /// The sending side's state, made on first use.
+    fn state(&mut self, algorithm: CongestionControl, now: Instant) -> &mut State {
+        let (mss, read) = (self.mss, self.read);
+        let first_rtt = &mut self.first_rtt;
+        self.state.get_or_insert_with(|| {
+            Box::new(State::new(algorithm, mss, first_rtt.take(), read, now))
+        })
+    }
+
+    /// The application read `n` bytes.
+    pub(crate) fn read(&mut self, n: usize) {
+        self.read = self.read.wrapping_add(n as u32);
     }
 
     /// smoltcp wrote `smoltcp_seq` where the wire carries `wire_seq` (the Fast Open layer's
@@ -394,11 +418,19 @@ struct State {
     /// The most in flight since the last acknowledgement, and in the round before (RFC 7661).
     peak_pipe: u32,
     sack_out: SackOut,
+    /// The receive window's moderation.
+    rcv: RcvWindow,
     counters: RecoveryCounters,
 }
 
 impl State {
-    fn new(algorithm: CongestionControl, mss: u32, rtt: Option<Duration>, now: Instant) -> State {
+    fn new(
+        algorithm: CongestionControl,
+        mss: u32,
+        rtt: Option<Duration>,
+        read: u32,
+        now: Instant,
+    ) -> State {
         let mut estimator = Rtt::default();
         if let Some(rtt) = rtt {
             estimator.sample(rtt, now);
@@ -420,6 +452,7 @@ impl State {
             largest: 0,
             peak_pipe: 0,
             sack_out: SackOut::default(),
+            rcv: RcvWindow::new(read, now),
             counters: RecoveryCounters::default(),
         }
     }
@@ -704,6 +737,9 @@ impl Layer {
             };
             return len;
         }
+        let mut t = *t;
+        moderate_window(conn, &mut t, buf, len, self.algorithm, now);
+        let t = &t;
         let Some(pkt) = buf.get(..len) else {
             return len;
         };
@@ -712,12 +748,8 @@ impl Layer {
         if payload.is_empty() && !fin {
             return self.pure_ack(conn, t, buf, len, now);
         }
-        let algorithm = self.algorithm;
-        let mss = conn.mss;
-        let first_rtt = conn.first_rtt.take();
-        let s = conn
-            .state
-            .get_or_insert_with(|| Box::new(State::new(algorithm, mss, first_rtt, now)));
+        let (mss, sack) = (conn.mss, conn.sack);
+        let s = conn.state(self.algorithm, now);
         // Segments are stamped in the order they leave, even if a caller's clock ran behind
         // another's (RACK orders them by these stamps).
         let now = s.last_send.map_or(now, |l| now.max(l));
@@ -742,7 +774,7 @@ impl Layer {
                 s.cc.on_sent(fresh);
                 s.last_send = Some(now);
                 s.peak_pipe = s.peak_pipe.max(s.sb.pipe());
-                s.arm(conn.sack, conn.mss, None, now);
+                s.arm(sack, mss, None, now);
                 len
             }
             Sent::Other => len,
@@ -786,12 +818,7 @@ impl Layer {
         if first.is_none() && dsack.is_none() && conn.state.is_none() {
             return len;
         }
-        let algorithm = self.algorithm;
-        let mss = conn.mss;
-        let first_rtt = conn.first_rtt.take();
-        let s = conn
-            .state
-            .get_or_insert_with(|| Box::new(State::new(algorithm, mss, first_rtt, now)));
+        let s = conn.state(self.algorithm, now);
         let mut blocks: Vec<(u32, u32)> = dsack.into_iter().collect();
         blocks.extend_from_slice(s.sack_out.on_ack(t.ack, first));
         if blocks.len() < 2 && dsack.is_none() {
@@ -970,6 +997,7 @@ impl Layer {
             sacked: s.sb.sacked_bytes(),
             lost: s.sb.lost_bytes(),
             reordering_seen: s.rack.reordering_seen,
+            rcv_window: s.rcv.cap(),
             counters: s.counters,
         }
     }
@@ -1214,6 +1242,38 @@ impl State {
 }
 
 /// Time from `since` to `now`; zero if `now` is earlier (a caller's clock behind another's).
+/// Clamp the window an outgoing segment advertises to the moderated one ([`rcv_window`]):
+/// [`rcv_window::INITIAL`] until the application reads, then what its reads allow.
+fn moderate_window(
+    conn: &mut Conn,
+    t: &mut Tcp,
+    buf: &mut [u8],
+    len: usize,
+    algorithm: CongestionControl,
+    now: Instant,
+) {
+    if !t.has(ACK) {
+        return;
+    }
+    let scale = conn.our_scale();
+    let cap = if conn.state.is_some() || conn.read != 0 {
+        let (read, mss) = (conn.read, conn.mss);
+        let s = conn.state(algorithm, now);
+        let min_rtt = s.rtt.min_rtt();
+        s.rcv.on_send(read, now, min_rtt, mss);
+        s.rcv.cap()
+    } else {
+        rcv_window::INITIAL
+    };
+    if let (Some(field), Some(pkt)) = (
+        rcv_window::clamped(t.window, scale, cap),
+        buf.get_mut(..len),
+    ) {
+        wire::set_window(pkt, t, field);
+        t.window = field;
+    }
+}
+
 fn elapsed(now: Instant, since: Instant) -> Duration {
     if now > since {
         now - since

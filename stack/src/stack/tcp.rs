@@ -195,6 +195,14 @@ impl Stack {
         s
     }
 
+    /// The application read `n` bytes of a connection (the recovery layer sizes the window
+    /// it advertises by what the application reads).
+    fn count_read(&mut self, shard: ShardId, n: usize) {
+        if let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) {
+            c.recovery.read(n);
+        }
+    }
+
     /// The loss recovery state of a new connection on `iface`.
     fn recovery_conn(&self, iface: IfaceId, v4: bool) -> crate::recovery::Conn {
         let mtu = self.ifaces[iface.0].config.mtu;
@@ -600,6 +608,7 @@ impl Stack {
         if let Some(sock) = self.conn_socket_mut(shard) {
             if sock.can_recv() && !buf.is_empty() {
                 let n = sock.recv_slice(buf).unwrap_or(0);
+                self.count_read(shard, n);
                 // Reading may open the window enough to say so.
                 self.shards.mark(shard);
                 return Ok(n);
@@ -619,7 +628,10 @@ impl Stack {
         };
         match sock.recv_slice(buf) {
             Ok(0) if !buf.is_empty() => Err(RecvError::WouldBlock),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.count_read(shard, n);
+                Ok(n)
+            }
             Err(tcp::RecvError::Finished) => Ok(0),
             Err(tcp::RecvError::InvalidState) => Ok(0),
         }
