@@ -272,11 +272,12 @@ pub fn recovery_json(info: Option<connectx_api::RecoveryInfo>) -> String {
         }
     };
     format!(
-        "{{\"srtt_us\":{},\"min_rtt_us\":{},\"cwnd\":{},\"ssthresh\":{},{}}}",
+        "{{\"srtt_us\":{},\"min_rtt_us\":{},\"cwnd\":{},\"ssthresh\":{},\"rcv_window\":{},{}}}",
         i.srtt_us,
         i.min_rtt_us,
         window(i.cwnd),
         window(i.ssthresh),
+        window(i.rcv_window),
         counters.join(",")
     )
 }

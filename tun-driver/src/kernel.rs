@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::sys;
 
@@ -26,6 +26,16 @@ pub fn fast_open_connect(to: SocketAddr) -> io::Result<TcpStream> {
     sys::set_socket_option(fd.as_fd(), libc::IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)?;
     sys::connect(fd.as_fd(), &to)?;
     Ok(TcpStream::from(fd))
+}
+
+/// Give a kernel TCP socket the congestion control `name` (`TCP_CONGESTION`, e.g. `cubic`); a
+/// listener passes it to the connections it accepts. An algorithm outside
+/// `net.ipv4.tcp_allowed_congestion_control` takes `CAP_NET_ADMIN`.
+///
+/// # Errors
+/// `ENOENT` for an algorithm the kernel does not have, `EPERM` for one it does not allow.
+pub fn set_congestion_control(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    sys::set_socket_option_bytes(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, name.as_bytes())
 }
 
 /// Raise this process's descriptor limit (`RLIMIT_NOFILE`) to at least `want`, the hard limit

@@ -284,6 +284,21 @@ pub(crate) fn set_socket_option(
     Ok(())
 }
 
+/// Sets a socket option whose value is a byte string (`TCP_CONGESTION`'s name).
+pub(crate) fn set_socket_option_bytes(
+    fd: BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    value: &[u8],
+) -> io::Result<()> {
+    let len =
+        socklen_t::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let ptr = value.as_ptr().cast::<c_void>();
+    // SAFETY: `ptr`/`len` describe `value`, readable for the call; the kernel copies it.
+    unsafe { syscall!(setsockopt(fd.as_raw_fd(), level, name, ptr, len)) }?;
+    Ok(())
+}
+
 /// Sets `SO_RCVTIMEO`, so that a blocking receive gives up with `EAGAIN` after `timeout`.
 pub(crate) fn set_receive_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {

@@ -193,8 +193,10 @@ pub struct RecoveryInfo {
     pub lost: u32,
     /// The peer reported reordering.
     pub reordering_seen: bool,
-    /// The most our window advertises: it grows with what the application reads (receive
-    /// window moderation, as Linux's receive buffer autotuning; 64 KiB before its first read).
+    /// The most our window advertises now (receive window moderation, as Linux sizes its
+    /// receive buffer): 64 KiB until the application reads, then what its reads call for;
+    /// `u32::MAX` when the whole buffer is advertised (no round trip measured, or the layer
+    /// off).
     pub rcv_window: u32,
     /// This connection's share of the stack's counters.
     pub counters: RecoveryCounters,
@@ -963,8 +965,12 @@ impl Layer {
     pub(crate) fn check(conn: &Conn) {
         if let Some(s) = conn.state.as_deref() {
             s.sb.check();
-            let i = Layer::info(conn);
-            assert!(i.sacked.saturating_add(i.lost) <= i.unacked, "{i:?}");
+            let (sacked, lost, unacked) =
+                (s.sb.sacked_bytes(), s.sb.lost_bytes(), s.sb.outstanding());
+            assert!(
+                sacked.saturating_add(lost) <= unacked,
+                "sacked {sacked} lost {lost} unacked {unacked}"
+            );
         }
     }
 
@@ -977,9 +983,16 @@ impl Layer {
     }
 
     /// The connection's sender, for `RecoveryInfo`.
-    pub(crate) fn info(conn: &Conn) -> RecoveryInfo {
+    pub(crate) fn info(&self, conn: &Conn) -> RecoveryInfo {
         let Some(s) = conn.state.as_deref() else {
-            return RecoveryInfo::default();
+            return RecoveryInfo {
+                rcv_window: if self.disabled {
+                    u32::MAX
+                } else {
+                    rcv_window::INITIAL
+                },
+                ..RecoveryInfo::default()
+            };
         };
         RecoveryInfo {
             state: match s.cc.phase() {

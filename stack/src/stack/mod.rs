@@ -754,7 +754,8 @@ impl Stack {
     }
 
     /// What the loss recovery layer knows of a connection's sending side (`None`: not a
-    /// connected TCP socket). All zero before it sent data, or with the layer off.
+    /// connected TCP socket). All zero before it sent data, or with the layer off, but for the
+    /// receive window.
     pub fn recovery_info(&self, id: SocketId) -> Option<crate::recovery::RecoveryInfo> {
         let Some(Entry::Tcp(TcpSocket {
             state: TcpState::Connection(c),
@@ -764,7 +765,7 @@ impl Stack {
             return None;
         };
         let conn = self.shards.get(c.shard)?.conn()?;
-        Some(crate::recovery::Layer::info(&conn.recovery))
+        Some(self.recovery.info(&conn.recovery))
     }
 
     /// What Fast Open did on a client connection (`None`: not a Fast Open connection).
