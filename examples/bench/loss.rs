@@ -64,7 +64,8 @@
 //!    on its packet path (each packet passes one impaired queue, each way).
 //! 9. The reference: `kernel -> kernel`, two kernels in two namespaces, each behind a TUN
 //!    device, joined by a relay thread of the bench that forwards the packets through the
-//!    stack's `Impaired` decorator with the same impairment ([`crate::relay`]). Ratios: 8/9.
+//!    stack's `Impaired` decorator with the same impairment ([`crate::relay`]); 9c the same
+//!    with both kernel sockets on CUBIC. Ratios: 8/9, 8a/9c.
 //!
 //! Everything lives in namespaces the section makes (the TUN namespace, the kernel peer's, the
 //! veth pair's two, one for the impaired stack and two for the relay), with their tables and
@@ -836,7 +837,18 @@ fn reordering_block(opts: &Options, window: Duration, mtu: u32) -> Block {
         key: "kernel_to_kernel_relay",
         label: "kernel -> kernel (two TUNs, impaired in a relay)".into(),
         reference: None,
-        result: relayed(window, mtu, impairment.clone()),
+        result: relayed(window, mtu, impairment.clone(), false),
+    });
+    progress(
+        opts,
+        "loss: reordering, kernel -> kernel through the relay, CUBIC",
+    );
+    rows.push(Row {
+        tag: "9c",
+        key: "kernel_to_kernel_relay_same_cc",
+        label: format!("kernel -> kernel (two TUNs, impaired in a relay), {SAME_CC}"),
+        reference: None,
+        result: relayed(window, mtu, impairment.clone(), true),
     });
     Block {
         key: "reordering".into(),
@@ -864,6 +876,12 @@ fn reordering_block(opts: &Options, window: Duration, mtu: u32) -> Block {
                 "9",
             ),
             (
+                "stack_to_kernel_over_kernel_same_cc",
+                "stack -> kernel / kernel, CUBIC both",
+                "8a",
+                "9c",
+            ),
+            (
                 "stack_to_kernel_over_kernel_to_stack",
                 "stack -> kernel / kernel -> stack",
                 "8a",
@@ -888,8 +906,13 @@ fn impaired_stack(mtu: u32, impairment: &Impairment) -> Result<(Netns, Net), Str
 }
 
 /// Row 9: a kernel at `KERNEL_ADDR` behind `RELAY_A` writes to a kernel at `STACK_ADDR`
-/// behind `RELAY_B`, through the relay.
-fn relayed(window: Duration, mtu: u32, impairment: Impairment) -> Result<Measured, String> {
+/// behind `RELAY_B`, through the relay (row 9c, `same_cc`: both sockets with [`SAME_CC`]).
+fn relayed(
+    window: Duration,
+    mtu: u32,
+    impairment: Impairment,
+    same_cc: bool,
+) -> Result<Measured, String> {
     let a = Netns::new("bench-relay-a")?;
     let b = Netns::new("bench-relay-b")?;
     let tun = |ns: &Netns, dev: &'static str, addr| {
@@ -911,11 +934,21 @@ fn relayed(window: Duration, mtu: u32, impairment: Impairment) -> Result<Measure
     };
     let measured = watch.run(None, || {
         let listener = kernel_listener(&b, SocketAddr::from((STACK_ADDR, 0)))?;
+        if same_cc {
+            with_cc(&listener)?;
+        }
         let to = listener.local_addr().map_err(|e| e.to_string())?;
         measure(
             window,
             move || kernel_accept(&listener),
-            || kernel_connect(&a, to),
+            || {
+                let s = kernel_connect(&a, to);
+                if same_cc {
+                    connected_with_cc(s)
+                } else {
+                    s
+                }
+            },
         )
     });
     let stats = relay.stop().map_err(|e| format!("the relay: {e}"));
