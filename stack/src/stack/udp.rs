@@ -123,7 +123,9 @@ impl Stack {
                 orphan_token: None,
                 held: None,
             };
-            let shard = self.shards.insert(iface, sock, bytes, Kind::Udp(part));
+            let shard = self
+                .shards
+                .insert(iface, sock, bytes, Kind::Udp(Box::new(part)));
             self.demux.add_udp(iface, local, family, shard);
             made.push((iface, shard));
         }
