@@ -276,22 +276,7 @@ fn ipv4_tcp_packets(pcap: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 
 /// The body of TCP option `kind` in segment `t`'s header, if it has one.
 fn tcp_option(t: &[u8], kind: u8) -> Option<&[u8]> {
-    let opts = &t[20..(usize::from(t[12] >> 4) * 4).min(t.len())];
-    let mut j = 0;
-    while j < opts.len() {
-        match opts[j] {
-            0 => return None,
-            1 => j += 1,
-            k => {
-                let l = usize::from(*opts.get(j + 1).unwrap_or(&0)).max(2);
-                if k == kind {
-                    return opts.get(j + 2..j + l);
-                }
-                j += l;
-            }
-        }
-    }
-    None
+    stack::sim::tcp_option(&t[20..(usize::from(t[12] >> 4) * 4).min(t.len())], kind)
 }
 
 /// Data packets and payload bytes of the IPv4 TCP segments from `from` in a raw-IP pcap (the

@@ -238,7 +238,7 @@ fn middlebox_dropping_syn_data_falls_back_and_backs_off() {
 
 use std::sync::{Arc, Mutex};
 
-use stack::sim::{forge_tcp, set_tcp_ack, tcp_options, tcp_view, truncate_tcp_payload};
+use stack::sim::{forge_tcp, set_tcp_ack, tcp_option, tcp_options, tcp_view, truncate_tcp_payload};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -409,7 +409,7 @@ fn answer_to(
         if let Some(t) = tcp_view(pkt) {
             if t.flags & (SYN | ACK) == SYN | ACK && t.dst.port() == port {
                 let opts = tcp_options(pkt);
-                let fo = find(&opts, 34);
+                let fo = tcp_option(&opts, 34).map(<[u8]>::to_vec);
                 *seen.lock().unwrap() = Some((t.ack.wrapping_sub(isn), fo));
             }
         }
@@ -429,27 +429,6 @@ fn answer_to(
     p.run_for(Duration::from_millis(50));
     let a = answer.lock().unwrap().clone();
     a
-}
-
-fn find(opts: &[u8], kind: u8) -> Option<Vec<u8>> {
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            0 => return None,
-            1 => i += 1,
-            k => {
-                let len = *opts.get(i + 1)? as usize;
-                if len < 2 || i + len > opts.len() {
-                    return None;
-                }
-                if k == kind {
-                    return Some(opts[i + 2..i + len].to_vec());
-                }
-                i += len;
-            }
-        }
-    }
-    None
 }
 
 #[test]
@@ -743,11 +722,11 @@ fn retransmitted_syn_is_plain_and_a_late_cookie_is_still_cached() {
     let syns = syns.lock().unwrap();
     assert_eq!(syns.len(), 2);
     assert!(
-        find(&syns[0], 34).is_some(),
+        tcp_option(&syns[0], 34).is_some(),
         "the first SYN asked for a cookie"
     );
     assert!(
-        find(&syns[1], 34).is_none(),
+        tcp_option(&syns[1], 34).is_none(),
         "C-07: the retransmission carries no option 34"
     );
     let info = p.a.fast_open_info(c).unwrap();

@@ -382,18 +382,12 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         .map_err(|e| format!("stack listener on {at}: {e}"))?;
     let stack_echo =
         EchoServer::start_with_buffer(at, ECHO_BUFFER, move || listener.accept().map(|(s, _)| s))?;
-    let kernel_echo = kernel_listener(&b, SocketAddr::from((VETH_B_ADDR, 0))).and_then(|l| {
+    let kernel_echo = |same_cc| {
+        let l = kernel_server(&b, SocketAddr::from((VETH_B_ADDR, 0)), same_cc)?;
         let to = l.local_addr().map_err(|e| e.to_string())?;
         EchoServer::start_with_buffer(to, ECHO_BUFFER, move || l.accept().map(|(s, _)| s))
-    });
-    let kernel_echo_same_cc = kernel_echo.and_then(|first| {
-        let l = kernel_listener(&b, SocketAddr::from((VETH_B_ADDR, 0)))?;
-        with_cc(&l)?;
-        let to = l.local_addr().map_err(|e| e.to_string())?;
-        let second =
-            EchoServer::start_with_buffer(to, ECHO_BUFFER, move || l.accept().map(|(s, _)| s))?;
-        Ok((first, second))
-    });
+    };
+    let kernel_echo_same_cc = kernel_echo(false).and_then(|first| Ok((first, kernel_echo(true)?)));
     let default_cc = a
         .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control"))
         .and_then(|r| r.map_err(|e| format!("tcp_congestion_control: {e}")))
@@ -530,15 +524,7 @@ impl Setup {
             key: "kernel_to_kernel",
             label: format!("kernel -> kernel (veth, offloads off, {})", self.default_cc),
             reference: None,
-            result: on_veth().run(Some(per_10k), || {
-                let listener = kernel_listener(&self.b, SocketAddr::from((VETH_B_ADDR, 0)))?;
-                let to = listener.local_addr().map_err(|e| e.to_string())?;
-                measure(
-                    window,
-                    move || kernel_accept(&listener),
-                    || kernel_connect(&self.a, to),
-                )
-            }),
+            result: on_veth().run(Some(per_10k), || self.kernel_to_kernel(false)),
         });
         step("echo via kernel over veth");
         rows.push(Row {
@@ -546,11 +532,7 @@ impl Setup {
             key: "echo_via_kernel",
             label: format!("echo via kernel (veth, offloads off, {})", self.default_cc),
             reference: None,
-            result: on_veth().run(Some(per_10k), || {
-                measure_echo(window, stall(window), || {
-                    kernel_connect(&self.a, self.kernel_echo.to)
-                })
-            }),
+            result: on_veth().run(Some(per_10k), || self.echo_via_kernel(false)),
         });
         step("echo via stack, the kernel client on CUBIC");
         rows.push(Row {
@@ -560,7 +542,7 @@ impl Setup {
             reference: Some("5c"),
             result: on_tun(false).run(Some(per_10k), || {
                 measure_echo(window, stall(window), || {
-                    connected_with_cc(kernel_connect(&self.peer, self.stack_echo.to))
+                    kernel_client(&self.peer, self.stack_echo.to, true)
                 })
             }),
         });
@@ -570,16 +552,7 @@ impl Setup {
             key: "kernel_to_kernel_same_cc",
             label: format!("kernel -> kernel (veth, offloads off, {SAME_CC})"),
             reference: None,
-            result: on_veth().run(Some(per_10k), || {
-                let listener = kernel_listener(&self.b, SocketAddr::from((VETH_B_ADDR, 0)))?;
-                with_cc(&listener)?;
-                let to = listener.local_addr().map_err(|e| e.to_string())?;
-                measure(
-                    window,
-                    move || kernel_accept(&listener),
-                    || connected_with_cc(kernel_connect(&self.a, to)),
-                )
-            }),
+            result: on_veth().run(Some(per_10k), || self.kernel_to_kernel(true)),
         });
         step("echo via kernel over veth, CUBIC");
         rows.push(Row {
@@ -587,11 +560,7 @@ impl Setup {
             key: "echo_via_kernel_same_cc",
             label: format!("echo via kernel (veth, offloads off, {SAME_CC})"),
             reference: None,
-            result: on_veth().run(Some(per_10k), || {
-                measure_echo(window, stall(window), || {
-                    connected_with_cc(kernel_connect(&self.a, self.kernel_echo_same_cc.to))
-                })
-            }),
+            result: on_veth().run(Some(per_10k), || self.echo_via_kernel(true)),
         });
         let mut ratios: Vec<Ratio> = vec![
             (
@@ -659,6 +628,30 @@ impl Setup {
             rows,
             ratios,
         }
+    }
+
+    /// Rows 4 and 4c: over the veth pair, with the namespaces' congestion control or
+    /// [`SAME_CC`].
+    fn kernel_to_kernel(&self, same_cc: bool) -> Result<Sample, String> {
+        kernel_to_kernel(
+            self.window,
+            (&self.a, &self.b),
+            SocketAddr::from((VETH_B_ADDR, 0)),
+            same_cc,
+        )
+    }
+
+    /// Rows 5 and 5c: the kernel client and the echo server on the namespaces' congestion
+    /// control or both on [`SAME_CC`].
+    fn echo_via_kernel(&self, same_cc: bool) -> Result<Sample, String> {
+        let server = if same_cc {
+            &self.kernel_echo_same_cc
+        } else {
+            &self.kernel_echo
+        };
+        measure_echo(self.window, stall(self.window), || {
+            kernel_client(&self.a, server.to, same_cc)
+        })
     }
 
     /// A kernel client writing to a stack listener of its own (a new port each time).
@@ -749,19 +742,48 @@ impl Setup {
     }
 }
 
-/// Give a kernel socket [`SAME_CC`].
-fn with_cc(socket: &impl AsFd) -> Result<(), String> {
+/// Give a kernel socket [`SAME_CC`] if `same_cc`.
+fn with_cc(socket: &impl AsFd, same_cc: bool) -> Result<(), String> {
+    if !same_cc {
+        return Ok(());
+    }
     tun_driver::kernel::set_congestion_control(socket.as_fd(), SAME_CC)
         .map_err(|e| format!("TCP_CONGESTION {SAME_CC}: {e}"))
 }
 
-/// A connected kernel socket, given [`SAME_CC`] before it sends.
-fn connected_with_cc(
-    s: Result<std::net::TcpStream, String>,
-) -> Result<std::net::TcpStream, String> {
-    let s = s?;
-    with_cc(&s)?;
+/// A kernel listener at `addr` in `ns`, on [`SAME_CC`] if `same_cc` (its connections inherit
+/// it).
+fn kernel_server(
+    ns: &Netns,
+    addr: SocketAddr,
+    same_cc: bool,
+) -> Result<std::net::TcpListener, String> {
+    let l = kernel_listener(ns, addr)?;
+    with_cc(&l, same_cc)?;
+    Ok(l)
+}
+
+/// A kernel connection from `ns` to `to`, on [`SAME_CC`] before it sends if `same_cc`.
+fn kernel_client(ns: &Netns, to: SocketAddr, same_cc: bool) -> Result<std::net::TcpStream, String> {
+    let s = kernel_connect(ns, to)?;
+    with_cc(&s, same_cc)?;
     Ok(s)
+}
+
+/// A kernel in `ends.0` writing to a kernel listener at `at` in `ends.1`.
+fn kernel_to_kernel(
+    window: Duration,
+    ends: (&Netns, &Netns),
+    at: SocketAddr,
+    same_cc: bool,
+) -> Result<Sample, String> {
+    let listener = kernel_server(ends.1, at, same_cc)?;
+    let to = listener.local_addr().map_err(|e| e.to_string())?;
+    measure(
+        window,
+        move || kernel_accept(&listener),
+        || kernel_client(ends.0, to, same_cc),
+    )
 }
 
 /// A stack client writing to a kernel listener at `kernel`.
@@ -933,23 +955,7 @@ fn relayed(
         kernels: vec![&a, &b],
     };
     let measured = watch.run(None, || {
-        let listener = kernel_listener(&b, SocketAddr::from((STACK_ADDR, 0)))?;
-        if same_cc {
-            with_cc(&listener)?;
-        }
-        let to = listener.local_addr().map_err(|e| e.to_string())?;
-        measure(
-            window,
-            move || kernel_accept(&listener),
-            || {
-                let s = kernel_connect(&a, to);
-                if same_cc {
-                    connected_with_cc(s)
-                } else {
-                    s
-                }
-            },
-        )
+        kernel_to_kernel(window, (&a, &b), SocketAddr::from((STACK_ADDR, 0)), same_cc)
     });
     let stats = relay.stop().map_err(|e| format!("the relay: {e}"));
     let mut measured = measured?;

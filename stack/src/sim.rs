@@ -442,6 +442,11 @@ pub fn tcp_options(pkt: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The body of option `kind` in TCP options `opts` (as [`tcp_options`] gives them), if present.
+pub fn tcp_option(opts: &[u8], kind: u8) -> Option<&[u8]> {
+    crate::wire::find_option(opts, kind)
+}
+
 /// Set a segment's acknowledgement number (checksums fixed). Returns false if it is not TCP.
 pub fn set_tcp_ack(pkt: &mut [u8], ack: u32) -> bool {
     let Some(t) = crate::wire::parse(pkt) else {
