@@ -405,3 +405,41 @@ fn malformed_tfo_key_is_one_line_naming_the_form() {
         "names the expected form: {err}"
     );
 }
+
+/// `--cc bbr` runs the connection on BBR, and `--json` shows its model; without the flag the
+/// connection runs CUBIC and reports no model.
+#[test]
+fn tun_client_cc_bbr_runs_bbr_and_reports_its_model() {
+    in_netns("tun_client_cc_bbr_runs_bbr_and_reports_its_model", || {
+        let (_, echo) = kernel_echo("0.0.0.0:7", 2);
+        let common = [
+            "--tun",
+            "cx0",
+            "--local",
+            "192.0.2.2/24",
+            "--peer",
+            "192.0.2.1/24",
+            "--connect",
+            "192.0.2.1:7",
+            "--json",
+        ];
+        for (extra, model) in [
+            (
+                &["--cc", "bbr"][..],
+                "\"bbr\":{\"mode\":\"Startup\",\"bw\":",
+            ),
+            (&[][..], "\"bbr\":null"),
+        ] {
+            let args: Vec<&str> = common.iter().chain(extra).copied().collect();
+            let out = run(&args);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{extra:?}: {}\n{stdout}",
+                stderr(&out)
+            );
+            assert!(stdout.contains(model), "{extra:?}: {stdout}");
+        }
+        echo.join().unwrap();
+    });
+}

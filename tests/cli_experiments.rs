@@ -1030,6 +1030,7 @@ fn bad_impairment_values_are_one_line_and_exit_2() {
         ("--jitter-ms", "x"),
         ("--seed", "-1"),
         ("--offload", "maybe"),
+        ("--cc", "vegas"),
     ] {
         for (tool, tail) in [
             ("tun_client", ["--connect", "192.0.2.1:7"]),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use stack::sim::{self, LinkConfig, Pair};
 use stack::{
-    ConnectOptions, CookieKey, Family, FastOpenMode, FastOpenServerConfig, RecoveryCounters,
-    SocketId, SocketType, StackConfig,
+    CongestionControl, ConnectOptions, CookieKey, Family, FastOpenMode, FastOpenServerConfig,
+    RecoveryCounters, SocketId, SocketType, StackConfig,
 };
 
 const SERVER: &str = "192.0.2.1:9000";
@@ -931,4 +931,78 @@ fn recoveries_a_reordering_path_causes_are_undone_after_they_end() {
     assert!(r.TCPDSACKRecv > 0, "{r:?}");
     assert!(r.TCPDSACKUndo > 0, "undone: {r:?}");
     assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+}
+
+/// Two stacks on `link` running `cc`, A connected to a listener on B.
+fn connected_with(link: LinkConfig, cc: CongestionControl) -> (Pair, SocketId, SocketId) {
+    let mut c = config(true);
+    c.congestion_control = cc;
+    let mut p = Pair::with_configs(link, c.clone(), c, &["192.0.2.2/24"], &["192.0.2.1/24"]);
+    let (a, b) = p.tcp_connection(addr(SERVER));
+    (p, a, b)
+}
+
+/// 8 MB from A to B over a 20 ms round trip with 1% of packets lost each way (the same seeded
+/// losses for both runs): CUBIC's window settles where that loss rate puts it, about
+/// `1.2/sqrt(p)` segments a round trip; BBR's follows its model of the path, and loss does not
+/// shrink it. Virtual time, so the comparison is exact.
+#[test]
+fn under_random_loss_bbr_moves_data_several_times_faster_than_cubic() {
+    let mut took = Vec::new();
+    for cc in [CongestionControl::Cubic, CongestionControl::Bbr] {
+        let mut l = link(LATENCY_MS, 3);
+        l.loss = 0.01;
+        let (mut p, c, s) = connected_with(l, cc);
+        let ms = a_to_b(&mut p, c, s, &pattern(8_000_000));
+        let i = p.a.recovery_info(c).unwrap();
+        assert!(i.counters.TCPSackRecovery > 5, "{cc:?}: {i:?}");
+        assert_eq!(i.counters.TCPTimeouts, 0, "{cc:?}: {i:?}");
+        assert_eq!(i.bbr.is_some(), cc == CongestionControl::Bbr, "{i:?}");
+        took.push(ms);
+    }
+    assert!(
+        took[1] * 4 < took[0],
+        "8 MB at 1% loss: CUBIC {} ms, BBR {} ms",
+        took[0],
+        took[1]
+    );
+}
+
+/// A BBR connection idle for ten minutes (virtual) sends again at once at the rate it had: its
+/// model and window stand (CUBIC's window starts again from the initial one, RFC 5681 §4.1),
+/// the first round trip after the silence carries a window's worth, the silence sends it to no
+/// PROBE_RTT, and its least round trip, older than ten seconds, is measured again.
+#[test]
+fn bbr_sends_again_at_full_rate_after_a_long_idle() {
+    let (mut p, c, s) = connected_with(link(LATENCY_MS, 5), CongestionControl::Bbr);
+    let data = pattern(4_000_000);
+    a_to_b(&mut p, c, s, &data);
+    // The last acknowledgements come in.
+    p.run_for(Duration::from_secs(1));
+    let cwnd = p.a.recovery_info(c).unwrap().cwnd;
+    p.run_for(Duration::from_secs(600));
+    assert_eq!(
+        p.a.recovery_info(c).unwrap().cwnd,
+        cwnd,
+        "kept over the idle"
+    );
+    // What B has a little more than one round trip after A writes again: the first flight.
+    let sent = p.a.send(c, &data).unwrap();
+    p.run_for(Duration::from_millis(RTT_MS + RTT_MS / 4));
+    let mut got = vec![0u8; sent];
+    let n = p.b.recv(s, &mut got).unwrap();
+    assert_eq!(got[..n], data[..n]);
+    assert!(
+        n >= 256 << 10,
+        "{n} bytes in the first round trip after the idle (cwnd {cwnd})"
+    );
+    let info = p.a.recovery_info(c).unwrap();
+    assert!(
+        info.cwnd >= cwnd,
+        "the window went from {cwnd} to {}",
+        info.cwnd
+    );
+    let after = info.bbr.unwrap();
+    assert_ne!(after.mode, stack::BbrMode::ProbeRtt, "{after:?}");
+    assert_eq!(after.min_rtt_us, RTT_MS * 1000, "{after:?}");
 }

@@ -66,9 +66,10 @@ pub use runtime::DeviceCounters;
 pub use stack::capture;
 pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{
-    CookieEntry, CookieKey, Fallback, Family, FastOpenCounters, FastOpenInfo, FastOpenServerConfig,
-    FastOpenServerInfo, KeyUsed, RecoveryCounters, RecoveryInfo, RecoveryState, Shutdown,
-    SocketType, StackConfig, TableSizes, TcpCounters,
+    BbrInfo, BbrMode, CongestionControl, CookieEntry, CookieKey, Fallback, Family,
+    FastOpenCounters, FastOpenInfo, FastOpenServerConfig, FastOpenServerInfo, KeyUsed,
+    RecoveryCounters, RecoveryInfo, RecoveryState, Shutdown, SocketType, StackConfig, TableSizes,
+    TcpCounters,
 };
 pub use stream::{TcpListener, TcpStream, UdpSocket};
 pub use tun_driver::Device;

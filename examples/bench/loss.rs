@@ -77,7 +77,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use connectx_api::{Impairment, Net, RecoveryCounters, StackConfig};
+use connectx_api::{CongestionControl, Impairment, Net, RecoveryCounters, StackConfig};
 use tun_driver::Device;
 
 use crate::bulk::{mb_per_s, measure, measure_bounded, measure_echo, Sample};
@@ -102,6 +102,11 @@ const LOSS_RATES: [(u32, &str); 3] = [(10, "0.1%"), (100, "1%"), (500, "5%")];
 /// The stack's congestion control (`CongestionControl::Cubic`, its default), which the kernel
 /// references run with too, beside the namespaces' default (rows 3c, 4c, 5c).
 const SAME_CC: &str = "cubic";
+/// The stack running BBR (rows 1b and 3b): its TUN device, and its address and the kernel's in
+/// a /25 of the TUN rows' /24 (more specific, so the TUN namespace routes it there).
+const BBR_TUN: &str = "cxb2";
+const BBR_STACK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 130);
+const BBR_KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 129);
 /// The rate at which the stack without the layer runs too.
 const LAYER_OFF_AT: u32 = 100;
 /// The stack without the layer: its TUN device, its address and the kernel's.
@@ -314,11 +319,15 @@ struct Setup {
     on: Net,
     /// The stack without it, on `OFF_TUN`.
     off: Net,
+    /// The stack with the layer running BBR, on `BBR_TUN`.
+    bbr: Net,
     /// The veth pair's namespaces: the kernel reference's sender (or echo client), and its
     /// receiver (or echo server).
     a: Netns,
     b: Netns,
     stack_echo: EchoServer,
+    /// The echo server on the BBR stack.
+    bbr_echo: EchoServer,
     kernel_echo: EchoServer,
     /// The kernel echo server with [`SAME_CC`].
     kernel_echo_same_cc: EchoServer,
@@ -354,7 +363,21 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         Impairment::default(),
         false,
     )?;
-    // The kernel peer, one hop away: routes to both stacks through the TUN namespace.
+    let mut config = StackConfig::default();
+    config.congestion_control = CongestionControl::Bbr;
+    let bbr = ns
+        .run(move || {
+            Net::builder()
+                .stack_config(config)
+                .offload(false)
+                .tun(BBR_TUN)
+                .address(&format!("{BBR_STACK_ADDR}/25"))
+                .peer(&format!("{BBR_KERNEL_ADDR}/25"))
+                .mtu(mtu)
+                .start()
+        })?
+        .map_err(|e| format!("starting the stack on {BBR_TUN}: {e}"))?;
+    // The kernel peer, one hop away: routes to the stacks through the TUN namespace.
     let peer = Netns::new("bench-loss-peer")?;
     join(
         &ns,
@@ -368,7 +391,7 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
     peer.run(move || -> Result<(), String> {
         offloads_off(PEER_DEV)?;
         let via = ROUTER_ADDR.to_string();
-        for to in [STACK_ADDR, OFF_STACK_ADDR] {
+        for to in [STACK_ADDR, OFF_STACK_ADDR, BBR_STACK_ADDR] {
             command("ip", &["route", "add", &format!("{to}/32"), "via", &via])?;
         }
         Ok(())
@@ -382,6 +405,12 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         .map_err(|e| format!("stack listener on {at}: {e}"))?;
     let stack_echo =
         EchoServer::start_with_buffer(at, ECHO_BUFFER, move || listener.accept().map(|(s, _)| s))?;
+    let bbr_at = SocketAddr::from((BBR_STACK_ADDR, LISTEN_PORT));
+    let bbr_listener = connectx_api::TcpListener::bind(&bbr, bbr_at)
+        .map_err(|e| format!("stack listener on {bbr_at}: {e}"))?;
+    let bbr_echo = EchoServer::start_with_buffer(bbr_at, ECHO_BUFFER, move || {
+        bbr_listener.accept().map(|(s, _)| s)
+    })?;
     let kernel_echo = |same_cc| {
         let l = kernel_server(&b, SocketAddr::from((VETH_B_ADDR, 0)), same_cc)?;
         let to = l.local_addr().map_err(|e| e.to_string())?;
@@ -396,8 +425,9 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         match kernel_echo_same_cc.and_then(|(k, s)| Ok((k, s, default_cc?))) {
             Ok(servers) => servers,
             Err(e) => {
-                // Stopping the stack ends the other server's accept.
+                // Stopping the stacks ends the other servers' accepts.
                 on.stop();
+                bbr.stop();
                 return Err(e);
             }
         };
@@ -407,9 +437,11 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         peer,
         on,
         off,
+        bbr,
         a,
         b,
         stack_echo,
+        bbr_echo,
         kernel_echo,
         kernel_echo_same_cc,
         default_cc,
@@ -518,6 +550,33 @@ impl Setup {
                 })
             }),
         });
+        let on_bbr = |stack_sends| Watch {
+            taps: tun(BBR_TUN, stack_sends),
+            stack: Some(&self.bbr),
+            kernels: vec![&self.peer],
+        };
+        step("stack -> kernel, the stack on BBR");
+        rows.push(Row {
+            tag: "1b",
+            key: "stack_to_kernel_bbr",
+            label: "stack -> kernel (TUN, routed), the stack on bbr".into(),
+            reference: Some("4"),
+            result: on_bbr(true).run(Some(per_10k), || {
+                stack_to_kernel(&self.peer, &self.bbr, PEER_ADDR, window)
+            }),
+        });
+        step("echo via stack, the stack on BBR");
+        rows.push(Row {
+            tag: "3b",
+            key: "echo_via_stack_bbr",
+            label: "echo via stack (TUN, routed), the stack on bbr".into(),
+            reference: Some("5"),
+            result: on_bbr(false).run(Some(per_10k), || {
+                measure_echo(window, stall(window), || {
+                    kernel_connect(&self.peer, self.bbr_echo.to)
+                })
+            }),
+        });
         step("kernel -> kernel over veth");
         rows.push(Row {
             tag: "4",
@@ -580,6 +639,18 @@ impl Setup {
                 "echo via stack / via kernel, the kernel's default congestion control",
                 "3",
                 "5",
+            ),
+            (
+                "echo_stack_bbr_over_kernel",
+                "echo via stack on bbr / via kernel, the kernel's default congestion control",
+                "3b",
+                "5",
+            ),
+            (
+                "stack_bbr_to_kernel_over_kernel",
+                "stack on bbr -> kernel / kernel -> kernel, the kernel's default",
+                "1b",
+                "4",
             ),
             (
                 "stack_to_kernel_over_kernel_same_cc",
@@ -713,8 +784,10 @@ impl Setup {
         let Setup {
             on,
             off,
+            bbr,
             a,
             stack_echo,
+            bbr_echo,
             kernel_echo,
             kernel_echo_same_cc,
             ..
@@ -728,6 +801,15 @@ impl Setup {
             .into_iter()
             .map(|p| format!("echo server on the stack: {p}"))
             .collect();
+        problems.extend(
+            bbr_echo
+                .stop(|| {
+                    bbr.stop();
+                    true
+                })
+                .into_iter()
+                .map(|p| format!("echo server on the BBR stack: {p}")),
+        );
         for server in [kernel_echo, kernel_echo_same_cc] {
             let kernel_to = server.to;
             problems.extend(

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use std::time::Duration;
 
-use connectx_api::{Impairment, Net, StackConfig};
+use connectx_api::{CongestionControl, Impairment, Net, StackConfig};
 
 /// One `--tun NAME` or `--tun-fd N` with the flags that follow it.
 #[derive(Debug, Default)]
@@ -32,6 +32,8 @@ pub struct Devices {
     pub cookie_cache: Option<String>,
     /// `--offload on|off`; `None`: the builder's default.
     pub offload: Option<bool>,
+    /// `--cc NAME`; `None`: the configuration's.
+    pub congestion_control: Option<CongestionControl>,
 }
 
 /// The help text of the flags [`Devices::take`] knows beyond the devices.
@@ -52,6 +54,8 @@ PACKET PATH (all devices, both directions):
                         (default: on for TUN devices, off for descriptors without a
                         virtio-net header and with an impairment flag; `on` with either
                         is an error)
+    --cc NAME           congestion control of TCP connections: cubic (default, as Linux), bbr
+                        (Linux's BBR: loss does not shrink its window), reno, or none
 ";
 
 /// `v` as a probability, or a one-line error naming `flag`.
@@ -139,6 +143,10 @@ impl Devices {
             "--reorder" => self.impairment.reorder = probability(&value(it, flag)?, flag)?,
             "--duplicate" => self.impairment.duplicate = probability(&value(it, flag)?, flag)?,
             "--seed" => self.impairment.seed = number(&value(it, flag)?, flag)?,
+            "--cc" => {
+                let v = value(it, flag)?;
+                self.congestion_control = Some(v.parse().map_err(|e| format!("--cc: {e}"))?);
+            }
             "--offload" => {
                 self.offload = Some(match value(it, flag)?.as_str() {
                     "on" => true,
@@ -152,8 +160,13 @@ impl Devices {
     }
 
     /// Open the devices and start the stack.
-    pub fn start(&self, config: Option<StackConfig>) -> Result<Net, String> {
+    pub fn start(&self, mut config: Option<StackConfig>) -> Result<Net, String> {
         let mut b = Net::builder();
+        if let Some(cc) = self.congestion_control {
+            config
+                .get_or_insert_with(StackConfig::default)
+                .congestion_control = cc;
+        }
         if let Some(config) = config {
             b = b.stack_config(config);
         }
@@ -271,13 +284,22 @@ pub fn recovery_json(info: Option<connectx_api::RecoveryInfo>) -> String {
             w.to_string()
         }
     };
+    let bbr = i.bbr.map_or("null".into(), |b| {
+        format!(
+            "{{\"mode\":\"{:?}\",\"bw\":{},\"min_rtt_us\":{},\"pacing_rate\":{}}}",
+            b.mode, b.bw, b.min_rtt_us, b.pacing_rate
+        )
+    });
     format!(
-        "{{\"srtt_us\":{},\"min_rtt_us\":{},\"cwnd\":{},\"ssthresh\":{},\"rcv_window\":{},{}}}",
+        "{{\"srtt_us\":{},\"min_rtt_us\":{},\"cwnd\":{},\"ssthresh\":{},\"rcv_window\":{},\
+         \"delivery_rate\":{},\"bbr\":{},{}}}",
         i.srtt_us,
         i.min_rtt_us,
         window(i.cwnd),
         window(i.ssthresh),
         window(i.rcv_window),
+        i.delivery_rate,
+        bbr,
         counters.join(",")
     )
 }

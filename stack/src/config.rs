@@ -8,7 +8,8 @@ use crate::addr::Cidr;
 /// The most a `listen` backlog can be (Linux's `net.core.somaxconn`).
 pub const SOMAXCONN: usize = 4096;
 
-/// Congestion control for TCP connections (smoltcp's algorithms).
+/// Congestion control for TCP connections. The recovery layer
+/// ([`StackConfig::loss_recovery`]) runs them; with it off, smoltcp's own Reno or CUBIC does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CongestionControl {
@@ -16,9 +17,42 @@ pub enum CongestionControl {
     None,
     /// RFC 5681 Reno.
     Reno,
-    /// RFC 8312 CUBIC, as Linux uses by default.
+    /// RFC 9438 CUBIC, Linux's built-in default.
     #[default]
     Cubic,
+    /// BBR (version 1, as Linux's `tcp_bbr`): the window follows a model of the path's
+    /// bandwidth and round trip, and random loss does not shrink it. Without pacing (see the
+    /// README). Needs the recovery layer; with it off, smoltcp's CUBIC stands in.
+    Bbr,
+}
+
+impl CongestionControl {
+    /// Linux's name for it (`net.ipv4.tcp_congestion_control`, `TCP_CONGESTION`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CongestionControl::None => "none",
+            CongestionControl::Reno => "reno",
+            CongestionControl::Cubic => "cubic",
+            CongestionControl::Bbr => "bbr",
+        }
+    }
+}
+
+impl std::str::FromStr for CongestionControl {
+    type Err = String;
+
+    /// Linux's names: `reno`, `cubic`, `bbr`, and `none`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(CongestionControl::None),
+            "reno" => Ok(CongestionControl::Reno),
+            "cubic" => Ok(CongestionControl::Cubic),
+            "bbr" => Ok(CongestionControl::Bbr),
+            _ => Err(format!(
+                "unknown congestion control {s:?} (reno, cubic, bbr or none)"
+            )),
+        }
+    }
 }
 
 /// Stack-wide settings. `StackConfig::default()` suits a TUN device at MTU 1500 and a kernel peer.

@@ -185,7 +185,7 @@ pub fn fast_open(data: &[u8]) {
     }
 }
 
-/// The recovery layer alone, on one connection, driven by `data` read as a list of
+/// The recovery layer alone, on one connection running CUBIC or BBR, driven by `data` read as a list of
 /// operations: segments smoltcp sends (new data, data sent before, with or without a FIN),
 /// acknowledgements from the peer with any SACK blocks (in the window, out of it, reversed,
 /// overlapping, beyond what was sent), the window smoltcp is let see, and time passing (its
@@ -201,7 +201,12 @@ pub fn recovery(data: &[u8]) {
     let remote: std::net::SocketAddr = "192.0.2.1:7".parse().expect("an address");
     // The byte at sequence number `seq` of our stream.
     let byte = |seq: u32| (seq.wrapping_sub(ISN).wrapping_mul(2_654_435_761) >> 24) as u8;
-    let mut layer = Layer::new(false, crate::config::CongestionControl::Cubic);
+    // The first byte's low bit picks the congestion control (the byte is read again below).
+    let algorithm = match data.first() {
+        Some(b) if b & 1 == 1 => crate::config::CongestionControl::Bbr,
+        _ => crate::config::CongestionControl::Cubic,
+    };
+    let mut layer = Layer::new(false, algorithm);
     let mut conn = layer.conn(1400);
     let mut now = Instant::from_secs(1);
     let mut wire_seq = WireSeq {

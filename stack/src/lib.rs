@@ -75,7 +75,7 @@ pub use fastopen::{
 pub use ids::{Family, IfaceId, SocketId};
 pub use iface::{InterfaceInfo, PacketIo};
 pub use impair::{ImpairStats, Impaired, Impairment, ImpairmentError};
-pub use recovery::{RecoveryCounters, RecoveryInfo, RecoveryState};
+pub use recovery::{BbrInfo, BbrMode, RecoveryCounters, RecoveryInfo, RecoveryState};
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
 pub use source::select_source;
 pub use stack::socket::{Readiness, Shutdown, SocketType};

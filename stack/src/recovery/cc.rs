@@ -1,12 +1,14 @@
 //! Congestion control of the recovery layer: the congestion window and how it grows (slow
 //! start, then CUBIC (RFC 9438) or Reno (RFC 5681)), how it shrinks on loss, and how much may
-//! be sent during recovery (Proportional Rate Reduction, RFC 6937 as Linux runs it).
+//! be sent during recovery (Proportional Rate Reduction, RFC 6937 as Linux runs it); or BBR
+//! ([`super::bbr`]), which sets the window from its model of the path instead.
 //!
 //! With the layer on, smoltcp's own congestion control is off: the layer tells smoltcp how far
 //! it may send by the window it lets smoltcp see (see the module above).
 
 use smoltcp::time::{Duration, Instant};
 
+use super::bbr::{self, Bbr};
 use crate::config::CongestionControl;
 
 /// RFC 9438's multiplicative decrease.
@@ -70,10 +72,12 @@ pub(crate) struct Congestion {
     phase: Phase,
     prr: Prr,
     cubic: Cubic,
+    /// BBR's model, with [`CongestionControl::Bbr`].
+    bbr: Option<Box<Bbr>>,
 }
 
 impl Congestion {
-    pub(crate) fn new(algorithm: CongestionControl, mss: u32) -> Congestion {
+    pub(crate) fn new(algorithm: CongestionControl, mss: u32, now: Instant) -> Congestion {
         let mss = mss.max(64);
         Congestion {
             algorithm,
@@ -83,7 +87,29 @@ impl Congestion {
             phase: Phase::Open,
             prr: Prr::default(),
             cubic: Cubic::default(),
+            bbr: (algorithm == CongestionControl::Bbr).then(|| Box::new(Bbr::new(now))),
         }
+    }
+
+    /// BBR's model, if that is the algorithm.
+    pub(crate) fn bbr(&self) -> Option<&Bbr> {
+        self.bbr.as_deref()
+    }
+
+    /// An acknowledgement, for BBR (the other algorithms take theirs through
+    /// [`Congestion::on_ack`] and PRR). Returns whether the samples to come are to be marked
+    /// application-limited (BBR holds its own window down).
+    pub(crate) fn on_model_ack(&mut self, a: &bbr::Ack, srtt: Option<Duration>) -> bool {
+        let Some(b) = self.bbr.as_deref_mut() else {
+            return false;
+        };
+        let mut cwnd = self.cwnd.min(f64::from(u32::MAX)) as u32;
+        let hold_down = b.on_ack(a, &mut cwnd, self.mss, srtt);
+        self.cwnd = f64::from(cwnd);
+        if let Some(t) = b.ssthresh() {
+            self.ssthresh = t;
+        }
+        hold_down
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -109,11 +135,19 @@ impl Congestion {
     /// Bytes that may leave now with `pipe` in flight (retransmissions and new data alike).
     pub(crate) fn allowance(&self, pipe: u32) -> u32 {
         match self.phase {
-            Phase::Recovery { .. } if self.algorithm != CongestionControl::None => {
+            Phase::Recovery { .. } if self.uses_prr() => {
                 self.prr.sndcnt.min(u64::from(u32::MAX)) as u32
             }
             _ => self.cwnd().saturating_sub(pipe),
         }
+    }
+
+    /// Recovery sends under PRR (BBR sets the window itself).
+    fn uses_prr(&self) -> bool {
+        matches!(
+            self.algorithm,
+            CongestionControl::Reno | CongestionControl::Cubic
+        )
     }
 
     /// `bytes` left (PRR counts them during recovery).
@@ -128,7 +162,7 @@ impl Congestion {
     /// window, not the application, bounded what was in flight (RFC 7661: an application-limited
     /// flow does not grow its window).
     pub(crate) fn on_ack(&mut self, now: Instant, acked: u32, limited: bool, srtt: Duration) {
-        if acked == 0 || !limited || self.algorithm == CongestionControl::None {
+        if acked == 0 || !limited || !self.uses_prr() {
             return;
         }
         let mss = f64::from(self.mss);
@@ -225,6 +259,12 @@ impl Congestion {
         if self.in_recovery() {
             return false;
         }
+        if let Some(b) = self.bbr.as_deref_mut() {
+            // No reduction: BBR sends what is delivered for a round, then puts the window back.
+            b.on_recovery(self.cwnd as u32);
+            self.phase = Phase::Recovery { point };
+            return true;
+        }
         self.ssthresh = self.reduced();
         self.prr = Prr {
             recover_fs: u64::from(pipe.max(self.mss)),
@@ -237,7 +277,7 @@ impl Congestion {
     /// One acknowledgement during fast recovery: `delivered` bytes got through, `pipe` are in
     /// flight after it. Sets what may leave until the next (RFC 6937 §3, PRR-SSRB).
     pub(crate) fn prr_ack(&mut self, delivered: u32, pipe: u32) {
-        if !matches!(self.phase, Phase::Recovery { .. }) {
+        if !matches!(self.phase, Phase::Recovery { .. }) || !self.uses_prr() {
             return;
         }
         let p = &mut self.prr;
@@ -269,9 +309,11 @@ impl Congestion {
     /// `ssthresh`).
     pub(crate) fn exit_recovery(&mut self) {
         match self.phase {
-            Phase::Recovery { .. } => {
+            // BBR puts its window back on the next acknowledgement.
+            Phase::Recovery { .. } if self.uses_prr() => {
                 self.cwnd = f64::from(self.ssthresh);
             }
+            Phase::Recovery { .. } => {}
             Phase::Loss { .. } | Phase::Open => {}
         }
         self.phase = Phase::Open;
@@ -280,6 +322,13 @@ impl Congestion {
     /// A retransmission timeout (RFC 5681 §3.1): `ssthresh` from the window (unless this
     /// follows another timeout without progress), one segment of window, slow start.
     pub(crate) fn on_timeout(&mut self, point: u32, repeated: bool) {
+        if let Some(b) = self.bbr.as_deref_mut() {
+            let phase = Phase::Loss { point };
+            b.on_timeout(self.cwnd as u32, phase);
+            self.cwnd = f64::from(self.mss);
+            self.phase = phase;
+            return;
+        }
         if !repeated {
             self.ssthresh = match self.phase {
                 // The window was already cut for this episode.
@@ -308,6 +357,9 @@ impl Congestion {
         self.cwnd = self.cwnd.max(s.cwnd);
         self.ssthresh = self.ssthresh.max(s.ssthresh);
         self.cubic = s.cubic;
+        if let Some(b) = self.bbr.as_deref_mut() {
+            b.on_undo();
+        }
         // Growth starts again from the window put back.
         self.cubic.epoch = None;
         self.phase = Phase::Open;
@@ -316,7 +368,8 @@ impl Congestion {
     /// A loss repaired by a tail loss probe alone (RFC 8985 §7.4.2): the window is reduced as
     /// for a fast recovery, at once.
     pub(crate) fn on_probe_repaired(&mut self) {
-        if self.in_recovery() {
+        // BBR does not cut its window for a loss (Linux leaves it to the model too).
+        if self.in_recovery() || !self.uses_prr() {
             return;
         }
         self.ssthresh = self.reduced();
@@ -325,7 +378,12 @@ impl Congestion {
 
     /// The connection was idle longer than a retransmission timeout: the window restarts from
     /// at most the initial one (RFC 5681 §4.1, Linux's `tcp_slow_start_after_idle`).
-    pub(crate) fn restart_after_idle(&mut self) {
+    pub(crate) fn restart_after_idle(&mut self, now: Instant) {
+        if let Some(b) = self.bbr.as_deref_mut() {
+            // BBR keeps its model across the silence (Linux paces at the estimate instead).
+            b.on_idle_restart(now);
+            return;
+        }
         let iw = f64::from(INITIAL_SEGMENTS * self.mss);
         if self.cwnd > iw {
             self.ssthresh = self.ssthresh.max((self.cwnd * 0.75) as u32);
@@ -343,7 +401,7 @@ mod tests {
 
     #[test]
     fn slow_start_then_cubic_reduction_by_beta() {
-        let mut cc = Congestion::new(CongestionControl::Cubic, MSS);
+        let mut cc = Congestion::new(CongestionControl::Cubic, MSS, Instant::ZERO);
         let now = Instant::from_millis(0);
         assert_eq!(cc.cwnd(), 10_000);
         cc.on_ack(now, 10_000, true, Duration::from_millis(10));
@@ -363,7 +421,7 @@ mod tests {
 
     #[test]
     fn prr_spreads_the_reduction_over_the_acks_of_the_round() {
-        let mut cc = Congestion::new(CongestionControl::Reno, MSS);
+        let mut cc = Congestion::new(CongestionControl::Reno, MSS, Instant::ZERO);
         cc.on_ack(Instant::ZERO, 10_000, true, Duration::from_millis(10));
         // 20 segments in flight, one lost: ssthresh 10 segments.
         cc.enter_recovery(1, 19_000);
@@ -384,7 +442,7 @@ mod tests {
 
     #[test]
     fn timeout_restarts_from_one_segment() {
-        let mut cc = Congestion::new(CongestionControl::Cubic, MSS);
+        let mut cc = Congestion::new(CongestionControl::Cubic, MSS, Instant::ZERO);
         cc.on_timeout(9, false);
         assert_eq!(cc.cwnd(), MSS);
         assert_eq!(cc.ssthresh(), 7_000);
@@ -395,7 +453,7 @@ mod tests {
 
     #[test]
     fn cubic_grows_back_to_its_plateau() {
-        let mut cc = Congestion::new(CongestionControl::Cubic, MSS);
+        let mut cc = Congestion::new(CongestionControl::Cubic, MSS, Instant::ZERO);
         cc.on_ack(Instant::ZERO, 90_000, true, Duration::from_millis(10));
         assert_eq!(cc.cwnd(), 100_000);
         cc.enter_recovery(1, 100_000);

@@ -32,7 +32,9 @@
 //! and a SYN cookie's shift on the way out, before them on the way in), and it acts on an
 //! arriving segment only once its checksum is known good.
 
+pub(crate) mod bbr;
 pub(crate) mod cc;
+pub(crate) mod rate;
 pub(crate) mod rcv_window;
 pub(crate) mod receive;
 pub(crate) mod rtt;
@@ -46,6 +48,7 @@ use crate::ids::Tuple;
 use crate::shard::WireSeq;
 use crate::wire::{self, Tcp, ACK, FIN, PSH, RST, SYN};
 use cc::{Congestion, Phase};
+use rate::Rate;
 use rcv_window::RcvWindow;
 use rtt::Rtt;
 use sack_out::SackOut;
@@ -198,8 +201,41 @@ pub struct RecoveryInfo {
     /// `u32::MAX` when the whole buffer is advertised (no round trip measured, or the layer
     /// off).
     pub rcv_window: u32,
+    /// The last delivery rate measured, in bytes per second (Linux's `tcpi_delivery_rate`): the
+    /// bytes delivered over the round trip of the most recently sent segment acknowledged.
+    pub delivery_rate: u64,
+    /// BBR's model, when the connection runs BBR (Linux's `tcp_bbr_info`).
+    pub bbr: Option<BbrInfo>,
     /// This connection's share of the stack's counters.
     pub counters: RecoveryCounters,
+}
+
+/// BBR's model of a connection's path (Linux's `tcp_bbr_info`, with the mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BbrInfo {
+    /// STARTUP, DRAIN, PROBE_BW or PROBE_RTT.
+    pub mode: BbrMode,
+    /// The bottleneck bandwidth estimate, bytes per second.
+    pub bw: u64,
+    /// The propagation delay estimate (least round trip over 10 s), microseconds.
+    pub min_rtt_us: u64,
+    /// The rate Linux would pace at, bytes per second (this stack does not pace).
+    pub pacing_rate: u64,
+}
+
+/// BBR's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BbrMode {
+    /// Doubling the window each round until the bandwidth stops growing.
+    Startup,
+    /// Letting the queue STARTUP built go.
+    Drain,
+    /// Cycling the gain around the bandwidth estimate.
+    ProbeBw,
+    /// Holding four segments in flight to measure the round trip again.
+    ProbeRtt,
 }
 
 /// What the layer knows of a connection from the peer's SYN (or SYN-ACK), kept inline; the
@@ -398,6 +434,8 @@ struct State {
     sb: Scoreboard,
     rtt: Rtt,
     cc: Congestion,
+    /// Delivery rate estimation.
+    rate: Rate,
     rack: Rack,
     probe: Option<Probe>,
     timer: Option<(Instant, Timer)>,
@@ -440,7 +478,8 @@ impl State {
         State {
             sb: Scoreboard::default(),
             rtt: estimator,
-            cc: Congestion::new(algorithm, mss),
+            cc: Congestion::new(algorithm, mss, now),
+            rate: Rate::default(),
             rack: Rack::default(),
             probe: None,
             timer: None,
@@ -592,6 +631,7 @@ impl Layer {
         let blocks = sack_blocks(t.options(pkt));
         let mut d = Delivered::default();
         let mut c = RecoveryCounters::default();
+        let prior_pipe = s.sb.pipe();
         s.sb.on_ack(t.ack, &mut d);
         let mut dsack = false;
         let mut dsack_block = None;
@@ -627,6 +667,7 @@ impl Layer {
             s.sb.on_sack(l, r, &mut d);
         }
         s.on_delivered(&d, dsack, now, &mut c);
+        let sample = s.rate.on_ack(now, d.bytes, d.rate_from, s.rtt.min_rtt());
         if let Some((l, r)) = dsack_block {
             s.dsack_undo(l, r, &mut c);
         }
@@ -663,6 +704,7 @@ impl Layer {
             s.recovery_probes = 0;
         }
         // Loss detection.
+        let lost_before = s.sb.lost_bytes();
         let mut reorder_wait = None;
         if conn.sack {
             reorder_wait = s.rack_detect(now, &mut c);
@@ -683,6 +725,7 @@ impl Layer {
             }
         }
         s.last_window = Some(t.window);
+        let losses = s.sb.lost_bytes().saturating_sub(lost_before);
         let pipe_after = s.sb.pipe();
         let before = s.cc.snapshot();
         if s.sb.lost_bytes() > 0 && s.cc.enter_recovery(nxt, pipe_after) {
@@ -702,8 +745,28 @@ impl Layer {
         } else {
             let limited = s.peak_pipe.saturating_add(3 * conn.mss) >= s.cc.cwnd()
                 || s.peak_pipe.saturating_mul(2) >= s.cc.cwnd() && s.cc.cwnd() < s.cc.ssthresh();
+            let rwnd = u32::from(t.window) << conn.scale;
+            if s.peak_pipe.saturating_add(3 * conn.mss) < s.cc.cwnd().min(rwnd) {
+                // Neither window bounded the flight: what leaves now measures the application,
+                // not the path.
+                s.rate.app_limited(pipe_after);
+            }
             let srtt = s.rtt.srtt().unwrap_or(Duration::ZERO);
             s.cc.on_ack(now, d.acked, limited, srtt);
+        }
+        let model = bbr::Ack {
+            now,
+            sample,
+            delivered: s.rate.delivered(),
+            acked: d.bytes,
+            losses,
+            prior_pipe,
+            pipe: pipe_after,
+            rtt: d.rtt_from.map(|sent| elapsed(now, sent)),
+            phase: s.cc.phase(),
+        };
+        if s.cc.on_model_ack(&model, s.rtt.srtt()) {
+            s.rate.app_limited(pipe_after);
         }
         s.peak_pipe = s.sb.pipe();
         s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
@@ -760,6 +823,7 @@ impl Layer {
         // A super-packet (segmentation offload) leaves the device as segments of the MSS less
         // this segment's options: the scoreboard records those.
         let cut = mss.saturating_sub(t.hdr_len as u32 - 20);
+        s.sb.next_stamp = s.rate.stamp(now, was_idle);
         match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now, cut) {
             Sent::New => {
                 s.largest = s.largest.max(payload.len() as u32);
@@ -769,7 +833,7 @@ impl Layer {
                         .map_or(t.seq_len(), |(a, b)| a.wrapping_sub(b));
                 if was_idle {
                     if s.last_send.is_some_and(|l| now >= l + s.rtt.rto()) {
-                        s.cc.restart_after_idle();
+                        s.cc.restart_after_idle(now);
                     }
                     s.rto_at = Some(now + s.rtt.rto());
                 }
@@ -1011,6 +1075,18 @@ impl Layer {
             lost: s.sb.lost_bytes(),
             reordering_seen: s.rack.reordering_seen,
             rcv_window: s.rcv.cap(),
+            delivery_rate: s.rate.last_rate(),
+            bbr: s.cc.bbr().map(|b| BbrInfo {
+                mode: match b.mode() {
+                    bbr::Mode::Startup => BbrMode::Startup,
+                    bbr::Mode::Drain => BbrMode::Drain,
+                    bbr::Mode::ProbeBw => BbrMode::ProbeBw,
+                    bbr::Mode::ProbeRtt => BbrMode::ProbeRtt,
+                },
+                bw: b.bw(),
+                min_rtt_us: b.min_rtt().map_or(0, |d| d.total_micros()),
+                pacing_rate: b.pacing_rate(),
+            }),
             counters: s.counters,
         }
     }
@@ -1166,6 +1242,7 @@ impl State {
     ) -> Option<(Vec<u8>, u64)> {
         let (ack, window) = ctx.wire.last_ack?;
         let now = self.last_send.map_or(now, |l| now.max(l));
+        self.sb.next_stamp = self.rate.stamp(now, false);
         scratch.clear();
         let (mut seq, mut flags, mut count) = (from, ACK, 0);
         while before(seq, to) {

@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 
 use smoltcp::time::{Duration, Instant};
 
+use super::rate::TxStamp;
+
 /// `a` is before `b` in sequence space (RFC 9293 §3.4, modulo 2^32).
 pub(crate) fn before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
@@ -43,6 +45,8 @@ pub(crate) struct Seg {
     pub(crate) sacked: bool,
     /// Its last transmission is known lost; it waits to be sent again.
     pub(crate) lost: bool,
+    /// The connection's delivery counters when it last left (delivery rate estimation).
+    pub(crate) stamp: TxStamp,
 }
 
 impl Seg {
@@ -71,6 +75,8 @@ pub(crate) struct Delivered {
     pub(crate) acked: u32,
     /// The most recently sent of the newly delivered segments: (sent, end, sent again).
     pub(crate) newest: Option<(Instant, u32, bool)>,
+    /// The same segment's send time and stamp (the delivery rate sample's).
+    pub(crate) rate_from: Option<(Instant, TxStamp)>,
     /// The send time of the most recently sent newly delivered segment that was never sent
     /// again (Karn's rule: only those time a round trip unambiguously).
     pub(crate) rtt_from: Option<Instant>,
@@ -85,6 +91,7 @@ impl Delivered {
     fn saw(&mut self, s: &Seg) {
         if self.newest.is_none_or(|(t, end, _)| !s.sent_before(t, end)) {
             self.newest = Some((s.sent, s.end(), s.rexmits > 0));
+            self.rate_from = Some((s.sent, s.stamp));
         }
         if s.rexmits == 0 && self.rtt_from.is_none_or(|t| s.sent > t) {
             self.rtt_from = Some(s.sent);
@@ -190,6 +197,8 @@ pub(crate) struct Scoreboard {
     rexmit_order: VecDeque<(u32, Instant)>,
     /// No segment before it is lost (where the search for the next one to send again starts).
     lost_hint: u32,
+    /// The stamp segments get as they leave (the layer sets it before each transmission).
+    pub(crate) next_stamp: TxStamp,
 }
 
 impl Scoreboard {
@@ -326,6 +335,7 @@ impl Scoreboard {
             // start again from this segment.
             *self = Scoreboard {
                 data: std::mem::take(&mut self.data),
+                next_stamp: self.next_stamp,
                 ..Scoreboard::default()
             };
             self.data.pop(self.data.len);
@@ -362,6 +372,7 @@ impl Scoreboard {
                 psh: last && psh,
                 sacked: false,
                 lost: false,
+                stamp: self.next_stamp,
             };
             self.nxt = s.end();
             self.segs.push_back(s);
@@ -670,6 +681,7 @@ impl Scoreboard {
             self.lost_bytes -= s.len;
         }
         s.sent = now;
+        s.stamp = self.next_stamp;
         s.rexmits = s.rexmits.saturating_add(1);
         let s = *s;
         self.rexmit_order.push_back((seq, now));

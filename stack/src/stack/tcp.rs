@@ -190,7 +190,8 @@ impl Stack {
         s.set_congestion_control(match algorithm {
             CongestionControl::None => tcp::CongestionControl::None,
             CongestionControl::Reno => tcp::CongestionControl::Reno,
-            CongestionControl::Cubic => tcp::CongestionControl::Cubic,
+            // smoltcp has no BBR: its CUBIC stands in when the layer is off.
+            CongestionControl::Cubic | CongestionControl::Bbr => tcp::CongestionControl::Cubic,
         });
         s
     }
