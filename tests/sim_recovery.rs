@@ -1006,3 +1006,77 @@ fn bbr_sends_again_at_full_rate_after_a_long_idle() {
     assert_ne!(after.mode, stack::BbrMode::ProbeRtt, "{after:?}");
     assert_eq!(after.min_rtt_us, RTT_MS * 1000, "{after:?}");
 }
+
+/// Congestion control per socket (`TCP_CONGESTION`): set before connecting, it is the
+/// connection's; set on a listener, the accepted connections'; set on a connected socket, it
+/// takes over from then on, the data still arriving intact; a datagram socket has none.
+#[test]
+fn congestion_control_per_socket_before_connect_on_a_listener_and_mid_transfer() {
+    let mut l = link(LATENCY_MS, 11);
+    l.loss = 0.01;
+    let mut p = Pair::with_configs(
+        l,
+        config(true),
+        config(true),
+        &["192.0.2.2/24"],
+        &["192.0.2.1/24"],
+    );
+    let listener = p.b.socket(Family::V4, SocketType::Stream);
+    p.b.bind(listener, addr(SERVER)).unwrap();
+    p.b.listen(listener, 8).unwrap();
+    let now = p.now();
+    p.b.set_congestion_control(listener, CongestionControl::Bbr, now)
+        .unwrap();
+    let c = p.a.socket(Family::V4, SocketType::Stream);
+    assert_eq!(p.a.congestion_control(c), Ok(CongestionControl::Cubic));
+    p.a.set_congestion_control(c, CongestionControl::Bbr, now)
+        .unwrap();
+    p.a.connect(c, addr(SERVER), ConnectOptions::default(), now)
+        .unwrap();
+    let mut s = None;
+    p.drive_until(100_000, |p| {
+        s = p.b.accept(listener).ok().map(|(s, _)| s);
+        s.is_some()
+    });
+    let s = s.unwrap();
+    assert_eq!(p.b.congestion_control(s), Ok(CongestionControl::Bbr));
+    // Both ends run BBR: data each way shows its model.
+    a_to_b(&mut p, c, s, &pattern(200_000));
+    assert!(p.a.recovery_info(c).unwrap().bbr.is_some());
+    p.b.send(s, &pattern(100_000)).unwrap();
+    p.drive_until(100_000, |p| {
+        p.b.recovery_info(s).unwrap().bbr.is_some_and(|b| b.bw > 0)
+    });
+    // A switches to CUBIC mid-transfer (under 1% loss): the rest arrives intact.
+    let data = pattern(2_000_000);
+    let mut sent = p.a.send(c, &data).unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+    let mut switched = false;
+    while got.len() < data.len() {
+        if got.len() > 500_000 && !switched {
+            let now = p.now();
+            p.a.set_congestion_control(c, CongestionControl::Cubic, now)
+                .unwrap();
+            switched = true;
+        }
+        if sent < data.len() {
+            sent += p.a.send(c, &data[sent..]).unwrap_or(0);
+        }
+        while let Ok(n) = p.b.recv(s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(p.step(), "stalled (seed {})", p.seed);
+    }
+    assert!(got == data, "intact");
+    let i = p.a.recovery_info(c).unwrap();
+    assert!(i.bbr.is_none(), "{i:?}");
+    assert_eq!(p.a.congestion_control(c), Ok(CongestionControl::Cubic));
+    let u = p.a.socket(Family::V4, SocketType::Datagram);
+    assert_eq!(
+        p.a.set_congestion_control(u, CongestionControl::Bbr, now),
+        Err(stack::SocketOptionError::NotStream)
+    );
+}

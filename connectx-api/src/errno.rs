@@ -64,6 +64,7 @@ errnos!(
     EMFILE,
     ENXIO,
     EPROTONOSUPPORT,
+    ENOPROTOOPT,
 );
 
 impl Errno {

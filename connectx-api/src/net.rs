@@ -542,6 +542,38 @@ impl Net {
         self.shared().lock().stack.recovery_counters()
     }
 
+    /// Set a TCP socket's congestion control (Linux's `TCP_CONGESTION`): a connected socket's
+    /// from now on (its window carries over), another's for the connection it makes, a
+    /// listener's for the connections it accepts.
+    /// [`StackConfig::congestion_control`](stack::StackConfig::congestion_control) is the
+    /// default.
+    ///
+    /// # Errors
+    /// `EBADF`, `ENOTSOCK`; `ENOPROTOOPT` for a datagram socket.
+    pub fn set_congestion_control(
+        &self,
+        fd: crate::Fd,
+        algorithm: stack::CongestionControl,
+    ) -> std::io::Result<()> {
+        let mut state = self.shared().lock();
+        let id = Self::descriptor(&mut state, fd)?.socket;
+        let now = self.shared().clock.now();
+        state
+            .stack
+            .set_congestion_control(id, algorithm, now)
+            .map_err(option_error)
+    }
+
+    /// A TCP socket's congestion control: the one set on it, else the stack's.
+    ///
+    /// # Errors
+    /// As [`Net::set_congestion_control`].
+    pub fn congestion_control(&self, fd: crate::Fd) -> std::io::Result<stack::CongestionControl> {
+        let mut state = self.shared().lock();
+        let id = Self::descriptor(&mut state, fd)?.socket;
+        state.stack.congestion_control(id).map_err(option_error)
+    }
+
     /// What the loss recovery layer knows of a connected TCP socket's sending side: round
     /// trip, congestion window, what is in flight, SACKed and lost, and its share of the
     /// counters (Linux's `TCP_INFO`, for what concerns recovery).
@@ -597,5 +629,13 @@ impl Tables {
             ("waiting_sockets", self.waiting_sockets),
             ("outbox", self.outbox),
         ])
+    }
+}
+
+/// The errno of a socket option that could not be set or read.
+fn option_error(e: stack::SocketOptionError) -> std::io::Error {
+    match e {
+        stack::SocketOptionError::NoSuchSocket => crate::Errno::EBADF.to_io(),
+        _ => crate::Errno::ENOPROTOOPT.to_io(),
     }
 }

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use stack::{Family, Shutdown, SocketType};
+use stack::{CongestionControl, Family, Shutdown, SocketType};
 
 use crate::calls::SaEndpoints;
 use crate::fd::Fd;
@@ -115,6 +115,17 @@ impl TcpStream {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.inner.net.set_nonblocking(self.inner.fd, nonblocking)
     }
+
+    /// Run the connection on `algorithm` from now on (`TCP_CONGESTION`; see
+    /// [`Net::set_congestion_control`]).
+    ///
+    /// # Errors
+    /// `EBADF` only if closed.
+    pub fn set_congestion_control(&self, algorithm: CongestionControl) -> io::Result<()> {
+        self.inner
+            .net
+            .set_congestion_control(self.inner.fd, algorithm)
+    }
 }
 
 impl Read for TcpStream {
@@ -179,6 +190,17 @@ impl TcpListener {
     /// `EBADF` only if closed.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.net.local_addr(self.inner.fd)
+    }
+
+    /// The congestion control of the connections it accepts from now on (`TCP_CONGESTION`; see
+    /// [`Net::set_congestion_control`]).
+    ///
+    /// # Errors
+    /// `EBADF` only if closed.
+    pub fn set_congestion_control(&self, algorithm: CongestionControl) -> io::Result<()> {
+        self.inner
+            .net
+            .set_congestion_control(self.inner.fd, algorithm)
     }
 
     /// The descriptor.

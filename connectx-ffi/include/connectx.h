@@ -126,9 +126,12 @@ int cx_close(int socket);
 int cx_fcntl(int socket, int cmd, int arg);
 /* The stack's descriptors only; a negative timeout waits for ever. */
 int cx_poll(struct pollfd *fds, nfds_t nfds, int timeout);
-/* SOL_SOCKET: SO_ERROR (int), SO_RCVTIMEO and SO_SNDTIMEO (struct timeval). */
+/* SOL_SOCKET: SO_ERROR (int), SO_RCVTIMEO and SO_SNDTIMEO (struct timeval); IPPROTO_TCP:
+ * TCP_CONGESTION (the name, NUL-padded to 16 bytes). */
 int cx_getsockopt(int socket, int level, int name, void *value, socklen_t *len);
-/* SOL_SOCKET: SO_RCVTIMEO and SO_SNDTIMEO (struct timeval; zero waits for ever). */
+/* SOL_SOCKET: SO_RCVTIMEO and SO_SNDTIMEO (struct timeval; zero waits for ever); IPPROTO_TCP:
+ * TCP_CONGESTION ("cubic", "reno", "bbr" or "none"; ENOENT for another name): a connected
+ * socket's from now on, a listener's for the connections it accepts. */
 int cx_setsockopt(int socket, int level, int name, const void *value, socklen_t len);
 int cx_getsockname(int socket, struct sockaddr *addr, socklen_t *len);
 int cx_getpeername(int socket, struct sockaddr *addr, socklen_t *len);

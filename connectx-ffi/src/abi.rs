@@ -697,6 +697,34 @@ pub unsafe extern "C" fn cx_poll(fds: *mut pollfd, nfds: libc::nfds_t, timeout: 
 }
 
 /// A `struct timeval` as a timeout: zero is none (wait for ever), as for `SO_RCVTIMEO`.
+/// Linux's `TCP_CA_NAME_MAX`: the longest congestion control name with its NUL.
+const TCP_CA_NAME_MAX: usize = 16;
+
+/// The congestion control named by `len` bytes at `value` (up to a NUL, at most
+/// [`TCP_CA_NAME_MAX`] less one, as Linux reads it).
+///
+/// # Safety
+/// `value` is valid for `len` bytes, or null.
+unsafe fn congestion_name(
+    value: *const c_void,
+    len: socklen_t,
+) -> Result<connectx_api::CongestionControl, c_int> {
+    if value.is_null() {
+        return Err(libc::EFAULT);
+    }
+    if len < 1 {
+        return Err(libc::EINVAL);
+    }
+    let n = (len as usize).min(TCP_CA_NAME_MAX - 1);
+    // SAFETY: the caller's contract; `n` is at most `len`.
+    let bytes = unsafe { std::slice::from_raw_parts(value.cast::<u8>(), n) };
+    let name = bytes.split(|&b| b == 0).next().unwrap_or_default();
+    std::str::from_utf8(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(libc::ENOENT)
+}
+
 fn timeout_of(tv: &timeval) -> Result<Option<Duration>, c_int> {
     let secs = u64::try_from(tv.tv_sec).map_err(|_| libc::EDOM)?;
     let micros = u32::try_from(tv.tv_usec)
@@ -716,7 +744,8 @@ fn timeval_of(d: Option<Duration>) -> timeval {
 }
 
 /// `getsockopt(2)`: `SOL_SOCKET` with `SO_ERROR` (an `int`, cleared by reading it),
-/// `SO_RCVTIMEO` and `SO_SNDTIMEO` (`struct timeval`); others `ENOPROTOOPT`.
+/// `SO_RCVTIMEO` and `SO_SNDTIMEO` (`struct timeval`); `IPPROTO_TCP` with `TCP_CONGESTION` (the
+/// name, NUL-padded to 16 bytes, as Linux); others `ENOPROTOOPT`.
 ///
 /// # Safety
 /// See the [module](self).
@@ -735,7 +764,14 @@ pub unsafe extern "C" fn cx_getsockopt(
         // Set in the arm that answers; the bytes are copied out after the match.
         let int_value: c_int;
         let tv_value: timeval;
+        let mut name_value = [0u8; TCP_CA_NAME_MAX];
         let (src, size) = match (level, name) {
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+                let cc = with_net(|net| net.congestion_control(socket))?;
+                let n = cc.name().len();
+                name_value[..n].copy_from_slice(cc.name().as_bytes());
+                (name_value.as_ptr(), TCP_CA_NAME_MAX)
+            }
             (libc::SOL_SOCKET, libc::SO_ERROR) => {
                 let e = with_net(|net| net.so_error(socket))?;
                 int_value = e.map_or(0, |e| e.0);
@@ -763,7 +799,8 @@ pub unsafe extern "C" fn cx_getsockopt(
 }
 
 /// `setsockopt(2)`: `SOL_SOCKET` with `SO_RCVTIMEO` and `SO_SNDTIMEO` (`struct timeval`; zero
-/// waits for ever); others `ENOPROTOOPT`.
+/// waits for ever); `IPPROTO_TCP` with `TCP_CONGESTION` (a name, as Linux: `cubic`, `reno`,
+/// `bbr`, and `none`; `ENOENT` for another); others `ENOPROTOOPT`.
 ///
 /// # Safety
 /// See the [module](self).
@@ -778,6 +815,11 @@ pub unsafe extern "C" fn cx_setsockopt(
     call(-1, || {
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => {}
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+                // SAFETY: the caller's contract: `value` is valid for `len` bytes.
+                let cc = unsafe { congestion_name(value, len)? };
+                return with_net(|net| net.set_congestion_control(socket, cc)).map(|()| 0);
+            }
             _ => {
                 with_net(|net| net.nonblocking(socket))?;
                 return Err(libc::ENOPROTOOPT);

@@ -84,7 +84,7 @@ fn darwin_patterns_from_c_against_the_kernel() {
         tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
         let tcp = TcpListener::bind("0.0.0.0:7").unwrap();
         let echo = std::thread::spawn(move || {
-            for _ in 0..5 {
+            for _ in 0..6 {
                 let Ok((mut s, _)) = tcp.accept() else { return };
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {

@@ -37,13 +37,17 @@
 //!    `1.2/sqrt(p)` segments a round trip whoever runs it, so under random loss the kernel's
 //!    figures with its default measure its congestion control more than its recovery. The ratios
 //!    are given against both.
+//!
+//!    Rows 1b and 3b: rows 1 and 3 with the stack's connections on BBR (`TCP_CONGESTION` on the
+//!    connection, and on the listener of a second echo server), against rows 4 and 5: like for
+//!    like where the namespaces' default is BBR.
 //! 6. At 1% only: `stack -> kernel` from a second stack (203.0.113.2 on `cxb1`) started with
 //!    `loss_recovery: false` (smoltcp's own recovery), to the same kernel, the same drops (on
 //!    `cxb1` and `cxbr0`). It can stall for seconds at a time, so it is bounded ([`measure_bounded`]): no
 //!    byte within one window counts as 0 MB/s, and the receiver stops after its window without
 //!    draining.
 //!
-//! Ratios: 1/4, 2/4, 3/5, 1/4c, 3c/5c, and 1/2 (the stack as sender against the stack as
+//! Ratios: 1/4, 2/4, 3/5, 3b/5, 1b/4, 1/4c, 3c/5c, and 1/2 (the stack as sender against the stack as
 //! receiver on the same path: the target is at least 0.5), and at 1% 1/6 (the layer on over
 //! off). Each row
 //! records what its nft chains saw and dropped, by direction (so the real loss rate shows),
@@ -102,11 +106,9 @@ const LOSS_RATES: [(u32, &str); 3] = [(10, "0.1%"), (100, "1%"), (500, "5%")];
 /// The stack's congestion control (`CongestionControl::Cubic`, its default), which the kernel
 /// references run with too, beside the namespaces' default (rows 3c, 4c, 5c).
 const SAME_CC: &str = "cubic";
-/// The stack running BBR (rows 1b and 3b): its TUN device, and its address and the kernel's in
-/// a /25 of the TUN rows' /24 (more specific, so the TUN namespace routes it there).
-const BBR_TUN: &str = "cxb2";
-const BBR_STACK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 130);
-const BBR_KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 129);
+/// The port of the echo server whose connections run BBR (row 3b; `TCP_CONGESTION` on its
+/// listener).
+const BBR_ECHO_PORT: u16 = LISTEN_PORT + 100;
 /// The rate at which the stack without the layer runs too.
 const LAYER_OFF_AT: u32 = 100;
 /// The stack without the layer: its TUN device, its address and the kernel's.
@@ -319,14 +321,12 @@ struct Setup {
     on: Net,
     /// The stack without it, on `OFF_TUN`.
     off: Net,
-    /// The stack with the layer running BBR, on `BBR_TUN`.
-    bbr: Net,
     /// The veth pair's namespaces: the kernel reference's sender (or echo client), and its
     /// receiver (or echo server).
     a: Netns,
     b: Netns,
     stack_echo: EchoServer,
-    /// The echo server on the BBR stack.
+    /// The echo server on the stack whose connections run BBR.
     bbr_echo: EchoServer,
     kernel_echo: EchoServer,
     /// The kernel echo server with [`SAME_CC`].
@@ -363,21 +363,7 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         Impairment::default(),
         false,
     )?;
-    let mut config = StackConfig::default();
-    config.congestion_control = CongestionControl::Bbr;
-    let bbr = ns
-        .run(move || {
-            Net::builder()
-                .stack_config(config)
-                .offload(false)
-                .tun(BBR_TUN)
-                .address(&format!("{BBR_STACK_ADDR}/25"))
-                .peer(&format!("{BBR_KERNEL_ADDR}/25"))
-                .mtu(mtu)
-                .start()
-        })?
-        .map_err(|e| format!("starting the stack on {BBR_TUN}: {e}"))?;
-    // The kernel peer, one hop away: routes to the stacks through the TUN namespace.
+    // The kernel peer, one hop away: routes to both stacks through the TUN namespace.
     let peer = Netns::new("bench-loss-peer")?;
     join(
         &ns,
@@ -391,7 +377,7 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
     peer.run(move || -> Result<(), String> {
         offloads_off(PEER_DEV)?;
         let via = ROUTER_ADDR.to_string();
-        for to in [STACK_ADDR, OFF_STACK_ADDR, BBR_STACK_ADDR] {
+        for to in [STACK_ADDR, OFF_STACK_ADDR] {
             command("ip", &["route", "add", &format!("{to}/32"), "via", &via])?;
         }
         Ok(())
@@ -405,9 +391,12 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         .map_err(|e| format!("stack listener on {at}: {e}"))?;
     let stack_echo =
         EchoServer::start_with_buffer(at, ECHO_BUFFER, move || listener.accept().map(|(s, _)| s))?;
-    let bbr_at = SocketAddr::from((BBR_STACK_ADDR, LISTEN_PORT));
-    let bbr_listener = connectx_api::TcpListener::bind(&bbr, bbr_at)
+    let bbr_at = SocketAddr::from((STACK_ADDR, BBR_ECHO_PORT));
+    let bbr_listener = connectx_api::TcpListener::bind(&on, bbr_at)
         .map_err(|e| format!("stack listener on {bbr_at}: {e}"))?;
+    bbr_listener
+        .set_congestion_control(CongestionControl::Bbr)
+        .map_err(|e| format!("TCP_CONGESTION bbr on {bbr_at}: {e}"))?;
     let bbr_echo = EchoServer::start_with_buffer(bbr_at, ECHO_BUFFER, move || {
         bbr_listener.accept().map(|(s, _)| s)
     })?;
@@ -425,9 +414,8 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         match kernel_echo_same_cc.and_then(|(k, s)| Ok((k, s, default_cc?))) {
             Ok(servers) => servers,
             Err(e) => {
-                // Stopping the stacks ends the other servers' accepts.
+                // Stopping the stack ends the other servers' accepts.
                 on.stop();
-                bbr.stop();
                 return Err(e);
             }
         };
@@ -437,7 +425,6 @@ pub fn run(opts: &Options) -> Result<Loss, String> {
         peer,
         on,
         off,
-        bbr,
         a,
         b,
         stack_echo,
@@ -550,19 +537,20 @@ impl Setup {
                 })
             }),
         });
-        let on_bbr = |stack_sends| Watch {
-            taps: tun(BBR_TUN, stack_sends),
-            stack: Some(&self.bbr),
-            kernels: vec![&self.peer],
-        };
         step("stack -> kernel, the stack on BBR");
         rows.push(Row {
             tag: "1b",
             key: "stack_to_kernel_bbr",
             label: "stack -> kernel (TUN, routed), the stack on bbr".into(),
             reference: Some("4"),
-            result: on_bbr(true).run(Some(per_10k), || {
-                stack_to_kernel(&self.peer, &self.bbr, PEER_ADDR, window)
+            result: on_tun(true).run(Some(per_10k), || {
+                stack_to_kernel_on(
+                    &self.peer,
+                    &self.on,
+                    PEER_ADDR,
+                    window,
+                    Some(CongestionControl::Bbr),
+                )
             }),
         });
         step("echo via stack, the stack on BBR");
@@ -571,7 +559,7 @@ impl Setup {
             key: "echo_via_stack_bbr",
             label: "echo via stack (TUN, routed), the stack on bbr".into(),
             reference: Some("5"),
-            result: on_bbr(false).run(Some(per_10k), || {
+            result: on_tun(false).run(Some(per_10k), || {
                 measure_echo(window, stall(window), || {
                     kernel_connect(&self.peer, self.bbr_echo.to)
                 })
@@ -784,7 +772,6 @@ impl Setup {
         let Setup {
             on,
             off,
-            bbr,
             a,
             stack_echo,
             bbr_echo,
@@ -793,23 +780,18 @@ impl Setup {
             ..
         } = self;
         // Stopping the stack ends its accept and any echo thread stuck in a stalled run.
-        let mut problems: Vec<String> = stack_echo
-            .stop(|| {
-                on.stop();
-                true
-            })
-            .into_iter()
-            .map(|p| format!("echo server on the stack: {p}"))
-            .collect();
-        problems.extend(
-            bbr_echo
-                .stop(|| {
-                    bbr.stop();
-                    true
-                })
-                .into_iter()
-                .map(|p| format!("echo server on the BBR stack: {p}")),
-        );
+        let mut problems: Vec<String> = Vec::new();
+        for (server, what) in [(bbr_echo, "on bbr "), (stack_echo, "")] {
+            problems.extend(
+                server
+                    .stop(|| {
+                        on.stop();
+                        true
+                    })
+                    .into_iter()
+                    .map(|p| format!("echo server {what}on the stack: {p}")),
+            );
+        }
         for server in [kernel_echo, kernel_echo_same_cc] {
             let kernel_to = server.to;
             problems.extend(
@@ -875,12 +857,30 @@ fn stack_to_kernel(
     kernel: Ipv4Addr,
     window: Duration,
 ) -> Result<Sample, String> {
+    stack_to_kernel_on(ns, net, kernel, window, None)
+}
+
+/// [`stack_to_kernel`], the stack's connection on `cc` (`TCP_CONGESTION`) if given.
+fn stack_to_kernel_on(
+    ns: &Netns,
+    net: &Net,
+    kernel: Ipv4Addr,
+    window: Duration,
+    cc: Option<CongestionControl>,
+) -> Result<Sample, String> {
     let listener = kernel_listener(ns, SocketAddr::from((kernel, 0)))?;
     let to = listener.local_addr().map_err(|e| e.to_string())?;
     measure(
         window,
         move || kernel_accept(&listener),
-        || stack_connect(net, to),
+        || {
+            let s = stack_connect(net, to)?;
+            if let Some(cc) = cc {
+                s.set_congestion_control(cc)
+                    .map_err(|e| format!("TCP_CONGESTION {}: {e}", cc.name()))?;
+            }
+            Ok(s)
+        },
     )
 }
 

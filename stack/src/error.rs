@@ -101,6 +101,18 @@ pub enum ListenError {
     Bind(#[from] BindError),
 }
 
+/// Setting or reading a socket option failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketOptionError {
+    /// The socket id is not open.
+    #[error("no such socket")]
+    NoSuchSocket,
+    /// The option is for stream sockets.
+    #[error("the option is for stream sockets")]
+    NotStream,
+}
+
 /// `accept` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AcceptError {

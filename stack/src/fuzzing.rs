@@ -207,7 +207,7 @@ pub fn recovery(data: &[u8]) {
         _ => crate::config::CongestionControl::Cubic,
     };
     let mut layer = Layer::new(false, algorithm);
-    let mut conn = layer.conn(1400);
+    let mut conn = layer.conn(1400, None);
     let mut now = Instant::from_secs(1);
     let mut wire_seq = WireSeq {
         last_ack: Some((5000, 100)),

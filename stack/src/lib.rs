@@ -66,7 +66,7 @@ pub use config::SOMAXCONN;
 pub use config::{CongestionControl, InterfaceConfig, StackConfig};
 pub use error::{
     AcceptError, BindError, ConnectError, ConnectionError, InterfaceError, ListenError, RecvError,
-    RouteError, SendError, ShutdownError,
+    RouteError, SendError, ShutdownError, SocketOptionError,
 };
 pub use fastopen::{
     CookieEntry, CookieKey, Counters as FastOpenCounters, Fallback, FastOpenInfo, KeyUsed,

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -147,6 +148,47 @@ static void udp_association(void) {
     CHECK(cx_send(s, "ping", 4, 0) == -1, "udp: send after disconnectx");
     CHECK(cx_close(s) == 0, "udp: close");
     printf("ok udp association\n");
+}
+
+/* TCP_CONGESTION, as Linux: the stack's default until set, a name in and out (NUL-padded to 16
+ * bytes), ENOENT for a name it does not know, ENOPROTOOPT on a datagram socket; the connection
+ * made afterwards runs what was set. */
+static void tcp_congestion(void) {
+    int s = cx_socket(AF_INET, SOCK_STREAM, 0);
+    char name[16];
+    socklen_t len = sizeof name;
+    CHECK(cx_getsockopt(s, IPPROTO_TCP, TCP_CONGESTION, name, &len) == 0 && len == 16 &&
+              strcmp(name, "cubic") == 0,
+          "cc: the default is cubic");
+    CHECK(cx_setsockopt(s, IPPROTO_TCP, TCP_CONGESTION, "bbr", 3) == 0, "cc: set bbr");
+    errno = 0;
+    CHECK(cx_setsockopt(s, IPPROTO_TCP, TCP_CONGESTION, "vegas", 5) == -1 && errno == ENOENT,
+          "cc: an unknown name is ENOENT");
+    len = sizeof name;
+    CHECK(cx_getsockopt(s, IPPROTO_TCP, TCP_CONGESTION, name, &len) == 0 &&
+              strcmp(name, "bbr") == 0,
+          "cc: reads back bbr (%s)", name);
+    struct sockaddr_in to = server(7);
+    sa_endpoints_t ep = {0};
+    ep.sae_dstaddr = (const struct sockaddr *)&to;
+    ep.sae_dstaddrlen = sizeof to;
+    CHECK(connectx(s, &ep, SAE_ASSOCID_ANY, 0, NULL, 0, NULL, NULL) == 0, "cc: connectx");
+    char back[2];
+    CHECK(cx_write(s, "hi", 2) == 2, "cc: write");
+    read_exactly(s, back, 2);
+    CHECK(memcmp(back, "hi", 2) == 0, "cc: echo");
+    CHECK(cx_setsockopt(s, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) == 0, "cc: switch connected");
+    len = sizeof name;
+    CHECK(cx_getsockopt(s, IPPROTO_TCP, TCP_CONGESTION, name, &len) == 0 &&
+              strcmp(name, "reno") == 0,
+          "cc: reads back reno (%s)", name);
+    CHECK(cx_close(s) == 0, "cc: close");
+    int u = cx_socket(AF_INET, SOCK_DGRAM, 0);
+    errno = 0;
+    CHECK(cx_setsockopt(u, IPPROTO_TCP, TCP_CONGESTION, "bbr", 3) == -1 && errno == ENOPROTOOPT,
+          "cc: not on a datagram socket");
+    CHECK(cx_close(u) == 0, "cc: close udp");
+    printf("ok tcp congestion\n");
 }
 
 /* disconnectx on TCP, as XNU: any connid; the connection ends with a FIN and the socket is
@@ -335,6 +377,7 @@ int main(void) {
     exim_pattern();                                /* the greeting in the SYN */
     udp_association();
     tcp_disconnect();
+    tcp_congestion();
     bad_input();
 
     cx_net_free(net);

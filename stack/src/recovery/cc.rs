@@ -91,6 +91,26 @@ impl Congestion {
         }
     }
 
+    /// Run `algorithm` from now on: the window, the threshold and the recovery under way carry
+    /// over; the new algorithm's own state starts afresh (as Linux's `TCP_CONGESTION` on a
+    /// connected socket).
+    pub(crate) fn switch_to(&mut self, algorithm: CongestionControl, now: Instant) {
+        if algorithm == self.algorithm {
+            return;
+        }
+        self.algorithm = algorithm;
+        self.cubic = Cubic::default();
+        self.bbr = (algorithm == CongestionControl::Bbr).then(|| Box::new(Bbr::new(now)));
+        if matches!(self.phase, Phase::Recovery { .. }) && self.uses_prr() {
+            // PRR starts from what is in flight now: let the next acknowledgement size it.
+            self.prr = Prr {
+                recover_fs: u64::from(self.cwnd().max(self.mss)),
+                ..Prr::default()
+            };
+            self.ssthresh = self.ssthresh.min(self.cwnd());
+        }
+    }
+
     /// BBR's model, if that is the algorithm.
     pub(crate) fn bbr(&self) -> Option<&Bbr> {
         self.bbr.as_deref()

@@ -267,6 +267,8 @@ pub(crate) struct Conn {
     first_rtt: Option<Duration>,
     /// Bytes the application has read (wrapping), for the window's moderation.
     read: u32,
+    /// The congestion control set on the connection's socket (`None`: the stack's).
+    algorithm: Option<CongestionControl>,
     state: Option<Box<State>>,
 }
 
@@ -529,11 +531,32 @@ impl Layer {
         }
     }
 
-    /// The state of a new connection whose segments carry at most `mss` bytes (our MTU).
-    pub(crate) fn conn(&self, mss: u32) -> Conn {
+    /// The state of a new connection whose segments carry at most `mss` bytes (our MTU),
+    /// running `algorithm` (`None`: the stack's).
+    pub(crate) fn conn(&self, mss: u32, algorithm: Option<CongestionControl>) -> Conn {
         Conn {
             mss,
+            algorithm,
             ..Conn::default()
+        }
+    }
+
+    /// The congestion control a connection runs.
+    fn algorithm(&self, conn: &Conn) -> CongestionControl {
+        conn.algorithm.unwrap_or(self.algorithm)
+    }
+
+    /// Switch a connection to `algorithm` (`TCP_CONGESTION` on a connected socket): the window
+    /// and what is in flight carry over; the new algorithm's own state starts afresh.
+    pub(crate) fn set_congestion_control(
+        &self,
+        conn: &mut Conn,
+        algorithm: CongestionControl,
+        now: Instant,
+    ) {
+        conn.algorithm = Some(algorithm);
+        if let Some(s) = conn.state.as_deref_mut() {
+            s.cc.switch_to(algorithm, now);
         }
     }
 
@@ -558,7 +581,7 @@ impl Layer {
             conn.peer_scales = scale.is_some();
             conn.sack = wire::find_option(opts, wire::OPT_SACK_PERMITTED).is_some();
         }
-        if !t.has(ACK) || t.window == 0 || self.algorithm == CongestionControl::None {
+        if !t.has(ACK) || t.window == 0 || self.algorithm(conn) == CongestionControl::None {
             return;
         }
         let wire_ack = t.ack.wrapping_add(conn.delta);
@@ -803,7 +826,8 @@ impl Layer {
             return len;
         }
         let mut t = *t;
-        moderate_window(conn, &mut t, buf, len, self.algorithm, now);
+        let algorithm = self.algorithm(conn);
+        moderate_window(conn, &mut t, buf, len, algorithm, now);
         let t = &t;
         let Some(pkt) = buf.get(..len) else {
             return len;
@@ -814,7 +838,7 @@ impl Layer {
             return self.pure_ack(conn, t, buf, len, now);
         }
         let (mss, sack) = (conn.mss, conn.sack);
-        let s = conn.state(self.algorithm, now);
+        let s = conn.state(algorithm, now);
         // Segments are stamped in the order they leave, even if a caller's clock ran behind
         // another's (RACK orders them by these stamps).
         let now = s.last_send.map_or(now, |l| now.max(l));
@@ -884,7 +908,8 @@ impl Layer {
         if first.is_none() && dsack.is_none() && conn.state.is_none() {
             return len;
         }
-        let s = conn.state(self.algorithm, now);
+        let algorithm = self.algorithm(conn);
+        let s = conn.state(algorithm, now);
         let mut blocks: Vec<(u32, u32)> = dsack.into_iter().collect();
         blocks.extend_from_slice(s.sack_out.on_ack(t.ack, first));
         if blocks.len() < 2 && dsack.is_none() {

@@ -741,6 +741,36 @@ impl Stack {
         }
     }
 
+    // ----- Congestion control -----
+
+    /// Set a stream socket's congestion control (Linux's `TCP_CONGESTION`), in place of
+    /// [`StackConfig::congestion_control`](crate::StackConfig::congestion_control): on a
+    /// connected socket from now on (its window carries over), on another the connection it
+    /// makes, on a listener the connections it accepts.
+    ///
+    /// # Errors
+    /// [`NoSuchSocket`](crate::SocketOptionError::NoSuchSocket);
+    /// [`NotStream`](crate::SocketOptionError::NotStream) for a datagram socket.
+    pub fn set_congestion_control(
+        &mut self,
+        id: SocketId,
+        algorithm: crate::CongestionControl,
+        now: Instant,
+    ) -> Result<(), crate::SocketOptionError> {
+        self.tcp_set_congestion_control(id, algorithm, now)
+    }
+
+    /// A stream socket's congestion control: the one set on it, else the stack's.
+    ///
+    /// # Errors
+    /// As [`Stack::set_congestion_control`].
+    pub fn congestion_control(
+        &self,
+        id: SocketId,
+    ) -> Result<crate::CongestionControl, crate::SocketOptionError> {
+        self.tcp_congestion_control(id)
+    }
+
     /// The Fast Open state of a socket's connection.
     fn fast_open_state(&self, id: SocketId) -> Option<&fastopen::Conn> {
         let Some(Entry::Tcp(TcpSocket {

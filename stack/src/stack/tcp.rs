@@ -26,7 +26,7 @@ use crate::config::CongestionControl;
 use crate::demux::{ack_segment, TimeWait};
 use crate::error::{
     AcceptError, BindError, ConnectError, ConnectionError, ListenError, RecvError, SendError,
-    ShutdownError,
+    ShutdownError, SocketOptionError,
 };
 use crate::fastopen;
 use crate::ids::{Family, IfaceId, Proto, ShardId, SocketId};
@@ -88,6 +88,9 @@ pub(crate) struct TcpSocket {
     pub(crate) error: Option<ConnectionError>,
     /// Fast Open on this (bound or listening) socket's SYNs (boxed: most have none).
     pub(crate) fast_open: Option<Box<fastopen::server::Listener>>,
+    /// Its congestion control, if set (`None`: the stack's); a listener's connections inherit
+    /// it.
+    pub(crate) congestion: Option<CongestionControl>,
 }
 
 #[derive(Debug)]
@@ -130,6 +133,7 @@ impl TcpSocket {
             state: TcpState::Fresh,
             error: None,
             fast_open: None,
+            congestion: None,
         }
     }
 
@@ -172,7 +176,7 @@ fn synchronized(state: tcp::State) -> bool {
 
 impl Stack {
     /// A closed socket for a new connection: a spare one if the stack kept one, else a new one.
-    fn new_tcp_socket(&mut self) -> tcp::Socket<'static> {
+    fn new_tcp_socket(&mut self, congestion: Option<CongestionControl>) -> tcp::Socket<'static> {
         let mut s = self.shards.spare_tcp().unwrap_or_else(|| {
             let rx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_rx_buffer]);
             let tx = tcp::SocketBuffer::new(vec![0u8; self.config.tcp_tx_buffer]);
@@ -185,7 +189,7 @@ impl Stack {
         let algorithm = if self.config.loss_recovery {
             CongestionControl::None
         } else {
-            self.config.congestion_control
+            congestion.unwrap_or(self.config.congestion_control)
         };
         s.set_congestion_control(match algorithm {
             CongestionControl::None => tcp::CongestionControl::None,
@@ -204,11 +208,76 @@ impl Stack {
         }
     }
 
-    /// The loss recovery state of a new connection on `iface`.
-    fn recovery_conn(&self, iface: IfaceId, v4: bool) -> crate::recovery::Conn {
+    /// The loss recovery state of a new connection on `iface`, with the congestion control of
+    /// the socket it comes from, if set.
+    fn recovery_conn(
+        &self,
+        iface: IfaceId,
+        v4: bool,
+        congestion: Option<CongestionControl>,
+    ) -> crate::recovery::Conn {
         let mtu = self.ifaces[iface.0].config.mtu;
         let mss = mtu.saturating_sub(if v4 { 40 } else { 60 });
-        self.recovery.conn(mss as u32)
+        self.recovery.conn(mss as u32, congestion)
+    }
+
+    /// The congestion control set on a socket, if any.
+    fn socket_congestion(&self, id: SocketId) -> Option<CongestionControl> {
+        match self.sockets.get(id.0) {
+            Some(Entry::Tcp(s)) => s.congestion,
+            _ => None,
+        }
+    }
+
+    /// Set a stream socket's congestion control (`TCP_CONGESTION`): its connection's from now
+    /// on (the window carries over), or the one it will make; a listener's, the one its
+    /// connections start with.
+    pub(crate) fn tcp_set_congestion_control(
+        &mut self,
+        id: SocketId,
+        algorithm: CongestionControl,
+        now: Instant,
+    ) -> Result<(), SocketOptionError> {
+        let shard = match self.sockets.get_mut(id.0) {
+            Some(Entry::Tcp(s)) => {
+                s.congestion = Some(algorithm);
+                match &s.state {
+                    TcpState::Connection(c) => Some(c.shard),
+                    _ => None,
+                }
+            }
+            Some(_) => return Err(SocketOptionError::NotStream),
+            None => return Err(SocketOptionError::NoSuchSocket),
+        };
+        let loss_recovery = self.config.loss_recovery;
+        if let Some(sh) = shard.and_then(|sh| self.shards.get_mut(sh)) {
+            if let Some(c) = sh.conn_mut() {
+                self.recovery
+                    .set_congestion_control(&mut c.recovery, algorithm, now);
+            }
+            if !loss_recovery {
+                sh.tcp_mut().set_congestion_control(match algorithm {
+                    CongestionControl::None => tcp::CongestionControl::None,
+                    CongestionControl::Reno => tcp::CongestionControl::Reno,
+                    CongestionControl::Cubic | CongestionControl::Bbr => {
+                        tcp::CongestionControl::Cubic
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream socket's congestion control: the one set on it, else the stack's.
+    pub(crate) fn tcp_congestion_control(
+        &self,
+        id: SocketId,
+    ) -> Result<CongestionControl, SocketOptionError> {
+        match self.sockets.get(id.0) {
+            Some(Entry::Tcp(s)) => Ok(s.congestion.unwrap_or(self.config.congestion_control)),
+            Some(_) => Err(SocketOptionError::NotStream),
+            None => Err(SocketOptionError::NoSuchSocket),
+        }
     }
 
     fn tcp_entry(&mut self, id: SocketId) -> Option<&mut TcpSocket> {
@@ -263,14 +332,16 @@ impl Stack {
         &mut self,
         id: SocketId,
     ) -> Result<(SocketId, SocketAddr), AcceptError> {
-        let (family, shard) = match self.sockets.get_mut(id.0) {
+        let (family, shard, congestion) = match self.sockets.get_mut(id.0) {
             Some(Entry::Tcp(TcpSocket {
                 family,
                 state: TcpState::Listening(l),
+                congestion,
                 ..
             })) => (
                 *family,
                 l.accept.pop_front().ok_or(AcceptError::WouldBlock)?,
+                *congestion,
             ),
             Some(_) => return Err(AcceptError::NotListening),
             None => return Err(AcceptError::NoSuchSocket),
@@ -298,6 +369,7 @@ impl Stack {
             }),
             error: reset.then_some(ConnectionError::Reset),
             fast_open: None,
+            congestion,
         })));
         if let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) {
             c.owner = Owner::Socket(new);
@@ -433,7 +505,8 @@ impl Stack {
             }
             return Err(ConnectError::Bind(BindError::AddressInUse));
         }
-        let mut sock = self.new_tcp_socket();
+        let congestion = self.socket_congestion(id);
+        let mut sock = self.new_tcp_socket(congestion);
         let cx = self.ifaces[iface.0].iface.context();
         if sock
             .connect(
@@ -460,7 +533,7 @@ impl Stack {
                 now,
             )))
         });
-        let recovery = self.recovery_conn(iface, src.is_ipv4());
+        let recovery = self.recovery_conn(iface, src.is_ipv4(), congestion);
         let conn = TcpConn {
             tuple: (local, remote),
             owner: Owner::Socket(id),
@@ -924,14 +997,15 @@ impl Stack {
         now: Instant,
     ) -> ShardId {
         let bytes = self.tcp_buffer_size();
-        let mut sock = self.new_tcp_socket();
+        let congestion = self.socket_congestion(lid);
+        let mut sock = self.new_tcp_socket(congestion);
         let listen = IpListenEndpoint {
             addr: Some(to_smoltcp(tuple.0.ip())),
             port: tuple.0.port(),
         };
         // Only port 0 makes smoltcp refuse, and a SYN to port 0 finds no listener.
         let _ = sock.listen(listen);
-        let recovery = self.recovery_conn(iface, tuple.0.is_ipv4());
+        let recovery = self.recovery_conn(iface, tuple.0.is_ipv4(), congestion);
         let conn = TcpConn {
             tuple,
             owner: Owner::Listener {
