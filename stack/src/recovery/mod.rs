@@ -689,6 +689,7 @@ impl Layer {
             n_accepted += 1;
             s.sb.on_sack(l, r, &mut d);
         }
+        s.sb.sacks_read();
         s.on_delivered(&d, dsack, now, &mut c);
         let sample = s.rate.on_ack(now, d.bytes, d.rate_from, s.rtt.min_rtt());
         if let Some((l, r)) = dsack_block {

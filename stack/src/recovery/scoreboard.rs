@@ -199,6 +199,24 @@ pub(crate) struct Scoreboard {
     lost_hint: u32,
     /// The stamp segments get as they leave (the layer sets it before each transmission).
     pub(crate) next_stamp: TxStamp,
+    /// The SACK blocks of the last acknowledgement, and those of this one as they are read.
+    sack_cache: SackCache,
+}
+
+/// Most SACK blocks one acknowledgement carries.
+const MAX_BLOCKS: usize = 4;
+
+/// The SACK blocks already read (Linux's `recv_sack_cache`). Every segment wholly inside one of
+/// the last acknowledgement's blocks is SACKed, so a block that repeats them skips them: an
+/// acknowledgement costs what its blocks add, not the whole SACKed part of the flight (a
+/// receiver repeats its blocks in every acknowledgement of a recovery, and with a window of
+/// thousands of segments the walk over them was most of the layer's time).
+#[derive(Debug, Default, Clone, Copy)]
+struct SackCache {
+    last: [(u32, u32); MAX_BLOCKS],
+    n_last: usize,
+    this: [(u32, u32); MAX_BLOCKS],
+    n_this: usize,
 }
 
 impl Scoreboard {
@@ -257,6 +275,18 @@ impl Scoreboard {
     #[cfg(test)]
     fn held_bytes(&self) -> usize {
         self.data.len
+    }
+
+    /// The SACKed segments are exactly those starting at `seqs`.
+    #[cfg(test)]
+    fn check_sacked(&self, seqs: &[u32]) {
+        let sacked: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|s| s.sacked)
+            .map(|s| s.seq)
+            .collect();
+        assert_eq!(sacked, seqs);
     }
 
     /// The scoreboard's invariants, recomputed from its segments (for the fuzz target).
@@ -446,14 +476,24 @@ impl Scoreboard {
     /// A SACK block `[left, right)` (checked by the caller to be within what is outstanding).
     /// Only segments it covers whole are marked.
     pub(crate) fn on_sack(&mut self, left: u32, right: u32, d: &mut Delivered) {
+        let c = &mut self.sack_cache;
+        if c.n_this < MAX_BLOCKS {
+            c.this[c.n_this] = (left, right);
+            c.n_this += 1;
+        }
         let high_before = self.high_sacked;
         let mut i = self.segs.partition_point(|s| before_eq(s.end(), left));
-        while let Some(s) = self.segs.get_mut(i) {
+        while let Some(s) = self.segs.get(i) {
             if !before(s.seq, right) {
                 break;
             }
+            if s.sacked {
+                i = self.past_known_sacked(i, right);
+                continue;
+            }
+            let s = &mut self.segs[i];
             i += 1;
-            if s.sacked || before(s.seq, left) {
+            if before(s.seq, left) {
                 continue;
             }
             if before(right, s.end()) {
@@ -487,6 +527,33 @@ impl Scoreboard {
                 self.high_sacked = Some(s.end());
             }
         }
+    }
+
+    /// The SACK blocks of one acknowledgement are read: they are the ones the next one's
+    /// repeat.
+    pub(crate) fn sacks_read(&mut self) {
+        let c = &mut self.sack_cache;
+        c.last = c.this;
+        c.n_last = c.n_this;
+        c.n_this = 0;
+    }
+
+    /// Where a block ending at `right` goes on from the SACKed segment at `i`: past every
+    /// segment up to `right` that is wholly inside the last acknowledgement's block holding
+    /// that one (all SACKed then, and still), else the next one.
+    fn past_known_sacked(&self, i: usize, right: u32) -> usize {
+        let s = &self.segs[i];
+        let c = &self.sack_cache;
+        let Some(&(_, cr)) = c.last[..c.n_last]
+            .iter()
+            .find(|&&(cl, cr)| before_eq(cl, s.seq) && before_eq(s.end(), cr))
+        else {
+            return i + 1;
+        };
+        let limit = if before(cr, right) { cr } else { right };
+        self.segs
+            .partition_point(|x| before_eq(x.end(), limit))
+            .max(i + 1)
     }
 
     /// RACK's loss detection (RFC 8985 §6.2 step 5): mark lost every segment sent before
@@ -588,6 +655,7 @@ impl Scoreboard {
         }
         if forget_sacks {
             self.high_sacked = None;
+            self.sack_cache = SackCache::default();
         }
         self.scan = self.nxt;
     }
@@ -717,6 +785,39 @@ mod tests {
             );
         }
         sb
+    }
+
+    /// Blocks that repeat the last acknowledgement's skip what it marked, and only that: a
+    /// segment a block covered in part is marked when a later block covers it whole, new
+    /// segments inside a repeated block's growth are marked, and after the receiver reneged
+    /// (the marks forgotten) a repeated block marks them again.
+    #[test]
+    fn repeated_sack_blocks_skip_only_what_they_already_marked() {
+        let mut sb = ten();
+        let mut d = Delivered::default();
+        // 1200..1450: 1200-1400 whole, half of 1400-1500.
+        sb.on_sack(1200, 1450, &mut d);
+        sb.sacks_read();
+        assert_eq!((sb.sacked_segs(), d.bytes), (2, 200));
+        // The next acknowledgement repeats it, grown to 1200..1600, and adds 1700..1800.
+        let mut d = Delivered::default();
+        sb.on_sack(1200, 1600, &mut d);
+        sb.on_sack(1700, 1800, &mut d);
+        sb.sacks_read();
+        assert_eq!(
+            sb.sacked_segs(),
+            5,
+            "1400-1500 and 1500-1600 marked, and 1700-1800"
+        );
+        assert_eq!(d.bytes, 300);
+        sb.check_sacked(&[1200, 1300, 1400, 1500, 1700]);
+        // Reneging: the marks go, and the same blocks mark them again.
+        sb.mark_all_lost(true);
+        assert_eq!(sb.sacked_segs(), 0);
+        let mut d = Delivered::default();
+        sb.on_sack(1200, 1600, &mut d);
+        sb.on_sack(1700, 1800, &mut d);
+        assert_eq!((sb.sacked_segs(), d.bytes), (5, 500));
     }
 
     #[test]
