@@ -1358,7 +1358,8 @@ impl State {
 }
 
 /// Clamp the window an outgoing segment advertises to the moderated one ([`rcv_window`]):
-/// [`rcv_window::INITIAL`] until the application reads, then what its reads allow.
+/// [`rcv_window::INITIAL`] until the application reads, then what its reads allow; and one
+/// unit of the scale below smoltcp's own ([`receive::edge_margin`]).
 fn moderate_window(
     conn: &mut Conn,
     t: &mut Tcp,
@@ -1380,10 +1381,9 @@ fn moderate_window(
     } else {
         rcv_window::INITIAL
     };
-    if let (Some(field), Some(pkt)) = (
-        rcv_window::clamped(t.window, scale, cap),
-        buf.get_mut(..len),
-    ) {
+    let base = receive::edge_margin(t.window, scale);
+    let field = rcv_window::clamped(base, scale, cap).unwrap_or(base);
+    if let (true, Some(pkt)) = (field != t.window, buf.get_mut(..len)) {
         wire::set_window(pkt, t, field);
         t.window = field;
     }

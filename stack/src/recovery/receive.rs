@@ -26,6 +26,14 @@
 //!   once our acknowledgement reaches it, [`bare_fin`] builds the FIN for smoltcp to take, as
 //!   Linux keeps a FIN in its out-of-order queue.
 //!
+//! - **The end of a segment cut off at the window's edge.** The same rounding moves the right
+//!   edge smoltcp accepts data up to back by as much as one unit of the window scale as data
+//!   comes in (its window is its free buffer rounded down, from a sequence number that moves
+//!   by whole segments). A sender that filled the window it was offered has the last bytes of
+//!   its last segment dropped: a hole, a SACK recovery (a kernel sender counts it as a
+//!   loss). [`edge_margin`] advertises one unit less, so every right edge we offer lies within
+//!   what smoltcp takes later.
+//!
 //! All act only on segments whose checksum is good, and only in numbers our acknowledgements
 //! already told the peer.
 
@@ -133,9 +141,40 @@ pub(crate) fn bare_fin(filler: &[u8], fin: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The window field to advertise for smoltcp's `field` at window scale `scale`: one unit less,
+/// so that smoltcp's rounding cannot later put its right edge behind the one we offered (see
+/// the module). Not below one unit: the margin does not close a window.
+pub(crate) fn edge_margin(field: u16, scale: u8) -> u16 {
+    if scale > 0 && field >= 2 {
+        field - 1
+    } else {
+        field
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// smoltcp's edge, free buffer rounded down to the scale from a number that moves by whole
+    /// segments, never falls behind an edge offered with the margin.
+    #[test]
+    fn the_margin_keeps_every_offered_edge_within_smoltcps() {
+        let (scale, mss, buffer) = (5u8, 1448u32, 1u32 << 20);
+        let smoltcp_edge = |rcv_nxt: u32, free: u32| rcv_nxt + (free >> scale << scale);
+        let mut offered = 0u32;
+        for n in 0..700u32 {
+            // Data arrives, nobody reads.
+            let (rcv_nxt, free) = (n * mss, buffer - n * mss);
+            let field = (free >> scale) as u16;
+            let margin = edge_margin(field, scale);
+            assert!(smoltcp_edge(rcv_nxt, free) >= offered, "segment {n}");
+            offered = offered.max(rcv_nxt + (u32::from(margin) << scale));
+        }
+        assert_eq!(edge_margin(0, 5), 0, "a closed window stays closed");
+        assert_eq!(edge_margin(1, 5), 1, "and an open one open");
+        assert_eq!(edge_margin(100, 0), 100, "no scale, no rounding, no margin");
+    }
 
     fn seg(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; 1500];
