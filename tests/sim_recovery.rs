@@ -1096,3 +1096,50 @@ fn a_lossless_transfer_between_two_stacks_sends_nothing_again() {
         assert_eq!(r.TCPSackRecovery, 0, "{cc:?}: {r:?}");
     }
 }
+
+/// CUBIC after an idle period (RFC 5681 §4.1, Linux's `tcp_slow_start_after_idle`): silent for
+/// less than a retransmission timeout, the connection sends its window's worth at once; silent
+/// for longer (ten seconds, virtual), the first round trip carries the initial window only.
+/// (The layer cut its window, but smoltcp kept the last window an acknowledgement had let it
+/// see and sent a megabyte at once: the layer now hands smoltcp the peer's acknowledgement
+/// again with the restarted window.)
+#[test]
+fn cubic_restarts_from_the_initial_window_after_an_idle_period() {
+    let (mut p, c, s) = connected_with(link(LATENCY_MS, 5), CongestionControl::Cubic);
+    let data = pattern(4_000_000);
+    // What B has a little more than one round trip after A writes `data` (all of it then).
+    let first_round = |p: &mut Pair| {
+        let sent = p.a.send(c, &data).unwrap();
+        p.run_for(Duration::from_millis(RTT_MS + RTT_MS / 4));
+        let mut got = vec![0u8; sent];
+        let n = p.b.recv(s, &mut got).unwrap();
+        assert_eq!(got[..n], data[..n]);
+        // The rest, so that the next write starts from an empty flight.
+        let mut buf = vec![0u8; 1 << 16];
+        let mut left = sent - n;
+        while left > 0 {
+            if let Ok(m) = p.b.recv(s, &mut buf) {
+                left -= m;
+            }
+            assert!(p.step(), "stalled");
+        }
+        n
+    };
+    a_to_b(&mut p, c, s, &data);
+    p.run_for(Duration::from_millis(RTT_MS * 2));
+    let cwnd = p.a.recovery_info(c).unwrap().cwnd;
+    assert!(cwnd > 500_000, "the window grew: {cwnd}");
+    // Silent for less than a timeout (the RTO is at least 220 ms here).
+    p.run_for(Duration::from_millis(100));
+    let short = first_round(&mut p);
+    assert!(short >= 256 << 10, "{short} bytes after 100 ms of silence");
+    p.run_for(Duration::from_secs(10));
+    let info = p.a.recovery_info(c).unwrap();
+    assert_eq!(info.cwnd, 10 * MSS as u32, "restarted: {info:?}");
+    let long = first_round(&mut p);
+    assert!(
+        long <= 10 * MSS,
+        "{long} bytes in the first round trip after 10 s of silence"
+    );
+    assert!(long > 0);
+}

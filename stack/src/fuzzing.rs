@@ -305,6 +305,7 @@ pub fn recovery(data: &[u8]) {
                         let ctx = Ctx {
                             tuple: (local, remote),
                             wire: &wire_seq,
+                            peer_numbers_plain: true,
                         };
                         layer.ingress(&mut conn, &t, &buf[..n], ctx, now, &mut out);
                         layer.to_smoltcp(&mut conn, &mut buf[..n]);
@@ -318,8 +319,17 @@ pub fn recovery(data: &[u8]) {
                 let ctx = Ctx {
                     tuple: (local, remote),
                     wire: &wire_seq,
+                    peer_numbers_plain: true,
                 };
-                layer.on_timer(&mut conn, ctx, now, &mut out);
+                if let Some(mut update) = layer.on_timer(&mut conn, ctx, now, &mut out) {
+                    // The idle window update, as smoltcp gets it: the peer's acknowledgement
+                    // of everything sent, valid, and clamped on the way.
+                    let t = wire::parse(&update).expect("the window update parses");
+                    assert!(wire::tcp_checksum_ok(&update, &t), "a valid checksum");
+                    assert_eq!(t.src, remote, "as from the peer");
+                    assert_eq!(Some(t.ack), wire_seq.snd_nxt, "acknowledging what was sent");
+                    layer.to_smoltcp(&mut conn, &mut update);
+                }
             }
         }
         for p in &out {

@@ -396,6 +396,12 @@ impl Congestion {
         self.cwnd = f64::from(self.ssthresh);
     }
 
+    /// Whether an idle period would restart the window (CUBIC and Reno, above the initial
+    /// window; BBR keeps its model).
+    pub(crate) fn restarts_after_idle(&self) -> bool {
+        self.uses_prr() && self.cwnd > f64::from(INITIAL_SEGMENTS * self.mss)
+    }
+
     /// The connection was idle longer than a retransmission timeout: the window restarts from
     /// at most the initial one (RFC 5681 §4.1, Linux's `tcp_slow_start_after_idle`).
     pub(crate) fn restart_after_idle(&mut self, now: Instant) {

@@ -337,6 +337,8 @@ enum Timer {
     Retransmit,
     /// The flight drained a while ago: the payload buffer goes.
     Release,
+    /// The flight drained a retransmission timeout ago: the window restarts (RFC 5681 §4.1).
+    Idle,
 }
 
 /// RACK (RFC 8985 §6).
@@ -509,6 +511,9 @@ pub(crate) struct Ctx<'a> {
     /// What the wire saw of our side of the connection (the acknowledgement and window the
     /// layer's segments carry).
     pub(crate) wire: &'a WireSeq,
+    /// The peer's sequence numbers are smoltcp's (no Fast Open layer translates them), so the
+    /// layer can build a segment of the peer's for smoltcp.
+    pub(crate) peer_numbers_plain: bool,
 }
 
 /// The recovery layer of one stack.
@@ -946,30 +951,43 @@ impl Layer {
 
     /// The connection's timer came due: RACK's reordering window, a tail loss probe, or a
     /// retransmission timeout. Segments to send go to `out`.
+    ///
+    /// Returns a segment for smoltcp, as if from the peer, when the window restarts after an
+    /// idle period: smoltcp would otherwise send the old window's worth at once when data
+    /// comes (it keeps the last window an acknowledgement let it see); this acknowledgement,
+    /// a duplicate of the peer's last but for its window, which [`Layer::to_smoltcp`] clamps
+    /// to the restarted congestion window, takes that back.
     pub(crate) fn on_timer(
         &mut self,
         conn: &mut Conn,
         ctx: Ctx<'_>,
         now: Instant,
         out: &mut Vec<Vec<u8>>,
-    ) {
+    ) -> Option<Vec<u8>> {
         if self.disabled {
-            return;
+            return None;
         }
-        let Some(s) = conn.state.as_deref_mut() else {
-            return;
-        };
-        let Some((at, which)) = s.timer else { return };
+        let delta = conn.delta;
+        let s = conn.state.as_deref_mut()?;
+        let (at, which) = s.timer?;
         if now < at {
-            return;
+            return None;
         }
         s.timer = None;
         if s.sb.is_empty() {
-            if which == Timer::Release {
-                s.sb.release();
-            }
             s.rto_at = None;
-            return;
+            match which {
+                Timer::Release => s.sb.release(),
+                Timer::Idle => {
+                    s.cc.restart_after_idle(now);
+                    s.timer =
+                        s.sb.holds_idle_memory()
+                            .then_some((now + RELEASE_AFTER, Timer::Release));
+                    return idle_window_update(s, ctx, delta);
+                }
+                _ => {}
+            }
+            return None;
         }
         let mut c = RecoveryCounters::default();
         let mut reorder_wait = None;
@@ -1043,11 +1061,12 @@ impl Layer {
                 s.send_lost(conn.mss, ctx, now, &mut c, &mut self.scratch, out);
             }
             // Data left since: the timers of a flight take over.
-            Timer::Release => {}
+            Timer::Release | Timer::Idle => {}
         }
         s.arm(conn.sack, conn.mss, reorder_wait, now);
         s.counters.add(&c);
         self.counters.add(&c);
+        None
     }
 
     /// The accounting holds together (the fuzz target asks after every step).
@@ -1302,10 +1321,13 @@ impl State {
     /// if one may go (RFC 8985 §7.2); else the retransmission timeout.
     fn arm(&mut self, sack: bool, mss: u32, reorder_wait: Option<Duration>, now: Instant) {
         if self.sb.is_empty() {
-            self.timer = self
-                .sb
-                .holds_idle_memory()
-                .then_some((now + RELEASE_AFTER, Timer::Release));
+            self.timer = if self.cc.restarts_after_idle() {
+                Some((now + self.rtt.rto(), Timer::Idle))
+            } else {
+                self.sb
+                    .holds_idle_memory()
+                    .then_some((now + RELEASE_AFTER, Timer::Release))
+            };
             self.rto_at = None;
             self.probe = None;
             return;
@@ -1387,6 +1409,31 @@ fn moderate_window(
         wire::set_window(pkt, t, field);
         t.window = field;
     }
+}
+
+/// The peer's last acknowledgement again, in smoltcp's numbers, for smoltcp to take the
+/// restarted window from (see [`Layer::on_timer`]); `None` when the layer cannot build it
+/// exactly: the peer's numbers translated, or something outstanding it did not record.
+fn idle_window_update(s: &State, ctx: Ctx<'_>, delta: u32) -> Option<Vec<u8>> {
+    let (snd_nxt, rcv_nxt) = (ctx.wire.snd_nxt?, ctx.wire.rcv_nxt?);
+    if !ctx.peer_numbers_plain || s.sb.nxt() != Some(snd_nxt) {
+        return None;
+    }
+    let mut p = vec![0u8; 60];
+    let (local, remote) = ctx.tuple;
+    // The window field is the most it can say; the layer clamps it on the way to smoltcp.
+    let n = wire::build(
+        remote,
+        local,
+        rcv_nxt,
+        snd_nxt.wrapping_sub(delta),
+        ACK,
+        u16::MAX,
+        &[],
+        &mut p,
+    )?;
+    p.truncate(n);
+    Some(p)
 }
 
 /// Time from `since` to `now`; zero if `now` is earlier (a caller's clock behind another's).

@@ -298,6 +298,7 @@ impl Stack {
         let ctx = crate::recovery::Ctx {
             tuple: c.tuple,
             wire: &c.wire,
+            peer_numbers_plain: c.fo.is_none(),
         };
         recovery.ingress(&mut c.recovery, &t, &rx_buf[..len], ctx, now, &mut replies);
         if c.shift != 0 && t.has(ACK) {
@@ -643,8 +644,17 @@ impl Stack {
             let ctx = crate::recovery::Ctx {
                 tuple: c.tuple,
                 wire: &c.wire,
+                peer_numbers_plain: c.fo.is_none(),
             };
-            recovery.on_timer(&mut c.recovery, ctx, now, &mut out);
+            let update = recovery.on_timer(&mut c.recovery, ctx, now, &mut out);
+            let open = matches!(
+                set.get::<smoltcp::socket::tcp::Socket<'_>>(handle).state(),
+                smoltcp::socket::tcp::State::Established | smoltcp::socket::tcp::State::CloseWait
+            );
+            if let Some(p) = update.filter(|_| open) {
+                // Fed to smoltcp below, with what Fast Open plays.
+                c.inject.push(p);
+            }
             for p in &out {
                 if *up {
                     io.send(iface, p);
