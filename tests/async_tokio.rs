@@ -549,3 +549,50 @@ fn a_listener_accepts_kernel_clients_and_ends_its_pending_accept_when_closed() {
         },
     );
 }
+
+/// Congestion control on the adapter's sockets: a connecting stream switched to BBR, and a
+/// listener whose accepted connections run BBR, both send on it (their model shows).
+#[test]
+fn streams_and_listeners_take_a_congestion_control() {
+    in_netns("streams_and_listeners_take_a_congestion_control", || {
+        let net = net();
+        let to = kernel_echo("192.0.2.1:0");
+        current_thread().block_on(async {
+            let mut s = TcpStream::connect(&net, to).await.unwrap();
+            s.set_congestion_control(connectx_api::CongestionControl::Bbr)
+                .unwrap();
+            let data = vec![7u8; 256 << 10];
+            s.write_all(&data).await.unwrap();
+            let mut back = vec![0u8; data.len()];
+            s.read_exact(&mut back).await.unwrap();
+            let info = net.recovery_info(s.fd()).unwrap();
+            assert!(info.bbr.is_some_and(|b| b.bw > 0), "{info:?}");
+
+            let l = TcpListener::bind(&net, sa("192.0.2.2:7601")).await.unwrap();
+            l.set_congestion_control(connectx_api::CongestionControl::Bbr)
+                .unwrap();
+            let client = std::thread::spawn(|| {
+                let mut k = std::net::TcpStream::connect("192.0.2.2:7601").unwrap();
+                let mut got = Vec::new();
+                std::io::Read::read_to_end(&mut k, &mut got).unwrap();
+                got.len()
+            });
+            let (mut a, _) = l.accept().await.unwrap();
+            a.write_all(&data).await.unwrap();
+            let info = net.recovery_info(a.fd()).unwrap();
+            a.shutdown().await.unwrap();
+            drop(a);
+            assert_eq!(
+                tokio::task::spawn_blocking(move || client.join().unwrap())
+                    .await
+                    .unwrap(),
+                data.len()
+            );
+            assert!(info.bbr.is_some(), "{info:?}");
+            assert_eq!(
+                net.congestion_control(l.fd()).unwrap(),
+                connectx_api::CongestionControl::Bbr
+            );
+        });
+    });
+}

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use stack::{Family, FastOpenInfo, FastOpenServerConfig, Shutdown, SocketType};
+use stack::{CongestionControl, Family, FastOpenInfo, FastOpenServerConfig, Shutdown, SocketType};
 
 use crate::calls::{SaEndpoints, CONNECT_RESUME_ON_READ_WRITE, SAE_ASSOCID_ANY};
 use crate::errno::Errno;
@@ -298,6 +298,16 @@ impl TcpStream {
         self.shared.net.fast_open_info(self.shared.fd)
     }
 
+    /// Run the connection on `algorithm` from now on (`TCP_CONGESTION`).
+    ///
+    /// # Errors
+    /// As [`Net::set_congestion_control`].
+    pub fn set_congestion_control(&self, algorithm: CongestionControl) -> io::Result<()> {
+        self.shared
+            .net
+            .set_congestion_control(self.shared.fd, algorithm)
+    }
+
     /// Split into a read half and a write half that can go to different tasks; the
     /// connection closes when both are dropped, and dropping the write half shuts down the
     /// writing direction (as tokio's).
@@ -488,6 +498,16 @@ impl TcpListener {
     /// As [`Net::local_addr`].
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.net.local_addr(self.shared.fd)
+    }
+
+    /// The congestion control of the connections it accepts from now on (`TCP_CONGESTION`).
+    ///
+    /// # Errors
+    /// As [`Net::set_congestion_control`].
+    pub fn set_congestion_control(&self, algorithm: CongestionControl) -> io::Result<()> {
+        self.shared
+            .net
+            .set_congestion_control(self.shared.fd, algorithm)
     }
 
     /// The descriptor (owned by this listener).
