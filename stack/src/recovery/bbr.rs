@@ -17,8 +17,12 @@
 //! flight for 200 ms and a round so the propagation delay is measured again.
 //!
 //! One part of Linux's BBR is not here: pacing. The packet path sends what the window allows
-//! at once, so the gains bound the window only, and a window's worth leaves in a burst. Linux's
-//! long-term bandwidth estimate (for token-bucket policers) is not here either.
+//! at once, so a window's worth leaves in a burst, and the pacing gains change only when
+//! PROBE_BW's phases end and Linux's quantization budget: the window is twice the BDP (plus
+//! the allowances) in every phase, so up to about one BDP can stand queued at a bottleneck,
+//! which the 0.75 phase does not drain. DRAIN, which has no window of its own in Linux, drains
+//! here by the window (one BDP). Linux's long-term bandwidth estimate (for token-bucket
+//! policers) is not here either.
 
 use smoltcp::time::{Duration, Instant};
 
@@ -166,14 +170,17 @@ pub(crate) struct Bbr {
 }
 
 impl Bbr {
-    pub(crate) fn new(now: Instant) -> Bbr {
+    /// A connection's BBR from `now`, which has delivered `delivered` bytes so far (rounds
+    /// count from there) and measured `min_rtt` (Linux's `bbr_init`, also when a connection
+    /// switches to BBR).
+    pub(crate) fn new(now: Instant, delivered: u32, min_rtt: Option<Duration>) -> Bbr {
         Bbr {
             mode: Mode::Startup,
             bw: BwFilter::default(),
             round: 0,
-            next_round_delivered: 0,
+            next_round_delivered: delivered,
             round_start: false,
-            min_rtt: None,
+            min_rtt,
             min_rtt_at: now,
             full_bw: 0,
             full_bw_rounds: 0,
@@ -291,13 +298,31 @@ impl Bbr {
         self.full_bw_rounds = 0;
     }
 
-    /// Data leaves after an idle period.
-    pub(crate) fn on_idle_restart(&mut self, now: Instant) {
+    /// Data leaves with nothing in flight, the application having been the limit (Linux's
+    /// `CA_EVENT_TX_START`): no PROBE_RTT for the silence, a new aggregation epoch, and a
+    /// PROBE_RTT whose time is up ends.
+    pub(crate) fn on_idle_restart(&mut self, now: Instant, cwnd: &mut u32) {
         self.idle_restart = true;
         self.ack_epoch_start = now;
         self.ack_epoch_acked = 0;
-        if self.mode == Mode::ProbeBw {
-            self.pacing_rate = pacing(self.bw(), 1.0);
+        match self.mode {
+            Mode::ProbeBw => self.pacing_rate = pacing(self.bw(), 1.0),
+            Mode::ProbeRtt => self.probe_rtt_done_check(now, cwnd),
+            _ => {}
+        }
+    }
+
+    /// PROBE_RTT has lasted its time: the window comes back, and the mode it interrupted.
+    fn probe_rtt_done_check(&mut self, now: Instant, cwnd: &mut u32) {
+        if self.probe_rtt_done.is_none_or(|done| now <= done) {
+            return;
+        }
+        self.min_rtt_at = now;
+        *cwnd = (*cwnd).max(self.prior_cwnd);
+        if self.full_bw_reached {
+            self.enter_probe_bw(now, self.next_round_delivered);
+        } else {
+            self.mode = Mode::Startup;
         }
     }
 
@@ -395,7 +420,7 @@ impl Bbr {
         }
         let full_length = self
             .min_rtt
-            .is_none_or(|m| a.now > self.cycle_start && a.now - self.cycle_start > m);
+            .is_some_and(|m| a.now > self.cycle_start && a.now - self.cycle_start > m);
         let gain = CYCLE[self.cycle];
         let next = if gain > 1.0 {
             // Probing: until the flight reached gain × BDP (or losses say it will not fit).
@@ -432,17 +457,17 @@ impl Bbr {
             self.ssthresh = Some(self.inflight(self.bw(), 1.0, mss));
         }
         if self.mode == Mode::Drain && a.pipe <= self.inflight(self.bw(), 1.0, mss) {
-            self.enter_probe_bw(a);
+            self.enter_probe_bw(a.now, a.delivered);
         }
     }
 
     /// PROBE_BW, at a phase of the cycle other than draining (Linux picks one at random; the
     /// delivered count serves as the draw).
-    fn enter_probe_bw(&mut self, a: &Ack) {
+    fn enter_probe_bw(&mut self, now: Instant, delivered: u32) {
         self.mode = Mode::ProbeBw;
-        let draw = (a.delivered as usize / 1000) % 7;
+        let draw = (delivered as usize / 1000) % 7;
         self.cycle = (CYCLE.len() - 1 - draw + 1) % CYCLE.len();
-        self.cycle_start = a.now;
+        self.cycle_start = now;
     }
 
     fn update_min_rtt(&mut self, a: &Ack, cwnd: &mut u32, mss: u32) -> bool {
@@ -454,8 +479,9 @@ impl Bbr {
             }
         }
         if expired && !self.idle_restart && self.mode != Mode::ProbeRtt {
-            self.save_cwnd(*cwnd);
+            // As Linux: the mode first, so the window kept is the larger of the two.
             self.mode = Mode::ProbeRtt;
+            self.save_cwnd(*cwnd);
             self.probe_rtt_done = None;
         }
         let mut hold_down = false;
@@ -473,13 +499,7 @@ impl Bbr {
                         self.probe_rtt_round_done = true;
                     }
                     if self.probe_rtt_round_done && a.now > done {
-                        self.min_rtt_at = a.now;
-                        *cwnd = (*cwnd).max(self.prior_cwnd);
-                        if self.full_bw_reached {
-                            self.enter_probe_bw(a);
-                        } else {
-                            self.mode = Mode::Startup;
-                        }
+                        self.probe_rtt_done_check(a.now, cwnd);
                     }
                 }
                 None => {}
@@ -595,7 +615,7 @@ mod tests {
     impl Path {
         fn new() -> Path {
             Path {
-                bbr: Bbr::new(Instant::ZERO),
+                bbr: Bbr::new(Instant::ZERO, 0, None),
                 cwnd: INITIAL_SEGMENTS * MSS,
                 now: Instant::ZERO,
                 delivered: 0,
@@ -663,6 +683,18 @@ mod tests {
             "cwnd {}",
             p.cwnd
         );
+    }
+
+    /// A connection that switches to BBR after 3 GB (past 2^31 of the wrapping byte count)
+    /// counts its rounds from there, and finds the bottleneck as a new one would.
+    #[test]
+    fn a_switch_late_in_a_connection_counts_rounds_from_there() {
+        let mut p = Path::new();
+        p.delivered = 3_000_000_000;
+        p.bbr = Bbr::new(Instant::ZERO, p.delivered, Some(RTT));
+        p.rounds(22);
+        assert_eq!(p.bbr.mode(), Mode::ProbeBw);
+        assert_eq!(p.bbr.bw(), PATH_BW);
     }
 
     #[test]

@@ -87,20 +87,28 @@ impl Congestion {
             phase: Phase::Open,
             prr: Prr::default(),
             cubic: Cubic::default(),
-            bbr: (algorithm == CongestionControl::Bbr).then(|| Box::new(Bbr::new(now))),
+            bbr: (algorithm == CongestionControl::Bbr).then(|| Box::new(Bbr::new(now, 0, None))),
         }
     }
 
     /// Run `algorithm` from now on: the window, the threshold and the recovery under way carry
     /// over; the new algorithm's own state starts afresh (as Linux's `TCP_CONGESTION` on a
     /// connected socket).
-    pub(crate) fn switch_to(&mut self, algorithm: CongestionControl, now: Instant) {
+    /// `delivered` and `min_rtt`: what the connection has delivered and measured so far.
+    pub(crate) fn switch_to(
+        &mut self,
+        algorithm: CongestionControl,
+        now: Instant,
+        delivered: u32,
+        min_rtt: Option<Duration>,
+    ) {
         if algorithm == self.algorithm {
             return;
         }
         self.algorithm = algorithm;
         self.cubic = Cubic::default();
-        self.bbr = (algorithm == CongestionControl::Bbr).then(|| Box::new(Bbr::new(now)));
+        self.bbr = (algorithm == CongestionControl::Bbr)
+            .then(|| Box::new(Bbr::new(now, delivered, min_rtt)));
         if matches!(self.phase, Phase::Recovery { .. }) && self.uses_prr() {
             // PRR starts from what is in flight now: let the next acknowledgement size it.
             self.prr = Prr {
@@ -396,6 +404,18 @@ impl Congestion {
         self.cwnd = f64::from(self.ssthresh);
     }
 
+    /// Data leaves with nothing in flight (the application was the limit); `long`: silent
+    /// for longer than a retransmission timeout.
+    pub(crate) fn on_send_after_idle(&mut self, now: Instant, long: bool) {
+        if let Some(b) = self.bbr.as_deref_mut() {
+            let mut cwnd = self.cwnd.min(f64::from(u32::MAX)) as u32;
+            b.on_idle_restart(now, &mut cwnd);
+            self.cwnd = f64::from(cwnd);
+        } else if long {
+            self.restart_after_idle();
+        }
+    }
+
     /// Whether an idle period would restart the window (CUBIC and Reno, above the initial
     /// window; BBR keeps its model).
     pub(crate) fn restarts_after_idle(&self) -> bool {
@@ -404,10 +424,9 @@ impl Congestion {
 
     /// The connection was idle longer than a retransmission timeout: the window restarts from
     /// at most the initial one (RFC 5681 §4.1, Linux's `tcp_slow_start_after_idle`).
-    pub(crate) fn restart_after_idle(&mut self, now: Instant) {
-        if let Some(b) = self.bbr.as_deref_mut() {
+    pub(crate) fn restart_after_idle(&mut self) {
+        if self.bbr.is_some() {
             // BBR keeps its model across the silence (Linux paces at the estimate instead).
-            b.on_idle_restart(now);
             return;
         }
         let iw = f64::from(INITIAL_SEGMENTS * self.mss);

@@ -19,9 +19,11 @@
 //!   trips instead of a timeout.
 //! - **Retransmission timeout** (RFC 6298 with Linux's 200 ms floor), with backoff.
 //! - **Congestion control** (`cc`): CUBIC or Reno, Proportional Rate Reduction during
-//!   recovery (RFC 6937), slow start from one segment after a timeout. smoltcp's own is off;
-//!   the layer tells smoltcp how far it may send through the window of the acknowledgements it
-//!   lets smoltcp see (never more than the peer offered).
+//!   recovery (RFC 6937), slow start from one segment after a timeout and from the initial
+//!   window after an idle period; or BBR (`bbr`), on delivery rate estimation (`rate`), which
+//!   every connection runs. Per connection (`TCP_CONGESTION`). smoltcp's own is off; the layer
+//!   tells smoltcp how far it may send through the window of the acknowledgements it lets
+//!   smoltcp see (never more than the peer offered).
 //! - **As a receiver** (`sack_out`): up to four SACK blocks per acknowledgement (smoltcp
 //!   sends one), from the runs smoltcp itself reported.
 //! - **Receive window moderation** (`rcv_window`): the window we advertise follows what the
@@ -440,6 +442,9 @@ struct State {
     cc: Congestion,
     /// Delivery rate estimation.
     rate: Rate,
+    /// After the receiver reneged, SACKed bytes count as delivered a second time when they
+    /// are acknowledged: no rate sample until `SND.UNA` passes this (Linux's `is_sack_reneg`).
+    rate_invalid_until: Option<u32>,
     rack: Rack,
     probe: Option<Probe>,
     timer: Option<(Instant, Timer)>,
@@ -484,6 +489,7 @@ impl State {
             rtt: estimator,
             cc: Congestion::new(algorithm, mss, now),
             rate: Rate::default(),
+            rate_invalid_until: None,
             rack: Rack::default(),
             probe: None,
             timer: None,
@@ -561,7 +567,8 @@ impl Layer {
     ) {
         conn.algorithm = Some(algorithm);
         if let Some(s) = conn.state.as_deref_mut() {
-            s.cc.switch_to(algorithm, now);
+            let (delivered, min_rtt) = (s.rate.delivered(), s.rtt.min_rtt());
+            s.cc.switch_to(algorithm, now, delivered, min_rtt);
         }
     }
 
@@ -696,7 +703,11 @@ impl Layer {
         }
         s.sb.sacks_read();
         s.on_delivered(&d, dsack, now, &mut c);
-        let sample = s.rate.on_ack(now, d.bytes, d.rate_from, s.rtt.min_rtt());
+        if s.rate_invalid_until.is_some_and(|end| !before(t.ack, end)) {
+            s.rate_invalid_until = None;
+        }
+        let newest = d.rate_from.filter(|_| s.rate_invalid_until.is_none());
+        let sample = s.rate.on_ack(now, d.bytes, newest, s.rtt.min_rtt());
         if let Some((l, r)) = dsack_block {
             s.dsack_undo(l, r, &mut c);
         }
@@ -853,6 +864,10 @@ impl Layer {
         // A super-packet (segmentation offload) leaves the device as segments of the MSS less
         // this segment's options: the scoreboard records those.
         let cut = mss.saturating_sub(t.hdr_len as u32 - 20);
+        if was_idle {
+            // Nothing was in flight: the application, not the network, was the limit.
+            s.rate.app_limited(0);
+        }
         s.sb.next_stamp = s.rate.stamp(now, was_idle);
         match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now, cut) {
             Sent::New => {
@@ -862,9 +877,8 @@ impl Layer {
                         .zip(before_nxt)
                         .map_or(t.seq_len(), |(a, b)| a.wrapping_sub(b));
                 if was_idle {
-                    if s.last_send.is_some_and(|l| now >= l + s.rtt.rto()) {
-                        s.cc.restart_after_idle(now);
-                    }
+                    let long = s.last_send.is_some_and(|l| now >= l + s.rtt.rto());
+                    s.cc.on_send_after_idle(now, long);
                     s.rto_at = Some(now + s.rtt.rto());
                 }
                 s.cc.on_sent(fresh);
@@ -979,7 +993,7 @@ impl Layer {
             match which {
                 Timer::Release => s.sb.release(),
                 Timer::Idle => {
-                    s.cc.restart_after_idle(now);
+                    s.cc.restart_after_idle();
                     s.timer =
                         s.sb.holds_idle_memory()
                             .then_some((now + RELEASE_AFTER, Timer::Release));
@@ -1046,6 +1060,9 @@ impl Layer {
                 c.TCPTimeouts += 1;
                 let repeated = s.rtt.backoff() > 0;
                 let was_recovering = !matches!(s.cc.phase(), Phase::Open);
+                if s.reneged {
+                    s.rate_invalid_until = s.sb.nxt();
+                }
                 s.sb.mark_all_lost(s.reneged);
                 s.reneged = false;
                 s.probe = None;

@@ -77,7 +77,9 @@ impl Default for Rate {
             delivered: 0,
             delivered_time: Instant::ZERO,
             first_sent: Instant::ZERO,
-            app_limited_until: None,
+            // As Linux: the first flight, sent before anything was measured, counts as
+            // application-limited (until the first acknowledgement).
+            app_limited_until: Some(u32::MAX),
             last_rate: 0,
         }
     }
@@ -141,7 +143,9 @@ impl Rate {
         let send_elapsed = since(sent, stamp.first_sent);
         let ack_elapsed = since(now, stamp.delivered_time);
         let mut interval = send_elapsed.max(ack_elapsed);
-        if min_rtt.is_some_and(|m| interval < m) {
+        // Shorter than the least round trip (or no round trip known yet, as Linux): not a
+        // sample.
+        if min_rtt.is_none_or(|m| interval < m) {
             interval = Duration::ZERO;
         }
         let sample = RateSample {
@@ -218,6 +222,7 @@ mod tests {
     #[test]
     fn samples_are_app_limited_until_the_limited_flight_is_delivered() {
         let mut r = Rate::default();
+        r.on_ack(t(0), 1, None, None);
         r.app_limited(2000);
         let a = r.stamp(t(0), true);
         let b = r.stamp(t(0), false);
@@ -225,7 +230,7 @@ mod tests {
         let s = r.on_ack(t(1000), 1000, Some((t(0), a)), None).unwrap();
         assert!(s.app_limited);
         r.on_ack(t(1100), 1000, Some((t(0), b)), None);
-        // Delivered 2000: the limited flight is not yet passed; 2001 passes it.
+        // Delivered 2001: the limited flight (1 + 2000) is not yet passed; 2002 passes it.
         assert!(r.stamp(t(1200), true).app_limited);
         r.on_ack(t(1300), 1, None, None);
         assert!(!r.stamp(t(1400), true).app_limited);

@@ -88,6 +88,7 @@ pub(crate) struct Delivered {
 }
 
 impl Delivered {
+    /// `s` is newly delivered.
     fn saw(&mut self, s: &Seg) {
         if self.newest.is_none_or(|(t, end, _)| !s.sent_before(t, end)) {
             self.newest = Some((s.sent, s.end(), s.rexmits > 0));
@@ -95,6 +96,15 @@ impl Delivered {
         }
         if s.rexmits == 0 && self.rtt_from.is_none_or(|t| s.sent > t) {
             self.rtt_from = Some(s.sent);
+        }
+    }
+
+    /// `s` was delivered before (or is known to have arrived without being marked): it tells
+    /// RACK about the segments sent before it, but it is neither a round trip nor a rate
+    /// sample (Linux clears a segment's delivery stamp once SACKed).
+    fn saw_again(&mut self, s: &Seg) {
+        if self.newest.is_none_or(|(t, end, _)| !s.sent_before(t, end)) {
+            self.newest = Some((s.sent, s.end(), s.rexmits > 0));
         }
     }
 }
@@ -456,7 +466,11 @@ impl Scoreboard {
                 front.len -= cut;
                 self.data.pop(payload_cut as usize);
                 let s = *front;
-                d.saw(&s);
+                if s.sacked {
+                    d.saw_again(&s);
+                } else {
+                    d.saw(&s);
+                }
             }
             break;
         }
@@ -503,7 +517,7 @@ impl Scoreboard {
                 let data_end = s.seq.wrapping_add(s.payload_len());
                 if s.fin && s.payload_len() > 0 && before_eq(data_end, right) {
                     let s = *s;
-                    d.saw(&s);
+                    d.saw_again(&s);
                 }
                 continue;
             }
