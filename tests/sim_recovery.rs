@@ -1133,7 +1133,12 @@ fn cubic_restarts_from_the_initial_window_after_an_idle_period() {
     p.run_for(Duration::from_millis(100));
     let short = first_round(&mut p);
     assert!(short >= 256 << 10, "{short} bytes after 100 ms of silence");
+    let crossed = p.link.delivered[1];
     p.run_for(Duration::from_secs(10));
+    assert_eq!(
+        p.link.delivered[1], crossed,
+        "A says nothing during the silence (the restart is between the layer and smoltcp)"
+    );
     let info = p.a.recovery_info(c).unwrap();
     assert_eq!(info.cwnd, 10 * MSS as u32, "restarted: {info:?}");
     let long = first_round(&mut p);
