@@ -228,7 +228,7 @@ pub fn recovery(data: &[u8]) {
         &[],
         &mut buf,
     ) {
-        layer.to_smoltcp(&mut conn, &mut buf[..n]);
+        layer.to_smoltcp(&mut conn, &mut buf[..n], None);
     }
     let mut nxt = ISN; // what "smoltcp" has sent
     let mut out = Vec::new();
@@ -308,7 +308,7 @@ pub fn recovery(data: &[u8]) {
                             peer_numbers_plain: true,
                         };
                         layer.ingress(&mut conn, &t, &buf[..n], ctx, now, &mut out);
-                        layer.to_smoltcp(&mut conn, &mut buf[..n]);
+                        layer.to_smoltcp(&mut conn, &mut buf[..n], None);
                         check_segment(&buf[..n], true);
                     }
                 }
@@ -328,7 +328,7 @@ pub fn recovery(data: &[u8]) {
                     assert!(wire::tcp_checksum_ok(&update, &t), "a valid checksum");
                     assert_eq!(t.src, remote, "as from the peer");
                     assert_eq!(Some(t.ack), wire_seq.snd_nxt, "acknowledging what was sent");
-                    layer.to_smoltcp(&mut conn, &mut update);
+                    layer.to_smoltcp(&mut conn, &mut update, None);
                 }
             }
         }

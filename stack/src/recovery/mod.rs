@@ -575,11 +575,15 @@ impl Layer {
     /// A segment about to be handed to a connection's smoltcp socket (after the translations
     /// of the Fast Open layer and of SYN cookies): learn the peer's options from a SYN, and
     /// set the window smoltcp sees to what the congestion window allows.
-    pub(crate) fn to_smoltcp(&self, conn: &mut Conn, pkt: &mut [u8]) {
+    ///
+    /// `parsed`: the segment's header, if the caller has it (parsed from `pkt` as it is now).
+    pub(crate) fn to_smoltcp(&self, conn: &mut Conn, pkt: &mut [u8], parsed: Option<Tcp>) {
         if self.disabled {
             return;
         }
-        let Some(t) = wire::parse(pkt) else { return };
+        let Some(t) = parsed.or_else(|| wire::parse(pkt)) else {
+            return;
+        };
         if t.has(RST) {
             return;
         }

@@ -133,7 +133,7 @@ impl Stack {
                 if let Some((_, dport)) = wire::udp_ports(&self.rx_buf[..len], &ip) {
                     let dst = std::net::SocketAddr::new(ip.dst, dport);
                     if let Some(shard) = self.demux.udp_for(iface, dst) {
-                        self.feed(shard, iface, len, now, io);
+                        self.feed(shard, iface, len, None, now, io);
                         return;
                     }
                 }
@@ -193,7 +193,7 @@ impl Stack {
                 let admitted = self.tcp_admit(listener, iface, &t, &mut rx, len, now);
                 self.rx_buf = rx;
                 match admitted {
-                    Admission::Shard(shard, len) => self.feed(shard, iface, len, now, io),
+                    Admission::Shard(shard, len) => self.feed(shard, iface, len, None, now, io),
                     Admission::Cookie(synack) => {
                         io.send(iface, &synack);
                         self.ifaces[iface.0].tx_packets += 1;
@@ -372,19 +372,24 @@ impl Stack {
                 c.deadline = None;
             }
         }
+        // The segment as parsed, if nothing rewrote it since (no Fast Open translation, no
+        // SYN cookie's shift): the layers below need not parse it again.
+        let current = (c.fo.is_none() && c.shift == 0).then_some(t);
         // What smoltcp's acceptability test would throw away with the segment (after the
         // translations: in smoltcp's numbers).
         let salvaged = if recovery.disabled || !synchronized(c.last_state) {
             None
         } else {
-            wire::parse(&rx_buf[..len]).and_then(|nt| {
-                crate::recovery::receive::ack_outside_window(
-                    &nt,
-                    &rx_buf[..len],
-                    &c.wire,
-                    c.recovery.our_scale(),
-                )
-            })
+            current
+                .or_else(|| wire::parse(&rx_buf[..len]))
+                .and_then(|nt| {
+                    crate::recovery::receive::ack_outside_window(
+                        &nt,
+                        &rx_buf[..len],
+                        &c.wire,
+                        c.recovery.our_scale(),
+                    )
+                })
         };
         for p in replies {
             io.send(iface, &p);
@@ -401,7 +406,7 @@ impl Stack {
             let handshake = self.completes_handshake(shard);
             // The segment as smoltcp takes it, for the FIN it may have to be followed by.
             let filler = fills.then(|| self.rx_buf[..len].to_vec());
-            self.feed(shard, iface, len, now, io);
+            self.feed(shard, iface, len, current, now, io);
             if handshake {
                 // Into the accept queue at once, so that the next segment of this round sees
                 // how full it is.
@@ -457,6 +462,7 @@ impl Stack {
         shard: ShardId,
         iface: IfaceId,
         len: usize,
+        parsed: Option<wire::Tcp>,
         now: Instant,
         io: &mut (impl PacketIo + ?Sized),
     ) {
@@ -495,7 +501,7 @@ impl Stack {
         {
             let conn = match kind {
                 Kind::Tcp(c) => {
-                    recovery.to_smoltcp(&mut c.recovery, &mut rx_buf[..len]);
+                    recovery.to_smoltcp(&mut c.recovery, &mut rx_buf[..len], parsed);
                     if let Some(wire_mtu) = offload {
                         crate::offload::raise_mss(&mut rx_buf[..len], wire_mtu);
                     }
@@ -752,7 +758,7 @@ fn feed_one<P: PacketIo + ?Sized>(
 ) {
     let conn = match kind {
         Kind::Tcp(c) => {
-            recovery.to_smoltcp(&mut c.recovery, packet);
+            recovery.to_smoltcp(&mut c.recovery, packet, None);
             if let Some(wire_mtu) = offload {
                 crate::offload::raise_mss(packet, wire_mtu);
             }
