@@ -705,7 +705,7 @@ impl Layer {
             n_accepted += 1;
             s.sb.on_sack(l, r, &mut d);
         }
-        s.sb.sacks_read();
+        s.sb.sacks_read(&accepted[..n_accepted]);
         s.on_delivered(&d, dsack, now, &mut c);
         if s.rate_invalid_until.is_some_and(|end| !before(t.ack, end)) {
             s.rate_invalid_until = None;

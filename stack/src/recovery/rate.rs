@@ -11,6 +11,8 @@
 
 use smoltcp::time::{Duration, Instant};
 
+use super::elapsed;
+
 /// The connection's delivery counters when a segment left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TxStamp {
@@ -140,8 +142,8 @@ impl Rate {
         let (sent, stamp) = newest?;
         // The next sample's send interval starts where this one's ended.
         self.first_sent = sent;
-        let send_elapsed = since(sent, stamp.first_sent);
-        let ack_elapsed = since(now, stamp.delivered_time);
+        let send_elapsed = elapsed(sent, stamp.first_sent);
+        let ack_elapsed = elapsed(now, stamp.delivered_time);
         let mut interval = send_elapsed.max(ack_elapsed);
         // Shorter than the least round trip (or no round trip known yet, as Linux): not a
         // sample.
@@ -161,15 +163,6 @@ impl Rate {
             }
         }
         Some(sample)
-    }
-}
-
-/// `b` to `a`, zero if `a` is earlier.
-fn since(a: Instant, b: Instant) -> Duration {
-    if a > b {
-        a - b
-    } else {
-        Duration::ZERO
     }
 }
 

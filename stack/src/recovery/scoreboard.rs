@@ -209,24 +209,21 @@ pub(crate) struct Scoreboard {
     lost_hint: u32,
     /// The stamp segments get as they leave (the layer sets it before each transmission).
     pub(crate) next_stamp: TxStamp,
-    /// The SACK blocks of the last acknowledgement, and those of this one as they are read.
+    /// The SACK blocks of the last acknowledgement, once read (Linux's `recv_sack_cache`).
+    /// Every segment wholly inside one of them is SACKed, so a block that repeats them skips
+    /// them: an acknowledgement costs what its blocks add, not the whole SACKed part of the
+    /// flight (a receiver repeats its blocks in every acknowledgement of a recovery, and with a
+    /// window of thousands of segments the walk over them was most of the layer's time).
     sack_cache: SackCache,
 }
 
 /// Most SACK blocks one acknowledgement carries.
 const MAX_BLOCKS: usize = 4;
 
-/// The SACK blocks already read (Linux's `recv_sack_cache`). Every segment wholly inside one of
-/// the last acknowledgement's blocks is SACKed, so a block that repeats them skips them: an
-/// acknowledgement costs what its blocks add, not the whole SACKed part of the flight (a
-/// receiver repeats its blocks in every acknowledgement of a recovery, and with a window of
-/// thousands of segments the walk over them was most of the layer's time).
 #[derive(Debug, Default, Clone, Copy)]
 struct SackCache {
-    last: [(u32, u32); MAX_BLOCKS],
-    n_last: usize,
-    this: [(u32, u32); MAX_BLOCKS],
-    n_this: usize,
+    blocks: [(u32, u32); MAX_BLOCKS],
+    len: usize,
 }
 
 impl Scoreboard {
@@ -490,11 +487,6 @@ impl Scoreboard {
     /// A SACK block `[left, right)` (checked by the caller to be within what is outstanding).
     /// Only segments it covers whole are marked.
     pub(crate) fn on_sack(&mut self, left: u32, right: u32, d: &mut Delivered) {
-        let c = &mut self.sack_cache;
-        if c.n_this < MAX_BLOCKS {
-            c.this[c.n_this] = (left, right);
-            c.n_this += 1;
-        }
         let high_before = self.high_sacked;
         let mut i = self.segs.partition_point(|s| before_eq(s.end(), left));
         while let Some(s) = self.segs.get(i) {
@@ -543,13 +535,12 @@ impl Scoreboard {
         }
     }
 
-    /// The SACK blocks of one acknowledgement are read: they are the ones the next one's
-    /// repeat.
-    pub(crate) fn sacks_read(&mut self) {
-        let c = &mut self.sack_cache;
-        c.last = c.this;
-        c.n_last = c.n_this;
-        c.n_this = 0;
+    /// The SACK blocks of one acknowledgement were read with [`Scoreboard::on_sack`], these
+    /// `blocks` (at most four): the ones the next acknowledgement's repeat.
+    pub(crate) fn sacks_read(&mut self, blocks: &[(u32, u32)]) {
+        let n = blocks.len().min(MAX_BLOCKS);
+        self.sack_cache.blocks[..n].copy_from_slice(&blocks[..n]);
+        self.sack_cache.len = n;
     }
 
     /// Where a block ending at `right` goes on from the SACKed segment at `i`: past every
@@ -558,7 +549,7 @@ impl Scoreboard {
     fn past_known_sacked(&self, i: usize, right: u32) -> usize {
         let s = &self.segs[i];
         let c = &self.sack_cache;
-        let Some(&(_, cr)) = c.last[..c.n_last]
+        let Some(&(_, cr)) = c.blocks[..c.len]
             .iter()
             .find(|&&(cl, cr)| before_eq(cl, s.seq) && before_eq(s.end(), cr))
         else {
@@ -811,13 +802,13 @@ mod tests {
         let mut d = Delivered::default();
         // 1200..1450: 1200-1400 whole, half of 1400-1500.
         sb.on_sack(1200, 1450, &mut d);
-        sb.sacks_read();
+        sb.sacks_read(&[(1200, 1450)]);
         assert_eq!((sb.sacked_segs(), d.bytes), (2, 200));
         // The next acknowledgement repeats it, grown to 1200..1600, and adds 1700..1800.
         let mut d = Delivered::default();
         sb.on_sack(1200, 1600, &mut d);
         sb.on_sack(1700, 1800, &mut d);
-        sb.sacks_read();
+        sb.sacks_read(&[(1200, 1600), (1700, 1800)]);
         assert_eq!(
             sb.sacked_segs(),
             5,
