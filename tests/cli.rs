@@ -255,6 +255,19 @@ fn udp_flag_exchanges_one_datagram() {
     });
 }
 
+/// `tun_client` on `cx0`, to the kernel's echo server at 192.0.2.1:7, with `--json`.
+const TO_KERNEL_ECHO_JSON: [&str; 9] = [
+    "--tun",
+    "cx0",
+    "--local",
+    "192.0.2.2/24",
+    "--peer",
+    "192.0.2.1/24",
+    "--connect",
+    "192.0.2.1:7",
+    "--json",
+];
+
 #[test]
 fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
     in_netns(
@@ -264,17 +277,7 @@ fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
             // 192.0.2.1 exists only once tun_client has set up its device).
             tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
             let (_, echo) = kernel_echo("0.0.0.0:7", 4);
-            let common = [
-                "--tun",
-                "cx0",
-                "--local",
-                "192.0.2.2/24",
-                "--peer",
-                "192.0.2.1/24",
-                "--connect",
-                "192.0.2.1:7",
-                "--json",
-            ];
+            let common = TO_KERNEL_ECHO_JSON;
             for extra in [
                 &["--tfo", "--count", "2"][..],
                 &["--tfo", "--resume", "--count", "2"][..],
@@ -412,17 +415,7 @@ fn malformed_tfo_key_is_one_line_naming_the_form() {
 fn tun_client_cc_bbr_runs_bbr_and_reports_its_model() {
     in_netns("tun_client_cc_bbr_runs_bbr_and_reports_its_model", || {
         let (_, echo) = kernel_echo("0.0.0.0:7", 2);
-        let common = [
-            "--tun",
-            "cx0",
-            "--local",
-            "192.0.2.2/24",
-            "--peer",
-            "192.0.2.1/24",
-            "--connect",
-            "192.0.2.1:7",
-            "--json",
-        ];
+        let common = TO_KERNEL_ECHO_JSON;
         for (extra, model) in [
             (
                 &["--cc", "bbr"][..],

@@ -48,10 +48,22 @@ fn pattern(len: usize) -> Vec<u8> {
 
 /// Two stacks joined by `link`, A connected to a listener on B: (pair, A's socket, B's).
 fn connected(link: LinkConfig, recovery: bool) -> (Pair, SocketId, SocketId) {
+    connected_configured(link, config(recovery))
+}
+
+/// [`connected`], both stacks with the recovery layer running `cc`.
+fn connected_with(link: LinkConfig, cc: CongestionControl) -> (Pair, SocketId, SocketId) {
+    let mut c = config(true);
+    c.congestion_control = cc;
+    connected_configured(link, c)
+}
+
+/// [`connected`], both stacks configured with `config`.
+fn connected_configured(link: LinkConfig, config: StackConfig) -> (Pair, SocketId, SocketId) {
     let mut p = Pair::with_configs(
         link,
-        config(recovery),
-        config(recovery),
+        config.clone(),
+        config,
         &["192.0.2.2/24"],
         &["192.0.2.1/24"],
     );
@@ -67,6 +79,19 @@ fn a_to_b(p: &mut Pair, c: SocketId, s: SocketId, data: &[u8]) -> u64 {
 
 /// [`a_to_b`], setting `clock` to the virtual time (µs) before each step.
 fn a_to_b_timed(p: &mut Pair, c: SocketId, s: SocketId, data: &[u8], clock: &AtomicI64) -> u64 {
+    a_to_b_each(p, c, s, data, |p, _| {
+        clock.store(p.now().total_micros(), Ordering::Relaxed)
+    })
+}
+
+/// [`a_to_b`], calling `each` with the bytes B has read so far before each step.
+fn a_to_b_each(
+    p: &mut Pair,
+    c: SocketId,
+    s: SocketId,
+    data: &[u8],
+    mut each: impl FnMut(&mut Pair, usize),
+) -> u64 {
     let start = p.now();
     let (mut sent, mut got) = (0, Vec::with_capacity(data.len()));
     let mut buf = vec![0u8; 1 << 16];
@@ -83,7 +108,7 @@ fn a_to_b_timed(p: &mut Pair, c: SocketId, s: SocketId, data: &[u8], clock: &Ato
         if got.len() >= data.len() {
             break;
         }
-        clock.store(p.now().total_micros(), Ordering::Relaxed);
+        each(p, got.len());
         p.step();
     }
     assert!(got == data, "the data arrived intact (seed {})", p.seed);
@@ -933,15 +958,6 @@ fn recoveries_a_reordering_path_causes_are_undone_after_they_end() {
     assert_eq!(r.TCPTimeouts, 0, "{r:?}");
 }
 
-/// Two stacks on `link` running `cc`, A connected to a listener on B.
-fn connected_with(link: LinkConfig, cc: CongestionControl) -> (Pair, SocketId, SocketId) {
-    let mut c = config(true);
-    c.congestion_control = cc;
-    let mut p = Pair::with_configs(link, c.clone(), c, &["192.0.2.2/24"], &["192.0.2.1/24"]);
-    let (a, b) = p.tcp_connection(addr(SERVER));
-    (p, a, b)
-}
-
 /// 8 MB from A to B over a 20 ms round trip with 1% of packets lost each way (the same seeded
 /// losses for both runs): CUBIC's window settles where that loss rate puts it, about
 /// `1.2/sqrt(p)` segments a round trip; BBR's follows its model of the path, and loss does not
@@ -1048,29 +1064,13 @@ fn congestion_control_per_socket_before_connect_on_a_listener_and_mid_transfer()
         p.b.recovery_info(s).unwrap().bbr.is_some_and(|b| b.bw > 0)
     });
     // A switches to CUBIC mid-transfer (under 1% loss): the rest arrives intact.
-    let data = pattern(2_000_000);
-    let mut sent = p.a.send(c, &data).unwrap();
-    let (mut got, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
-    let mut switched = false;
-    while got.len() < data.len() {
-        if got.len() > 500_000 && !switched {
+    a_to_b_each(&mut p, c, s, &pattern(2_000_000), |p, got| {
+        if got > 500_000 && p.a.congestion_control(c) != Ok(CongestionControl::Cubic) {
             let now = p.now();
             p.a.set_congestion_control(c, CongestionControl::Cubic, now)
                 .unwrap();
-            switched = true;
         }
-        if sent < data.len() {
-            sent += p.a.send(c, &data[sent..]).unwrap_or(0);
-        }
-        while let Ok(n) = p.b.recv(s, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(p.step(), "stalled (seed {})", p.seed);
-    }
-    assert!(got == data, "intact");
+    });
     let i = p.a.recovery_info(c).unwrap();
     assert!(i.bbr.is_none(), "{i:?}");
     assert_eq!(p.a.congestion_control(c), Ok(CongestionControl::Cubic));
