@@ -653,11 +653,14 @@ impl Stack {
                 peer_numbers_plain: c.fo.is_none(),
             };
             let update = recovery.on_timer(&mut c.recovery, ctx, now, &mut out);
-            let open = matches!(
-                set.get::<smoltcp::socket::tcp::Socket<'_>>(handle).state(),
-                smoltcp::socket::tcp::State::Established | smoltcp::socket::tcp::State::CloseWait
-            );
-            if let Some(p) = update.filter(|_| open) {
+            let open = || {
+                matches!(
+                    set.get::<smoltcp::socket::tcp::Socket<'_>>(handle).state(),
+                    smoltcp::socket::tcp::State::Established
+                        | smoltcp::socket::tcp::State::CloseWait
+                )
+            };
+            if let Some(p) = update.filter(|_| open()) {
                 // Fed to smoltcp below, with what Fast Open plays.
                 c.inject.push(p);
             }
