@@ -255,6 +255,19 @@ fn udp_flag_exchanges_one_datagram() {
     });
 }
 
+/// Run `tun_client` with [`TO_KERNEL_ECHO_JSON`] and `extra`; it succeeds: its stdout.
+fn to_kernel_echo_json(extra: &[&str]) -> String {
+    let args: Vec<&str> = TO_KERNEL_ECHO_JSON.iter().chain(extra).copied().collect();
+    let out = run(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{extra:?}: {}\n{stdout}",
+        stderr(&out)
+    );
+    stdout
+}
+
 /// `tun_client` on `cx0`, to the kernel's echo server at 192.0.2.1:7, with `--json`.
 const TO_KERNEL_ECHO_JSON: [&str; 9] = [
     "--tun",
@@ -277,19 +290,11 @@ fn tfo_count_2_sends_second_data_in_syn_and_resume_works() {
             // 192.0.2.1 exists only once tun_client has set up its device).
             tun_driver::netns::set_sysctl("net/ipv4/tcp_fastopen", "1027").unwrap();
             let (_, echo) = kernel_echo("0.0.0.0:7", 4);
-            let common = TO_KERNEL_ECHO_JSON;
             for extra in [
                 &["--tfo", "--count", "2"][..],
                 &["--tfo", "--resume", "--count", "2"][..],
             ] {
-                let args: Vec<&str> = common.iter().chain(extra).copied().collect();
-                let out = run(&args);
-                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-                assert!(
-                    out.status.success(),
-                    "{extra:?}: {}\n{stdout}",
-                    stderr(&out)
-                );
+                let stdout = to_kernel_echo_json(extra);
                 let lines: Vec<&str> = stdout.lines().collect();
                 assert_eq!(lines.len(), 3, "two connections and the counters: {stdout}");
                 assert!(
@@ -415,7 +420,6 @@ fn malformed_tfo_key_is_one_line_naming_the_form() {
 fn tun_client_cc_bbr_runs_bbr_and_reports_its_model() {
     in_netns("tun_client_cc_bbr_runs_bbr_and_reports_its_model", || {
         let (_, echo) = kernel_echo("0.0.0.0:7", 2);
-        let common = TO_KERNEL_ECHO_JSON;
         for (extra, model) in [
             (
                 &["--cc", "bbr"][..],
@@ -423,14 +427,7 @@ fn tun_client_cc_bbr_runs_bbr_and_reports_its_model() {
             ),
             (&[][..], "\"bbr\":null"),
         ] {
-            let args: Vec<&str> = common.iter().chain(extra).copied().collect();
-            let out = run(&args);
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(
-                out.status.success(),
-                "{extra:?}: {}\n{stdout}",
-                stderr(&out)
-            );
+            let stdout = to_kernel_echo_json(extra);
             assert!(stdout.contains(model), "{extra:?}: {stdout}");
         }
         echo.join().unwrap();
