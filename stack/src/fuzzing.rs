@@ -254,9 +254,10 @@ pub fn recovery(data: &[u8]) {
                     &payload,
                     &mut buf,
                 ) {
-                    if let Some(t) = wire::parse(&buf[..n]) {
-                        let m = layer.egress(&mut conn, &t, &mut buf, n, &wire_seq, now);
+                    if let Some(mut t) = wire::parse(&buf[..n]) {
+                        let m = layer.egress(&mut conn, &mut t, &mut buf, n, &wire_seq, now);
                         check_segment(&buf[..m], true);
+                        check_described(&buf[..m], &t);
                     }
                 }
                 nxt = nxt.wrapping_add(len as u32 + u32::from(fin));
@@ -271,9 +272,10 @@ pub fn recovery(data: &[u8]) {
                 if let Some(n) =
                     build_with(local, remote, seq, 5000, ACK, 100, &[], &payload, &mut buf)
                 {
-                    if let Some(t) = wire::parse(&buf[..n]) {
-                        let m = layer.egress(&mut conn, &t, &mut buf, n, &wire_seq, now);
+                    if let Some(mut t) = wire::parse(&buf[..n]) {
+                        let m = layer.egress(&mut conn, &mut t, &mut buf, n, &wire_seq, now);
                         check_segment(&buf[..m], true);
+                        check_described(&buf[..m], &t);
                     }
                 }
             }
@@ -394,6 +396,24 @@ fn check_segment(pkt: &[u8], was_good: bool) {
             "a segment the layer passed on lost its valid checksum"
         );
     }
+}
+
+/// The header the recovery layer hands back describes the segment it leaves in the buffer
+/// (the engine does not parse it again).
+fn check_described(pkt: &[u8], t: &wire::Tcp) {
+    let Some(p) = wire::parse(pkt) else {
+        return;
+    };
+    let fields = |t: &wire::Tcp| {
+        (
+            t.seq, t.ack, t.flags, t.window, t.hdr_len, t.total, t.src, t.dst,
+        )
+    };
+    assert_eq!(
+        fields(&p),
+        fields(t),
+        "the layer's header does not describe its segment"
+    );
 }
 
 fn check_ip_checksum(pkt: &[u8]) {

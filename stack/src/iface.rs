@@ -368,14 +368,10 @@ fn egress_layers(l: &mut ConnLayers<'_>, buf: &mut [u8], len: usize, now: Instan
     if !t.has(wire::SYN) {
         conn.recovery.translated(orig_seq, t.seq);
     }
-    len = recovery.egress(&mut conn.recovery, &t, buf, len, &conn.wire, now);
+    // It may become a bare ACK, or gain SACK blocks: `t` follows.
+    len = recovery.egress(&mut conn.recovery, &mut t, buf, len, &conn.wire, now);
     if len == 0 {
         return 0;
-    }
-    // It may have become a bare ACK, or gained SACK blocks.
-    match wire::parse(buf.get(..len).unwrap_or(&[])) {
-        Some(nt) => t = nt,
-        None => return len,
     }
     if t.has(wire::SYN) && !t.has(wire::ACK) {
         conn.syn_isn = Some(t.seq);

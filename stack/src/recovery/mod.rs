@@ -820,11 +820,13 @@ impl Layer {
     }
 
     /// A segment the connection's smoltcp socket sends, in `buf[..len]` (`buf` is MTU-sized),
-    /// as it will be on the wire. Returns its new length (0: it does not leave).
+    /// as it will be on the wire, `t` its header. Returns its new length (0: it does not
+    /// leave); `t` then describes the segment as it leaves (the caller need not parse it
+    /// again).
     pub(crate) fn egress(
         &mut self,
         conn: &mut Conn,
-        t: &Tcp,
+        t: &mut Tcp,
         buf: &mut [u8],
         len: usize,
         wire: &WireSeq,
@@ -846,10 +848,8 @@ impl Layer {
             };
             return len;
         }
-        let mut t = *t;
         let algorithm = self.algorithm(conn);
-        moderate_window(conn, &mut t, buf, len, algorithm, now);
-        let t = &t;
+        moderate_window(conn, t, buf, len, algorithm, now);
         let Some(pkt) = buf.get(..len) else {
             return len;
         };
@@ -897,13 +897,15 @@ impl Layer {
                 s.counters.RecoveryRedundantDropped += 1;
                 // What it said of our receiving side must still get out, if it is news.
                 let news = t.has(ACK) && wire.last_ack != Some((t.ack, t.window));
-                match (news, wire.snd_nxt) {
+                let n = match (news, wire.snd_nxt) {
                     (true, Some(snd_nxt)) => {
                         wire::build(t.src, t.dst, snd_nxt, t.ack, ACK, t.window, &[], buf)
                             .unwrap_or(0)
                     }
                     _ => 0,
-                }
+                };
+                reparse(t, buf, n);
+                n
             }
         }
     }
@@ -912,7 +914,7 @@ impl Layer {
     fn pure_ack(
         &mut self,
         conn: &mut Conn,
-        t: &Tcp,
+        t: &mut Tcp,
         buf: &mut [u8],
         len: usize,
         now: Instant,
@@ -961,6 +963,7 @@ impl Layer {
         match wire::rebuild(pkt, t, &new_opts, &[], &mut self.scratch) {
             Some(n) => {
                 buf[..n].copy_from_slice(&self.scratch[..n]);
+                reparse(t, buf, n);
                 n
             }
             None => len,
@@ -1403,6 +1406,17 @@ impl State {
 /// Clamp the window an outgoing segment advertises to the moderated one ([`rcv_window`]):
 /// [`rcv_window::INITIAL`] until the application reads, then what its reads allow; and one
 /// unit of the scale below smoltcp's own ([`receive::edge_margin`]).
+/// `t` again from the segment the layer rebuilt in `buf[..len]` (nothing if it does not leave).
+fn reparse(t: &mut Tcp, buf: &[u8], len: usize) {
+    if let Some(nt) = buf
+        .get(..len)
+        .filter(|p| !p.is_empty())
+        .and_then(wire::parse)
+    {
+        *t = nt;
+    }
+}
+
 fn moderate_window(
     conn: &mut Conn,
     t: &mut Tcp,
