@@ -514,7 +514,7 @@ impl Net {
                 Err(stack::ConnectError::InProgress) => return Err(err(Errno::EISCONN)),
                 Err(e) => return Err(err(e)),
             }
-            Self::desc(&mut state, fd)?.deferred = Some(Deferred { remote, opts });
+            Self::desc(&mut state, fd)?.deferred = Some(Box::new(Deferred { remote, opts }));
             return Ok(());
         }
         let now = self.shared().clock.now();

@@ -76,14 +76,39 @@ struct UdpEntry {
     shard: ShardId,
 }
 
+/// A connection's tuple as the tables keep it: 37 bytes where `Tuple` takes 64, hashed in one
+/// write where `Tuple` takes a dozen (each address's variant, octets, port, and an IPv6 one's
+/// flow label and scope, which a tuple does not need). With every segment of every connection
+/// looked up, and a table entry for each connection and each TIME-WAIT, both count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct TupleKey([u8; 37]);
+
+impl TupleKey {
+    fn of((local, remote): &Tuple) -> TupleKey {
+        let mut k = [0u8; 37];
+        // The families, so that an IPv4 address never meets its IPv4-mapped IPv6 form.
+        k[0] = u8::from(local.is_ipv6()) | u8::from(remote.is_ipv6()) << 1;
+        for (at, addr) in [(1, local), (17, remote)] {
+            let octets = match addr.ip() {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            };
+            k[at..at + 16].copy_from_slice(&octets);
+        }
+        k[33..35].copy_from_slice(&local.port().to_be_bytes());
+        k[35..37].copy_from_slice(&remote.port().to_be_bytes());
+        TupleKey(k)
+    }
+}
+
 /// The stack's demultiplexing tables.
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    tcp: HashMap<Tuple, ShardId>,
-    time_wait: HashMap<Tuple, TimeWait>,
+    tcp: HashMap<TupleKey, ShardId>,
+    time_wait: HashMap<TupleKey, TimeWait>,
     /// TIME-WAIT entries by the time of their place in the queue: one place each, however many
     /// FINs restart the wait (a FIN flood cannot grow it).
-    tw_order: BinaryHeap<Reverse<(Instant, Tuple)>>,
+    tw_order: BinaryHeap<Reverse<(Instant, TupleKey)>>,
     listeners: HashMap<u16, Vec<ListenerEntry>>,
     udp: HashMap<(IfaceId, u16), Vec<UdpEntry>>,
 }
@@ -98,21 +123,23 @@ impl Demux {
     // ----- TCP connections -----
 
     pub(crate) fn connection(&self, tuple: &Tuple) -> Option<ShardId> {
-        self.tcp.get(tuple).copied()
+        self.tcp.get(&TupleKey::of(tuple)).copied()
     }
 
     /// Whether a connection or a TIME-WAIT entry has this tuple.
     pub(crate) fn tuple_in_use(&self, tuple: &Tuple) -> bool {
-        self.tcp.contains_key(tuple) || self.time_wait.contains_key(tuple)
+        let key = TupleKey::of(tuple);
+        self.tcp.contains_key(&key) || self.time_wait.contains_key(&key)
     }
 
     pub(crate) fn insert_connection(&mut self, tuple: Tuple, shard: ShardId) {
-        self.tcp.insert(tuple, shard);
+        self.tcp.insert(TupleKey::of(&tuple), shard);
     }
 
     pub(crate) fn remove_connection(&mut self, tuple: &Tuple, shard: ShardId) {
-        if self.tcp.get(tuple) == Some(&shard) {
-            self.tcp.remove(tuple);
+        let key = TupleKey::of(tuple);
+        if self.tcp.get(&key) == Some(&shard) {
+            self.tcp.remove(&key);
         }
     }
 
@@ -133,12 +160,13 @@ impl Demux {
 
     pub(crate) fn insert_time_wait(&mut self, tuple: Tuple, mut tw: TimeWait) {
         tw.queued = tw.expires;
-        self.tw_order.push(Reverse((tw.expires, tuple)));
-        self.time_wait.insert(tuple, tw);
+        let key = TupleKey::of(&tuple);
+        self.tw_order.push(Reverse((tw.expires, key)));
+        self.time_wait.insert(key, tw);
     }
 
     pub(crate) fn time_wait(&self, tuple: &Tuple) -> Option<&TimeWait> {
-        self.time_wait.get(tuple)
+        self.time_wait.get(&TupleKey::of(tuple))
     }
 
     pub(crate) fn time_wait_count(&self) -> usize {
@@ -156,61 +184,55 @@ impl Demux {
         duration: smoltcp::time::Duration,
     ) -> TimeWaitVerdict {
         let tuple = t.arriving_tuple();
-        let Some(tw) = self.time_wait.get_mut(&tuple) else {
+        let key = TupleKey::of(&tuple);
+        let Some(tw) = self.time_wait.get_mut(&key) else {
             return TimeWaitVerdict::Drop;
         };
         if t.has(RST) {
             if t.seq == tw.rcv_nxt {
-                self.time_wait.remove(&tuple);
+                self.time_wait.remove(&key);
             }
             return TimeWaitVerdict::Drop;
         }
+        let ack = |tw: &TimeWait| {
+            TimeWaitVerdict::Ack(ack_segment(tuple, tw.snd_nxt, tw.rcv_nxt, tw.window))
+        };
         if t.has(SYN) && !t.has(ACK) {
             if seq_after(t.seq, tw.rcv_nxt) {
-                self.time_wait.remove(&tuple);
+                self.time_wait.remove(&key);
                 return TimeWaitVerdict::Reopen;
             }
-            return self.ack(&tuple);
+            return ack(tw);
         }
         if t.has(FIN) {
             tw.expires = now + duration;
-            return self.ack(&tuple);
+            return ack(tw);
         }
         if t.payload_len() > 0 {
-            return self.ack(&tuple);
+            return ack(tw);
         }
         TimeWaitVerdict::Drop
-    }
-
-    /// The ACK a TIME-WAIT entry answers with.
-    fn ack(&self, tuple: &Tuple) -> TimeWaitVerdict {
-        match self.time_wait.get(tuple) {
-            Some(tw) => {
-                TimeWaitVerdict::Ack(ack_segment(*tuple, tw.snd_nxt, tw.rcv_nxt, tw.window))
-            }
-            None => TimeWaitVerdict::Drop,
-        }
     }
 
     /// Forget the TIME-WAIT entries that expired by `now`; returns how many.
     pub(crate) fn expire_time_wait(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        while let Some(&Reverse((at, tuple))) = self.tw_order.peek() {
+        while let Some(&Reverse((at, key))) = self.tw_order.peek() {
             if at > now {
                 break;
             }
             self.tw_order.pop();
-            let Some(tw) = self.time_wait.get_mut(&tuple).filter(|tw| tw.queued == at) else {
+            let Some(tw) = self.time_wait.get_mut(&key).filter(|tw| tw.queued == at) else {
                 // The place of an entry gone (a RST, a new SYN).
                 continue;
             };
             if tw.expires <= now {
-                self.time_wait.remove(&tuple);
+                self.time_wait.remove(&key);
                 n += 1;
             } else {
                 // A FIN restarted the wait: its place is now at the new end.
                 tw.queued = tw.expires;
-                self.tw_order.push(Reverse((tw.expires, tuple)));
+                self.tw_order.push(Reverse((tw.expires, key)));
             }
         }
         n
@@ -219,8 +241,8 @@ impl Demux {
     /// When the expiry queue next needs a look (an entry's end, or the place of one whose wait
     /// a FIN restarted).
     pub(crate) fn next_time_wait(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((at, tuple))) = self.tw_order.peek() {
-            if self.time_wait.get(&tuple).is_some_and(|tw| tw.queued == at) {
+        while let Some(&Reverse((at, key))) = self.tw_order.peek() {
+            if self.time_wait.get(&key).is_some_and(|tw| tw.queued == at) {
                 return Some(at);
             }
             self.tw_order.pop();
@@ -319,6 +341,33 @@ pub(crate) fn ack_segment(tuple: Tuple, seq: u32, ack: u32, window: u16) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tuple_key_tells_apart_what_the_tuple_does() {
+        let key = |l: &str, r: &str| TupleKey::of(&(sa(l), sa(r)));
+        let base = key("192.0.2.1:1000", "198.51.100.1:80");
+        assert_eq!(base, key("192.0.2.1:1000", "198.51.100.1:80"));
+        for other in [
+            key("198.51.100.1:80", "192.0.2.1:1000"),
+            key("192.0.2.1:1001", "198.51.100.1:80"),
+            key("192.0.2.1:1000", "198.51.100.1:81"),
+            key("192.0.2.2:1000", "198.51.100.1:80"),
+            key("192.0.2.1:1000", "198.51.100.2:80"),
+            // Its IPv4-mapped IPv6 form is another tuple.
+            key("[::ffff:192.0.2.1]:1000", "[::ffff:198.51.100.1]:80"),
+            key("192.0.2.1:1000", "[::ffff:198.51.100.1]:80"),
+        ] {
+            assert_ne!(base, other);
+        }
+        // A flow label or scope is not part of a connection's tuple.
+        let plain = (sa("[2001:db8::1]:1000"), sa("[2001:db8::2]:80"));
+        let mut labelled = plain;
+        if let SocketAddr::V6(a) = &mut labelled.1 {
+            a.set_flowinfo(7);
+        }
+        assert_eq!(TupleKey::of(&plain), TupleKey::of(&labelled));
+        assert!(std::mem::size_of::<TupleKey>() < std::mem::size_of::<Tuple>() / 2 + 8);
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
