@@ -57,8 +57,8 @@
 //!
 //! **No loss** (row 7): `stack -> kernel` from the stack with the layer (`cxb0`) and from the one
 //! without (`cxb1`) to a kernel listener on their own device (192.0.2.1, 203.0.113.1: no hop),
-//! 3 runs each, interleaved as in `fastopen`; medians and their ratio, what the layer costs when
-//! nothing is lost.
+//! 5 runs each, interleaved as in `fastopen`; medians and their ratio, what the layer costs when
+//! nothing is lost; and the machine's CPU seconds per GB, medians and ratio.
 //!
 //! **Reordering** (no netem either): the stack's own impairment code is the link: 0.5 ms delay
 //! each way, 3% of packets held back so that later ones overtake them, 1% duplicated, 1% lost,
@@ -122,8 +122,9 @@ const ROUTER_DEV: &str = "cxbr0";
 const ROUTER_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// How long a write of the stack without the layer may wait before it checks whether to stop.
 const LAYER_OFF_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
-/// Runs per variant with no loss.
-const NO_LOSS_ROUNDS: usize = 3;
+/// Runs per variant with no loss (the layer's cost is a few percent, this VM's noise more:
+/// five runs each, interleaved).
+const NO_LOSS_ROUNDS: usize = 5;
 /// What the echo servers read and write at most at a time.
 const ECHO_BUFFER: usize = 64 << 10;
 /// The relay's TUN devices, each in a namespace of its own: the sending kernel at
@@ -229,11 +230,20 @@ impl Block {
     }
 }
 
+/// Row 7's runs: the layer on (the variant) and off (the baseline).
+#[derive(Default)]
+struct NoLoss {
+    mb_per_s: Paired,
+    /// CPU seconds the machine spent per GB moved: what the layer costs where the throughput
+    /// is not bound by the stack's CPU alone.
+    cpu_s_per_gb: Paired,
+}
+
 /// The `loss` section.
 pub struct Loss {
     blocks: Vec<Block>,
-    /// Row 7: MB/s with the layer (the variant) and without (the baseline).
-    no_loss: Result<Paired, String>,
+    /// Row 7: with the layer (the variant) and without (the baseline).
+    no_loss: Result<NoLoss, String>,
     /// How the devices' offloads were turned off.
     offloads_off: &'static str,
     /// The kernel's default congestion control in the bench's namespaces.
@@ -739,8 +749,8 @@ impl Setup {
     }
 
     /// Row 7: with the layer and without, interleaved.
-    fn no_loss(&self, opts: &Options) -> Result<Paired, String> {
-        let mut runs = Paired::default();
+    fn no_loss(&self, opts: &Options) -> Result<NoLoss, String> {
+        let mut runs = NoLoss::default();
         let variants = [
             (true, &self.on, KERNEL_ADDR),
             (false, &self.off, OFF_KERNEL_ADDR),
@@ -761,7 +771,10 @@ impl Setup {
                 );
                 let sample = stack_to_kernel(&self.ns, net, kernel, self.window)
                     .map_err(|e| format!("stack -> kernel, {what}: {e}"))?;
-                runs.push(layer, mb_per_s(&sample), 0);
+                runs.mb_per_s.push(layer, mb_per_s(&sample), 0);
+                if let Some(cpu) = sample.cpu_s_per_gb() {
+                    runs.cpu_s_per_gb.push(layer, cpu, 0);
+                }
             }
         }
         Ok(runs)
@@ -1178,7 +1191,7 @@ impl Part for Loss {
              {NO_LOSS_ROUNDS} interleaved runs"
         );
         match &self.no_loss {
-            Ok(p) => {
+            Ok(NoLoss { mb_per_s: p, .. }) => {
                 let on = format!("{:.3}", p.variant_median());
                 let off = format!("{:.3}", p.baseline_median());
                 let ratio = cell(p.ratio(), 3);
@@ -1227,12 +1240,23 @@ impl Part for Loss {
              every kernel socket, the stack's own",
             self.default_cc
         );
-        if let Ok(p) = &self.no_loss {
+        if let Ok(NoLoss {
+            mb_per_s: p,
+            cpu_s_per_gb: cpu,
+        }) = &self.no_loss
+        {
             let _ = writeln!(
                 out,
                 "[7] runs on / off (MB/s): {} / {}",
                 joined(p.variant.iter().copied(), 3, " "),
                 joined(p.baseline.iter().copied(), 3, " ")
+            );
+            let _ = writeln!(
+                out,
+                "[7] CPU s per GB (the machine's, medians): on {:.3}, off {:.3}, on / off {}",
+                cpu.variant_median(),
+                cpu.baseline_median(),
+                cell(cpu.ratio(), 3)
             );
         }
         for block in &self.blocks {
@@ -1323,18 +1347,25 @@ impl Part for Loss {
         }
         out.push_str("},\"no_loss\":");
         match &self.no_loss {
-            Ok(p) => {
+            Ok(NoLoss {
+                mb_per_s: p,
+                cpu_s_per_gb: cpu,
+            }) => {
                 let _ = write!(
                     out,
                     "{{\"rounds\":{NO_LOSS_ROUNDS},\"layer_on_mb_per_s\":{:.4},\
                      \"layer_off_mb_per_s\":{:.4},\"ratio_on_to_off\":{},\
                      \"runs_layer_on_mb_per_s\":[{}],\"runs_layer_off_mb_per_s\":[{}],\
-                     \"error\":null}}",
+                     \"cpu_s_per_gb_layer_on\":{:.4},\"cpu_s_per_gb_layer_off\":{:.4},\
+                     \"cpu_ratio_on_to_off\":{},\"error\":null}}",
                     p.variant_median(),
                     p.baseline_median(),
                     json_num(p.ratio(), 4),
                     joined(p.variant.iter().copied(), 4, ","),
-                    joined(p.baseline.iter().copied(), 4, ",")
+                    joined(p.baseline.iter().copied(), 4, ","),
+                    cpu.variant_median(),
+                    cpu.baseline_median(),
+                    json_num(cpu.ratio(), 4)
                 );
             }
             Err(e) => {
