@@ -1403,9 +1403,6 @@ impl State {
     }
 }
 
-/// Clamp the window an outgoing segment advertises to the moderated one ([`rcv_window`]):
-/// [`rcv_window::INITIAL`] until the application reads, then what its reads allow; and one
-/// unit of the scale below smoltcp's own ([`receive::edge_margin`]).
 /// `t` again from the segment the layer rebuilt in `buf[..len]` (nothing if it does not leave).
 fn reparse(t: &mut Tcp, buf: &[u8], len: usize) {
     if let Some(nt) = buf
@@ -1417,6 +1414,9 @@ fn reparse(t: &mut Tcp, buf: &[u8], len: usize) {
     }
 }
 
+/// Clamp the window an outgoing segment advertises to the moderated one ([`rcv_window`]):
+/// [`rcv_window::INITIAL`] until the application reads, then what its reads allow; and one
+/// unit of the scale below smoltcp's own ([`receive::edge_margin`]).
 fn moderate_window(
     conn: &mut Conn,
     t: &mut Tcp,
