@@ -1253,9 +1253,9 @@ impl Part for Loss {
             );
             let _ = writeln!(
                 out,
-                "[7] CPU s per GB (the machine's, medians): on {:.3}, off {:.3}, on / off {}",
-                cpu.variant_median(),
-                cpu.baseline_median(),
+                "[7] CPU s per GB (the machine's, medians): on {}, off {}, on / off {}",
+                cell(cpu.measured_variant(), 3),
+                cell(cpu.measured_baseline(), 3),
                 cell(cpu.ratio(), 3)
             );
         }
@@ -1356,15 +1356,15 @@ impl Part for Loss {
                     "{{\"rounds\":{NO_LOSS_ROUNDS},\"layer_on_mb_per_s\":{:.4},\
                      \"layer_off_mb_per_s\":{:.4},\"ratio_on_to_off\":{},\
                      \"runs_layer_on_mb_per_s\":[{}],\"runs_layer_off_mb_per_s\":[{}],\
-                     \"cpu_s_per_gb_layer_on\":{:.4},\"cpu_s_per_gb_layer_off\":{:.4},\
+                     \"cpu_s_per_gb_layer_on\":{},\"cpu_s_per_gb_layer_off\":{},\
                      \"cpu_ratio_on_to_off\":{},\"error\":null}}",
                     p.variant_median(),
                     p.baseline_median(),
                     json_num(p.ratio(), 4),
                     joined(p.variant.iter().copied(), 4, ","),
                     joined(p.baseline.iter().copied(), 4, ","),
-                    cpu.variant_median(),
-                    cpu.baseline_median(),
+                    json_num(cpu.measured_variant(), 4),
+                    json_num(cpu.measured_baseline(), 4),
                     json_num(cpu.ratio(), 4)
                 );
             }

@@ -34,6 +34,16 @@ impl Paired {
         median(self.baseline.iter().copied())
     }
 
+    /// The variant's median, if any run gave a figure (`variant_median` is 0 without one).
+    pub fn measured_variant(&self) -> Option<f64> {
+        (!self.variant.is_empty()).then(|| self.variant_median())
+    }
+
+    /// The baseline's median, if any run gave a figure.
+    pub fn measured_baseline(&self) -> Option<f64> {
+        (!self.baseline.is_empty()).then(|| self.baseline_median())
+    }
+
     /// The variant's median over the baseline's.
     pub fn ratio(&self) -> Option<f64> {
         let baseline = self.baseline_median();
