@@ -10,6 +10,10 @@
 //! done
 //! ```
 //!
+//! A third argument, a loss rate (`0.001` for 0.1%), drops that share of the packets each way
+//! (seeded, so each run loses the same ones): what the layer costs while it repairs losses,
+//! the receiver's out-of-order buffer among it.
+//!
 //! Each run prints the bytes moved and the virtual time they took; callgrind prints the
 //! instructions (`Collected`). Divide by the bytes: instructions per byte, layer on against off.
 //! Both stacks run in the one process, so the figure is the sender's and the receiver's cost
@@ -25,16 +29,18 @@ use stack::{CongestionControl, StackConfig};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (config, mb) = match parse(&args) {
+    let (config, mb, loss) = match parse(&args) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("layer_cost: {e}");
-            eprintln!("usage: layer_cost off|cubic|bbr [MEGABYTES, default 64]");
+            eprintln!("usage: layer_cost off|cubic|bbr [MEGABYTES, default 64] [LOSS, default 0]");
             return ExitCode::from(2);
         }
     };
     let link = LinkConfig {
         latency: Duration::from_millis(1),
+        loss,
+        seed: 1,
         ..LinkConfig::default()
     };
     let mut p = Pair::with_configs(
@@ -76,8 +82,9 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `off|cubic|bbr [MEGABYTES]`: the stacks' configuration and the megabytes to move.
-fn parse(args: &[String]) -> Result<(StackConfig, usize), String> {
+/// `off|cubic|bbr [MEGABYTES] [LOSS]`: the stacks' configuration, the megabytes to move and
+/// the share of packets lost.
+fn parse(args: &[String]) -> Result<(StackConfig, usize, f64), String> {
     let mut config = StackConfig::default();
     match args.first().map(String::as_str) {
         Some("off") => config.loss_recovery = false,
@@ -94,5 +101,13 @@ fn parse(args: &[String]) -> Result<(StackConfig, usize), String> {
             .ok_or_else(|| format!("`{v}` is not a number of megabytes from 1 to 4096"))?,
         None => 64,
     };
-    Ok((config, mb))
+    let loss = match args.get(2) {
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|l| (0.0..0.5).contains(l))
+            .ok_or_else(|| format!("`{v}` is not a loss rate from 0 to 0.5"))?,
+        None => 0.0,
+    };
+    Ok((config, mb, loss))
 }

@@ -249,6 +249,138 @@ fn several_segments_lost_in_one_window_are_sent_again_within_a_round_trip() {
 }
 
 #[test]
+fn a_receiver_holds_every_run_of_a_window_with_a_dozen_holes() {
+    // Twelve holes in one flight: smoltcp's own reassembler keeps four, so the runs past the
+    // fourth would be dropped and sent again; the layer holds them all, and only what was lost
+    // goes again, each once.
+    let data = pattern(400_000);
+    let lost = segments(&[40, 43, 46, 49, 52, 55, 58, 61, 64, 67, 70, 73]);
+    let (mut p, c, s) = connected(link(LATENCY_MS, 1), true);
+    let d = Dropper::install(&mut p, lost.clone());
+    a_to_b(&mut p, c, s, &data);
+    let d = d.lock().unwrap();
+    assert_eq!(d.dropped, lost, "the middlebox dropped each once");
+    assert_eq!(d.resent(), lost, "exactly the lost segments went again");
+    let r = p.a.recovery_counters();
+    assert_eq!(r.TcpRetransSegs, 12, "{r:?}");
+    assert_eq!(r.TCPTimeouts, 0, "{r:?}");
+    assert_eq!(
+        r.TCPDSACKRecv, 0,
+        "nothing the receiver had was sent again: {r:?}"
+    );
+}
+
+#[test]
+fn a_segment_that_fills_part_of_a_hole_is_acknowledged_at_once() {
+    // Segments 30 and 31 lost, and 31 lost again: the first retransmission fills part of the
+    // hole only (RFC 5681 §4.2: acknowledged at once all the same). The round trip is shorter
+    // than the delayed-ACK timer (10 ms), so that the timer smoltcp started for the data
+    // before the hole still runs when the retransmission arrives: smoltcp, which saw no hole
+    // (the layer held what followed it), would let it run.
+    let latency_ms = 2;
+    // Near the end, so that no new data follows the retransmission (its acknowledgement
+    // would carry the news).
+    let data = pattern(36 * MSS);
+    let (first, second) = (30 * MSS, 31 * MSS);
+    let (mut p, c, s) = connected(link(latency_ms, 1), true);
+    let clock = Arc::new(AtomicI64::new(0));
+    // When the retransmission of the first segment left A (µs), and where A's data starts
+    // (the filter comes after the handshake: at the first data it sees).
+    let refilled = Arc::new(AtomicI64::new(-1));
+    let start: Arc<Mutex<Option<u32>>> = Arc::default();
+    {
+        let (clock, refilled, start) = (
+            Arc::clone(&clock),
+            Arc::clone(&refilled),
+            Arc::clone(&start),
+        );
+        let mut seen: HashMap<usize, u32> = HashMap::new();
+        p.filter_to_b(move |pkt| {
+            let Some(v) = sim::tcp_view(pkt).filter(|v| v.payload_len > 0) else {
+                return true;
+            };
+            let start = *start.lock().unwrap().get_or_insert(v.seq);
+            let offset = v.seq.wrapping_sub(start) as usize;
+            let times = seen.entry(offset).or_insert(0);
+            *times += 1;
+            if offset == first && *times == 2 {
+                refilled.store(clock.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            !((offset == first && *times == 1) || (offset == second && *times <= 2))
+        });
+    }
+    // B's acknowledgement numbers as they leave, with the virtual time (µs).
+    let acks: Arc<Mutex<Vec<(i64, u32)>>> = Arc::default();
+    {
+        let (clock, acks) = (Arc::clone(&clock), Arc::clone(&acks));
+        p.filter_to_a(move |pkt| {
+            if let Some(v) = sim::tcp_view(pkt).filter(|v| v.flags & 0x10 != 0) {
+                acks.lock()
+                    .unwrap()
+                    .push((clock.load(Ordering::Relaxed), v.ack));
+            }
+            true
+        });
+    }
+    a_to_b_timed(&mut p, c, s, &data, &clock);
+    let refilled = refilled.load(Ordering::Relaxed);
+    assert!(refilled >= 0, "the first segment went again");
+    let arrived = refilled + (latency_ms * 1000) as i64;
+    let start = start.lock().unwrap().expect("data went");
+    let past_first = start.wrapping_add((first + MSS) as u32);
+    let acked = acks
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|&&(_, ack)| !seq_before(ack, past_first))
+        .map(|&(t, _)| t)
+        .expect("acknowledged");
+    assert!(
+        acked - arrived < 1000,
+        "acknowledged {} µs after the segment arrived",
+        acked - arrived
+    );
+}
+
+#[test]
+fn a_held_segment_that_arrives_twice_is_reported_as_a_duplicate() {
+    // Loss makes holes; duplication brings segments past them twice. The acknowledgement that
+    // answers such a one reports it first, inside the run that holds it (RFC 2883 §4.2.1):
+    // the sender learns it sent nothing needlessly, or undoes what it did.
+    let mut l = link(5, 11);
+    l.loss = 0.02;
+    l.duplicate = 0.03;
+    let (mut p, c, s) = connected(l, true);
+    // B's acknowledgements: (ack, SACK blocks).
+    type Acks = Arc<Mutex<Vec<(u32, Vec<(u32, u32)>)>>>;
+    let acks: Acks = Arc::default();
+    {
+        let acks = Arc::clone(&acks);
+        p.filter_to_a(move |pkt| {
+            if let Some(v) = sim::tcp_view(pkt).filter(|v| v.flags & 0x10 != 0) {
+                let blocks = sack_blocks(&sim::tcp_options(pkt));
+                acks.lock().unwrap().push((v.ack, blocks));
+            }
+            true
+        });
+    }
+    a_to_b(&mut p, c, s, &pattern(1_000_000));
+    let acks = acks.lock().unwrap();
+    let reported = acks
+        .iter()
+        .filter(|(ack, b)| {
+            b.len() >= 2
+                && seq_before(*ack, b[0].0)
+                && !seq_before(b[0].0, b[1].0)
+                && !seq_before(b[1].1, b[0].1)
+        })
+        .count();
+    assert!(reported > 0, "no D-SACK block above the acknowledgement");
+    let r = p.a.recovery_counters();
+    assert!(r.TCPDSACKRecv >= reported as u64, "{r:?}");
+}
+
+#[test]
 fn losing_the_tail_of_a_burst_costs_about_two_round_trips_not_a_timeout() {
     // Whole segments only: smoltcp's Nagle would hold a short last one back until everything
     // before it is acknowledged.

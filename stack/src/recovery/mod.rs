@@ -24,8 +24,9 @@
 //!   every connection runs. Per connection (`TCP_CONGESTION`). smoltcp's own is off; the layer
 //!   tells smoltcp how far it may send through the window of the acknowledgements it lets
 //!   smoltcp see (never more than the peer offered).
-//! - **As a receiver** (`sack_out`): up to four SACK blocks per acknowledgement (smoltcp
-//!   sends one), from the runs smoltcp itself reported.
+//! - **As a receiver**: out-of-order segments are held by the layer (`reassembly`), not by
+//!   smoltcp's reassembler and its fixed number of holes, and go to smoltcp in order; up to
+//!   four SACK blocks per acknowledgement (`sack_out`; smoltcp sends one).
 //! - **Receive window moderation** (`rcv_window`): the window we advertise follows what the
 //!   application reads, as Linux sizes its receive buffer, instead of smoltcp's whole free
 //!   buffer, so that a peer keeps in flight what the application takes.
@@ -38,6 +39,7 @@ pub(crate) mod bbr;
 pub(crate) mod cc;
 pub(crate) mod rate;
 pub(crate) mod rcv_window;
+pub(crate) mod reassembly;
 pub(crate) mod receive;
 pub(crate) mod rtt;
 pub(crate) mod sack_out;
@@ -272,6 +274,16 @@ pub(crate) struct Conn {
     /// The congestion control set on the connection's socket (`None`: the stack's).
     algorithm: Option<CongestionControl>,
     state: Option<Box<State>>,
+    /// The peer's initial sequence number plus one: where its data starts (its numbers are
+    /// smoltcp's too).
+    peer_data_start: Option<u32>,
+    /// Out-of-order segments held for smoltcp, while there are any ([`reassembly`]).
+    pub(crate) ooo: Option<Box<reassembly::Reassembly>>,
+    /// The newest acknowledgement number smoltcp was given (its numbers), with its window.
+    newest_ack: Option<(u32, u16)>,
+    /// Where the last segment that went to smoltcp ended: the next one that starts there is
+    /// in order (a hint that spares the count of [`Conn::in_order`] for most segments).
+    pub(crate) next_hint: Option<u32>,
 }
 
 impl Conn {
@@ -287,6 +299,36 @@ impl Conn {
         }
         let end = t.seq.wrapping_add(len);
         self.duplicate = Some((t.seq, if before(end, rcv_nxt) { end } else { rcv_nxt }));
+    }
+
+    /// A segment the layer holds out of order arrived again (`seq..end`): the acknowledgement
+    /// that answers it reports it first, as a D-SACK block.
+    pub(crate) fn held_twice(&mut self, seq: u32, end: u32) {
+        self.duplicate = Some((seq, end));
+    }
+
+    /// Where the next segment smoltcp takes in order starts (its `RCV.NXT`, before any FIN):
+    /// the start of the peer's data, plus what the application read, plus what waits in
+    /// smoltcp's buffer (`queued`). `None` before the peer's SYN, or if that would be behind
+    /// what our acknowledgements said (`rcv_nxt`), which would mean the count is off.
+    pub(crate) fn in_order(&self, queued: usize, rcv_nxt: Option<u32>) -> Option<u32> {
+        let nxt = self
+            .peer_data_start?
+            .wrapping_add(self.read)
+            .wrapping_add(queued as u32);
+        rcv_nxt.is_none_or(|r| before_eq(r, nxt)).then_some(nxt)
+    }
+
+    /// A segment with acknowledgement number `ack` and window `window` (smoltcp's numbers)
+    /// goes to smoltcp.
+    fn ack_to_smoltcp(&mut self, ack: u32, window: u16) {
+        if self.newest_ack.is_none_or(|(a, _)| before_eq(a, ack)) {
+            self.newest_ack = Some((ack, window));
+        }
+    }
+
+    pub(crate) fn newest_ack(&self) -> Option<(u32, u16)> {
+        self.newest_ack
     }
 
     /// The scale of the window we advertise.
@@ -587,6 +629,9 @@ impl Layer {
         if t.has(RST) {
             return;
         }
+        if t.has(ACK) {
+            conn.ack_to_smoltcp(t.ack, t.window);
+        }
         let opts = t.options(pkt);
         if t.has(SYN) {
             let peer_mss = wire::mss(opts).map_or(536, u32::from);
@@ -596,6 +641,7 @@ impl Layer {
             conn.scale = scale.map_or(0, |s| s.min(14));
             conn.peer_scales = scale.is_some();
             conn.sack = wire::find_option(opts, wire::OPT_SACK_PERMITTED).is_some();
+            conn.peer_data_start = Some(t.seq.wrapping_add(1));
         }
         if !t.has(ACK) || t.window == 0 || self.algorithm(conn) == CongestionControl::None {
             return;
@@ -926,11 +972,21 @@ impl Layer {
             return len;
         };
         let opts = t.options(pkt);
-        let first = sack_blocks(opts).first().copied();
+        // smoltcp holds no out-of-order data while the layer does: the blocks are the layer's.
+        let held = conn
+            .ooo
+            .as_deref()
+            .filter(|_| conn.sack)
+            .and_then(|r| r.first_block());
+        let first = held.or_else(|| sack_blocks(opts).first().copied());
         // RFC 2883: a segment that arrived twice is reported first, as a D-SACK block, in the
         // acknowledgement that answers it (a Linux sender undoes a needless retransmission and
         // widens its reordering window on it).
-        let dsack = conn.duplicate.take().filter(|&(_, r)| before_eq(r, t.ack));
+        // Below the acknowledgement, or (held out of order) inside the first block, which
+        // follows it (RFC 2883 §4.2.1, as Linux's `tcp_check_dsack` reads it).
+        let dsack = conn.duplicate.take().filter(|&(l, r)| {
+            before_eq(r, t.ack) || held.is_some_and(|(hl, hr)| before_eq(hl, l) && before_eq(r, hr))
+        });
         if first.is_none() && dsack.is_none() && conn.state.is_none() {
             return len;
         }
@@ -938,7 +994,8 @@ impl Layer {
         let s = conn.state(algorithm, now);
         let mut blocks: Vec<(u32, u32)> = dsack.into_iter().collect();
         blocks.extend_from_slice(s.sack_out.on_ack(t.ack, first));
-        if blocks.len() < 2 && dsack.is_none() {
+        if blocks.len() < 2 && dsack.is_none() && held.is_none() {
+            // smoltcp's own block says it all.
             return len;
         }
         let mut new_opts = Vec::with_capacity(40);

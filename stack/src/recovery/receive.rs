@@ -96,14 +96,19 @@ pub(crate) fn ack_outside_window(
     if acceptable || !wire::tcp_checksum_ok(pkt, t) {
         return None;
     }
+    bare_ack(pkt, t, rcv_nxt)
+}
+
+/// The segment `t` (in `pkt`) as a bare ACK at sequence number `seq`: its acknowledgement,
+/// window and options, without its data, FIN, PSH or URG.
+pub(crate) fn bare_ack(pkt: &[u8], t: &Tcp, seq: u32) -> Option<Vec<u8>> {
     let mut plain = pkt.get(..t.total)?.to_vec();
-    // A bare ACK: no FIN, PSH or URG, no payload.
     *plain.get_mut(t.ip_len + 13)? = ACK;
     let mut out = vec![0u8; plain.len()];
     let n = wire::rebuild(&plain, t, t.options(pkt), &[], &mut out)?;
     out.truncate(n);
     let bare = wire::parse(&out)?;
-    wire::set_seq_ack(&mut out, &bare, rcv_nxt, bare.ack, 0);
+    wire::set_seq_ack(&mut out, &bare, seq, bare.ack, 0);
     Some(out)
 }
 

@@ -375,6 +375,18 @@ impl Stack {
         // The segment as parsed, if nothing rewrote it since (no Fast Open translation, no
         // SYN cookie's shift): the layers below need not parse it again.
         let current = (c.fo.is_none() && c.shift == 0).then_some(t);
+        // Segments the recovery layer holds out of order, waiting for this one perhaps.
+        let held_any = c.recovery.ooo.is_some();
+        // Most segments: the one that follows the last smoltcp took, nothing held.
+        let next_in_order = !held_any
+            && current.is_some_and(|t| {
+                let in_order =
+                    t.seq_len() > 0 && c.recovery.next_hint == Some(t.seq) && !t.has(SYN | RST);
+                if in_order {
+                    c.recovery.next_hint = Some(t.seq.wrapping_add(t.seq_len()));
+                }
+                in_order
+            });
         // What smoltcp's acceptability test would throw away with the segment (after the
         // translations: in smoltcp's numbers).
         let salvaged = if recovery.disabled || !synchronized(c.last_state) {
@@ -403,6 +415,18 @@ impl Stack {
             self.feed_bytes(shard, iface, &mut bare, now, io);
         }
         if len > 0 {
+            // What waited for data smoltcp has by now (its acknowledgements may have gone
+            // further than the segments the layer saw go to it), before this segment is looked at.
+            if held_any {
+                self.release_out_of_order(shard, iface, now, io);
+            }
+            if !next_in_order && self.hold_out_of_order(shard, iface, len, current, now, io) {
+                return;
+            }
+        }
+        // The in-order point before the segment, to see whether it fills a hole.
+        let before = held_any.then(|| self.in_order_point(shard)).flatten();
+        if len > 0 {
             let handshake = self.completes_handshake(shard);
             // The segment as smoltcp takes it, for the FIN it may have to be followed by.
             let filler = fills.then(|| self.rx_buf[..len].to_vec());
@@ -415,8 +439,215 @@ impl Stack {
             if let Some(filler) = filler {
                 self.release_held_fin(shard, iface, &filler, wire_seq, now, io);
             }
+            if held_any {
+                self.release_out_of_order(shard, iface, now, io);
+                if before.is_some() && self.in_order_point(shard) != before {
+                    // It filled a hole, or part of one: acknowledged at once, with what
+                    // followed it (RFC 5681 §4.2). smoltcp, which saw no hole, would delay it.
+                    self.ack_now(shard, iface, now, io);
+                }
+            }
         } else {
             self.shards.mark(shard);
+        }
+    }
+
+    /// Where the next segment smoltcp takes in order starts ([`crate::recovery::Conn::in_order`]),
+    /// while it takes data.
+    fn in_order_point(&self, shard: ShardId) -> Option<u32> {
+        let sh = self.shards.get(shard)?;
+        let Kind::Tcp(c) = &sh.kind else {
+            return None;
+        };
+        let s = sh.set.get::<smoltcp::socket::tcp::Socket<'_>>(sh.handle);
+        let (queued, _, taking) = receiving(s);
+        c.recovery
+            .in_order(queued, c.wire.rcv_nxt)
+            .filter(|_| taking)
+    }
+
+    /// Make smoltcp acknowledge what it has at once, with its window and the layer's SACK
+    /// blocks (its delayed-ACK timer may be running, and nothing else stops it): it gets a
+    /// byte just before the data it takes in order, and answers that as it answers a
+    /// keep-alive, with an acknowledgement of where it stands (RFC 9293 §3.10.7.4).
+    fn ack_now(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        let Some(nxt) = self.in_order_point(shard) else {
+            return;
+        };
+        let Some(crate::shard::Shard {
+            kind: Kind::Tcp(c), ..
+        }) = self.shards.get(shard)
+        else {
+            return;
+        };
+        let Some((ack, window)) = c.recovery.newest_ack() else {
+            return;
+        };
+        let (local, remote) = c.tuple;
+        let mut probe = [0u8; 61];
+        let seq = nxt.wrapping_sub(1);
+        let Some(n) = wire::build(remote, local, seq, ack, ACK, window, &[0], &mut probe) else {
+            return;
+        };
+        self.feed_bytes(shard, iface, &mut probe[..n], now, io);
+    }
+
+    /// The segment in `rx_buf[..len]` (as smoltcp would take it) if the recovery layer holds it
+    /// out of order instead ([`crate::recovery::reassembly`]): a sound data segment of a
+    /// synchronized connection, past the data smoltcp has in order, that smoltcp's buffer will
+    /// take once the data before it came. smoltcp gets its acknowledgement and window, if new,
+    /// in a bare ACK, and answers it as it would have (an immediate acknowledgement, with the
+    /// layer's SACK blocks: [`Stack::ack_now`]). Returns whether it was held; a segment that is
+    /// not goes to smoltcp, and the in-order point follows it.
+    fn hold_out_of_order(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        len: usize,
+        parsed: Option<wire::Tcp>,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) -> bool {
+        use crate::recovery::reassembly::Hold;
+        use crate::recovery::scoreboard::before;
+        let Stack {
+            shards,
+            recovery,
+            rx_buf,
+            ..
+        } = self;
+        if recovery.disabled {
+            return false;
+        }
+        let Some(crate::shard::Shard {
+            set, handle, kind, ..
+        }) = shards.get_mut(shard)
+        else {
+            return false;
+        };
+        let Kind::Tcp(c) = kind else {
+            return false;
+        };
+        let pkt = &rx_buf[..len];
+        let Some(t) = parsed.or_else(|| wire::parse(pkt)) else {
+            return false;
+        };
+        let seq_len = t.seq_len();
+        if seq_len == 0
+            || !t.has(ACK)
+            || t.has(SYN)
+            || t.has(RST)
+            || c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
+        {
+            return false;
+        }
+        let end = t.seq.wrapping_add(seq_len);
+        if c.recovery.next_hint == Some(t.seq) {
+            // Right after the last segment smoltcp got: in order.
+            c.recovery.next_hint = Some(end);
+            return false;
+        }
+        let (queued, capacity, taking) =
+            receiving(set.get::<smoltcp::socket::tcp::Socket<'_>>(*handle));
+        let Some(nxt) = c
+            .recovery
+            .in_order(queued, c.wire.rcv_nxt)
+            .filter(|_| taking)
+        else {
+            c.recovery.next_hint = None;
+            return false;
+        };
+        if !before(nxt, t.seq) {
+            // In order (or partly old): smoltcp's, and the segment after it too.
+            c.recovery.next_hint = Some(end);
+            return false;
+        }
+        // smoltcp takes, once the data before it came, what fits in its buffer: the layer holds
+        // no more than that (a sender may still send up to the furthest right edge it was
+        // offered, even if later acknowledgements offered less).
+        // (smoltcp's window, as it advertises it: in units of its scale).
+        let scale = c.recovery.our_scale();
+        let room = ((capacity - queued) as u32 >> scale) << scale;
+        if before(nxt.wrapping_add(room), end) || !wire::tcp_checksum_ok(pkt, &t) {
+            // Past smoltcp's buffer, or corrupt: smoltcp's, as before.
+            return false;
+        }
+        let held = c.recovery.ooo.get_or_insert_with(Default::default);
+        match held.hold(t.seq, end, pkt) {
+            Hold::Held => {}
+            Hold::Duplicate => c.recovery.held_twice(t.seq, end),
+            Hold::Full => return false,
+        }
+        let held = c.recovery.ooo.get_or_insert_with(Default::default);
+        if t.has(FIN) && c.recovery.held_fin == Some(end.wrapping_sub(1)) {
+            // Its FIN goes to smoltcp with it.
+            c.recovery.held_fin = None;
+        }
+        let news = held.ack_fed != Some((t.ack, t.window));
+        held.ack_fed = Some((t.ack, t.window));
+        let bare = news
+            .then(|| crate::recovery::receive::bare_ack(pkt, &t, nxt))
+            .flatten();
+        if let Some(mut bare) = bare {
+            // Its acknowledgement and window, which smoltcp takes from a segment in order.
+            self.feed_bytes(shard, iface, &mut bare, now, io);
+        }
+        // What smoltcp would have sent: an acknowledgement of the data it has, at once, with
+        // the SACK blocks (the layer's, the run that holds this segment first).
+        self.ack_now(shard, iface, now, io);
+        true
+    }
+
+    /// Segments the recovery layer held out of order that smoltcp can now take in order: to
+    /// smoltcp, one after another.
+    fn release_out_of_order(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        loop {
+            let Some(sh) = self.shards.get_mut(shard) else {
+                return;
+            };
+            if !matches!(&sh.kind, Kind::Tcp(c) if c.recovery.ooo.is_some()) {
+                return;
+            }
+            let (queued, _, _) =
+                receiving(sh.set.get::<smoltcp::socket::tcp::Socket<'_>>(sh.handle));
+            let Kind::Tcp(c) = &mut sh.kind else {
+                return;
+            };
+            let released = c
+                .recovery
+                .in_order(queued, c.wire.rcv_nxt)
+                .and_then(|nxt| c.recovery.ooo.as_deref_mut()?.release(nxt));
+            let Some(mut packet) = released else {
+                if c.recovery.ooo.as_deref().is_some_and(|h| h.is_empty()) {
+                    c.recovery.ooo = None;
+                }
+                return;
+            };
+            if let Some(t) = wire::parse(&packet) {
+                // smoltcp drops a segment whose acknowledgement is older than one it took:
+                // the held one carries the newest.
+                if let Some(ack) = c
+                    .recovery
+                    .newest_ack()
+                    .map(|(a, _)| a)
+                    .filter(|&a| crate::recovery::scoreboard::before(t.ack, a))
+                {
+                    wire::set_seq_ack(&mut packet, &t, t.seq, ack, 0);
+                }
+            }
+            self.feed_bytes(shard, iface, &mut packet, now, io);
         }
     }
 
@@ -787,4 +1018,15 @@ fn feed_one<P: PacketIo + ?Sized>(
     };
     smol.poll_ingress_single(now, &mut path, set);
     *tx_packets += path.sent;
+}
+
+/// (bytes waiting in its buffer, its size, whether it takes data) of a smoltcp TCP socket: it takes
+/// data until the peer's FIN.
+fn receiving(s: &smoltcp::socket::tcp::Socket<'_>) -> (usize, usize, bool) {
+    use smoltcp::socket::tcp::State;
+    let taking = matches!(
+        s.state(),
+        State::Established | State::FinWait1 | State::FinWait2
+    );
+    (s.recv_queue(), s.recv_capacity(), taking)
 }
