@@ -106,6 +106,10 @@ pub(crate) struct WireSeq {
     pub(crate) rcv_nxt: Option<u32>,
     /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
     pub(crate) challenged: Option<smoltcp::time::Instant>,
+    /// Payload bytes of the peer's that went to smoltcp since our last segment with ACK (for
+    /// the acknowledgement of every second segment on an offload interface: see
+    /// `Stack::ack_every_second`).
+    pub(crate) unacked: u32,
 }
 
 impl WireSeq {
@@ -117,6 +121,7 @@ impl WireSeq {
         }
         if let Some((a, _)) = ack {
             self.last_ack = ack;
+            self.unacked = 0;
             if self.rcv_nxt.is_none_or(|n| seq_after(a, n)) {
                 self.rcv_nxt = Some(a);
             }

@@ -352,6 +352,7 @@ impl Stack {
                 && c.wire.rcv_nxt == Some(t.seq);
         }
         let wire_seq = t.seq;
+        let payload = t.payload_len();
         let mut released = None;
         if c.fo.as_deref().is_some_and(|f| f.acts_on_ingress())
             && !wire::tcp_checksum_ok(&rx_buf[..len], &t)
@@ -447,8 +448,44 @@ impl Stack {
                     self.ack_now(shard, iface, now, io);
                 }
             }
+            if let Some(wire_mtu) = self.ifaces[iface.0].offload_mtu() {
+                self.ack_every_second(shard, iface, payload, wire_mtu, now, io);
+            }
         } else {
             self.shards.mark(shard);
+        }
+    }
+
+    /// On an offload interface smoltcp sees the peer's MSS raised to that of a super-packet
+    /// ([`crate::offload`]), and acknowledges only when that much is unacknowledged or its
+    /// delayed-ACK timer runs out (10 ms): a peer that sends wire-sized segments (behind a
+    /// router, say) got one acknowledgement every 10 ms and moved 6 MB/s. As Linux, and RFC
+    /// 9293 (SHLD-19) asks, the second segment is acknowledged at once: when more than one
+    /// wire segment's payload (`wire_mtu`) went to smoltcp since our last acknowledgement.
+    /// Only with the recovery layer (which [`Stack::ack_now`] needs).
+    fn ack_every_second(
+        &mut self,
+        shard: ShardId,
+        iface: IfaceId,
+        payload: usize,
+        wire_mtu: usize,
+        now: Instant,
+        io: &mut (impl PacketIo + ?Sized),
+    ) {
+        if self.recovery.disabled {
+            return;
+        }
+        let Some(crate::shard::Shard {
+            kind: Kind::Tcp(c), ..
+        }) = self.shards.get_mut(shard)
+        else {
+            return;
+        };
+        let unacked = c.wire.unacked.saturating_add(payload as u32);
+        c.wire.unacked = unacked;
+        let mss = crate::offload::mss_for(wire_mtu, c.tuple.0.is_ipv6());
+        if unacked > u32::from(mss) {
+            self.ack_now(shard, iface, now, io);
         }
     }
 
