@@ -757,7 +757,9 @@ impl Stack {
         let (set, kind) = (&mut sh.set, &mut sh.kind);
         let mut injected = Vec::new();
         // A super-packet is acknowledged at once (`offload::ack_at_once`): smoltcp's delayed
-        // ACK is off while it takes it, so its timer stays idle and the next egress sends the ACK.
+        // ACK is off while it takes it, so that, if its timer is idle, the next egress sends
+        // the ACK. (If the timer runs for an earlier segment, it does not stop it: with the
+        // recovery layer, `Stack::ack_every_second` then has smoltcp answer at once.)
         let quick_ack = matches!(kind, Kind::Tcp(_))
             && offload.is_some_and(|mtu| crate::offload::ack_at_once(&rx_buf[..len], mtu));
         let ack_delay = quick_ack.then(|| {
