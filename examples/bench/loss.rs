@@ -97,6 +97,7 @@ use crate::netns::{
 };
 use crate::nft::{DropTable, Drops, Tap};
 use crate::paired::Paired;
+use crate::proc::ThreadCpu;
 use crate::progress;
 use crate::relay::{Relay, RelayStats};
 use crate::report::{cell, cpus, header, joined, json_num, json_str, Part};
@@ -237,6 +238,13 @@ struct NoLoss {
     /// CPU seconds the machine spent per GB moved: what the layer costs where the throughput
     /// is not bound by the stack's CPU alone.
     cpu_s_per_gb: Paired,
+    /// CPU time of the process (the stack's threads, the application's sender, the kernel
+    /// receiver's reads) per packet the stack sent, in µs, user and system (`/proc/self/stat`):
+    /// the packets are the same with the layer and without, so the system time (the TUN
+    /// writes, the kernel's TCP receive that runs in them, the receiver's reads) should be too,
+    /// and the user time, nearly all the stack's, shows what the layer costs.
+    user_us_per_packet: Paired,
+    system_us_per_packet: Paired,
 }
 
 /// The `loss` section.
@@ -769,11 +777,20 @@ impl Setup {
                         round + 1
                     ),
                 );
+                let before = process_use(net);
                 let sample = stack_to_kernel(&self.ns, net, kernel, self.window)
                     .map_err(|e| format!("stack -> kernel, {what}: {e}"))?;
                 runs.mb_per_s.push(layer, mb_per_s(&sample), 0);
                 if let Some(cpu) = sample.cpu_s_per_gb() {
                     runs.cpu_s_per_gb.push(layer, cpu, 0);
+                }
+                if let (Some(b), Some(a)) = (before, process_use(net)) {
+                    let packets = a.2.saturating_sub(b.2);
+                    if packets > 0 {
+                        let per = |ticks: u64| ticks as f64 * 1e6 / hz() / packets as f64;
+                        runs.user_us_per_packet.push(layer, per(a.0 - b.0), 0);
+                        runs.system_us_per_packet.push(layer, per(a.1 - b.1), 0);
+                    }
                 }
             }
         }
@@ -864,6 +881,18 @@ fn kernel_to_kernel(
 }
 
 /// A stack client writing to a kernel listener at `kernel`.
+/// (user ticks, system ticks) of the process, and the packets `net` sent.
+fn process_use(net: &Net) -> Option<(u64, u64, u64)> {
+    let cpu = ThreadCpu::process().ok()?;
+    let sent = net.interfaces().first()?.tx_packets;
+    Some((cpu.utime, cpu.stime, sent))
+}
+
+/// Clock ticks per second (`/proc` counts CPU time in them).
+fn hz() -> f64 {
+    tun_driver::kernel::clock_ticks_per_second().max(1) as f64
+}
+
 fn stack_to_kernel(
     ns: &Netns,
     net: &Net,
@@ -1243,6 +1272,8 @@ impl Part for Loss {
         if let Ok(NoLoss {
             mb_per_s: p,
             cpu_s_per_gb: cpu,
+            user_us_per_packet: user,
+            system_us_per_packet: system,
         }) = &self.no_loss
         {
             let _ = writeln!(
@@ -1257,6 +1288,15 @@ impl Part for Loss {
                 cell(cpu.measured_variant(), 3),
                 cell(cpu.measured_baseline(), 3),
                 cell(cpu.ratio(), 3)
+            );
+            let _ = writeln!(
+                out,
+                "[7] the process's CPU µs per packet sent (medians): user on {}, off {}; system \
+                 on {}, off {}",
+                cell(user.measured_variant(), 3),
+                cell(user.measured_baseline(), 3),
+                cell(system.measured_variant(), 3),
+                cell(system.measured_baseline(), 3)
             );
         }
         for block in &self.blocks {
@@ -1350,6 +1390,8 @@ impl Part for Loss {
             Ok(NoLoss {
                 mb_per_s: p,
                 cpu_s_per_gb: cpu,
+                user_us_per_packet: user,
+                system_us_per_packet: system,
             }) => {
                 let _ = write!(
                     out,
@@ -1357,7 +1399,10 @@ impl Part for Loss {
                      \"layer_off_mb_per_s\":{:.4},\"ratio_on_to_off\":{},\
                      \"runs_layer_on_mb_per_s\":[{}],\"runs_layer_off_mb_per_s\":[{}],\
                      \"cpu_s_per_gb_layer_on\":{},\"cpu_s_per_gb_layer_off\":{},\
-                     \"cpu_ratio_on_to_off\":{},\"error\":null}}",
+                     \"cpu_ratio_on_to_off\":{},\"process_user_us_per_packet_layer_on\":{},\
+                     \"process_user_us_per_packet_layer_off\":{},\
+                     \"process_system_us_per_packet_layer_on\":{},\
+                     \"process_system_us_per_packet_layer_off\":{},\"error\":null}}",
                     p.variant_median(),
                     p.baseline_median(),
                     json_num(p.ratio(), 4),
@@ -1365,7 +1410,11 @@ impl Part for Loss {
                     joined(p.baseline.iter().copied(), 4, ","),
                     json_num(cpu.measured_variant(), 4),
                     json_num(cpu.measured_baseline(), 4),
-                    json_num(cpu.ratio(), 4)
+                    json_num(cpu.ratio(), 4),
+                    json_num(user.measured_variant(), 4),
+                    json_num(user.measured_baseline(), 4),
+                    json_num(system.measured_variant(), 4),
+                    json_num(system.measured_baseline(), 4)
                 );
             }
             Err(e) => {

@@ -71,7 +71,15 @@ pub struct ThreadCpu {
 
 impl ThreadCpu {
     pub fn read(tid: u32) -> Result<ThreadCpu, String> {
-        let dir = format!("/proc/self/task/{tid}");
+        ThreadCpu::read_dir(&format!("/proc/self/task/{tid}"))
+    }
+
+    /// The whole process's, all its threads together.
+    pub fn process() -> Result<ThreadCpu, String> {
+        ThreadCpu::read_dir("/proc/self")
+    }
+
+    fn read_dir(dir: &str) -> Result<ThreadCpu, String> {
         let stat = std::fs::read_to_string(format!("{dir}/stat"))
             .map_err(|e| format!("{dir}/stat: {e}"))?;
         // The fields after the command name, which is in parentheses and may hold anything:
