@@ -475,10 +475,7 @@ impl Stack {
         if self.recovery.disabled {
             return;
         }
-        let Some(crate::shard::Shard {
-            kind: Kind::Tcp(c), ..
-        }) = self.shards.get_mut(shard)
-        else {
+        let Some(c) = self.shards.get_mut(shard).and_then(|s| s.conn_mut()) else {
             return;
         };
         let unacked = c.wire.unacked.saturating_add(payload as u32);
@@ -493,9 +490,7 @@ impl Stack {
     /// while it takes data.
     fn in_order_point(&self, shard: ShardId) -> Option<u32> {
         let sh = self.shards.get(shard)?;
-        let Kind::Tcp(c) = &sh.kind else {
-            return None;
-        };
+        let c = sh.conn()?;
         let s = sh.set.get::<smoltcp::socket::tcp::Socket<'_>>(sh.handle);
         let (queued, _, taking) = receiving(s);
         c.recovery
@@ -517,10 +512,7 @@ impl Stack {
         let Some(nxt) = self.in_order_point(shard) else {
             return;
         };
-        let Some(crate::shard::Shard {
-            kind: Kind::Tcp(c), ..
-        }) = self.shards.get(shard)
-        else {
+        let Some(c) = self.shards.get(shard).and_then(|s| s.conn()) else {
             return;
         };
         let Some((ack, window)) = c.recovery.newest_ack() else {
@@ -654,12 +646,9 @@ impl Stack {
             let Some(sh) = self.shards.get_mut(shard) else {
                 return;
             };
-            if !matches!(&sh.kind, Kind::Tcp(c) if c.recovery.ooo.is_some()) {
-                return;
-            }
             let (queued, _, _) =
                 receiving(sh.set.get::<smoltcp::socket::tcp::Socket<'_>>(sh.handle));
-            let Kind::Tcp(c) = &mut sh.kind else {
+            let Some(c) = sh.conn_mut() else {
                 return;
             };
             let released = c
