@@ -10,6 +10,10 @@
 //! done
 //! ```
 //!
+//! `--offload` gives both interfaces segmentation offload: 64 KB segments cross the link whole
+//! (as between two offload devices), and the sender's layer records each as the wire segments a
+//! device would cut it into. Without it, every segment is a wire segment of MTU 1500.
+//!
 //! A third argument, a loss rate (`0.001` for 0.1%), drops that share of the packets each way
 //! (seeded, so each run loses the same ones): what the layer costs while it repairs losses,
 //! the receiver's out-of-order buffer among it.
@@ -29,11 +33,16 @@ use stack::{CongestionControl, StackConfig};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let offload = args.iter().any(|a| a == "--offload");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "--offload").collect();
     let (config, mb, loss) = match parse(&args) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("layer_cost: {e}");
-            eprintln!("usage: layer_cost off|cubic|bbr [MEGABYTES, default 64] [LOSS, default 0]");
+            eprintln!(
+                "usage: layer_cost off|cubic|bbr [MEGABYTES, default 64] [LOSS, default 0] \
+                 [--offload]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -41,6 +50,7 @@ fn main() -> ExitCode {
         latency: Duration::from_millis(1),
         loss,
         seed: 1,
+        offload,
         ..LinkConfig::default()
     };
     let mut p = Pair::with_configs(

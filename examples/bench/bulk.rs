@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::conn::{kernel_accept, read_some};
-use crate::proc::machine_busy;
+use crate::proc::{machine_busy, process_cpu};
 
 /// What the senders write per call, and the receivers' buffer.
 const CHUNK: usize = 256 << 10;
@@ -21,6 +21,10 @@ pub struct Sample {
     pub elapsed: Duration,
     /// CPU time the machine spent busy during the window, all CPUs ([`machine_busy`]).
     pub cpu: Option<Duration>,
+    /// CPU time this process spent during the window, user and system ([`process_cpu`]): the
+    /// stacks it runs, the bench's own end of the transfer, and the kernel's work in their
+    /// system calls.
+    pub process: Option<(Duration, Duration)>,
 }
 
 impl Sample {
@@ -28,6 +32,13 @@ impl Sample {
     pub fn cpu_s_per_gb(&self) -> Option<f64> {
         let cpu = self.cpu?.as_secs_f64();
         (self.bytes > 0).then(|| cpu / (self.bytes as f64 / 1e9))
+    }
+
+    /// The process's user and system CPU seconds per GB moved.
+    pub fn process_s_per_gb(&self) -> Option<(f64, f64)> {
+        let (user, system) = self.process?;
+        let gb = self.bytes as f64 / 1e9;
+        (self.bytes > 0).then(|| (user.as_secs_f64() / gb, system.as_secs_f64() / gb))
     }
 
     pub fn gbps(&self) -> f64 {
@@ -50,6 +61,7 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
     }
     let start = Instant::now();
     let busy_before = machine_busy();
+    let process_before = process_cpu();
     let mut bytes = 0u64;
     let elapsed = loop {
         let n = read_some(r, &mut buf).map_err(receive_error)?;
@@ -65,6 +77,11 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
     let cpu = machine_busy()
         .zip(busy_before)
         .map(|(after, before)| after.saturating_sub(before));
+    let process = process_cpu()
+        .zip(process_before)
+        .map(|((user, system), (user0, system0))| {
+            (user.saturating_sub(user0), system.saturating_sub(system0))
+        });
     stop.store(true, Ordering::Relaxed);
     loop {
         match read_some(r, &mut buf) {
@@ -77,6 +94,7 @@ fn receive(r: &mut impl Read, window: Duration, stop: &AtomicBool) -> Result<Sam
         bytes,
         elapsed,
         cpu,
+        process,
     })
 }
 
@@ -294,6 +312,7 @@ fn receive_bounded(mut s: TcpStream, window: Duration) -> Result<Sample, String>
             bytes: 0,
             elapsed: window,
             cpu: None,
+            process: None,
         });
     }
     let start = Instant::now();
@@ -305,5 +324,6 @@ fn receive_bounded(mut s: TcpStream, window: Duration) -> Result<Sample, String>
         bytes,
         elapsed: start.elapsed(),
         cpu: None,
+        process: None,
     })
 }

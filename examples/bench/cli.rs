@@ -19,6 +19,7 @@ const MAX_ASYNC_CONNECTIONS: usize = 25_000;
 pub enum Section {
     Throughput,
     FastOpen,
+    Recovery,
     Loss,
     Rate,
     Ttfb,
@@ -29,9 +30,10 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Throughput,
         Section::FastOpen,
+        Section::Recovery,
         Section::Loss,
         Section::Rate,
         Section::Ttfb,
@@ -45,6 +47,7 @@ impl Section {
         match self {
             Section::Throughput => "throughput",
             Section::FastOpen => "fastopen",
+            Section::Recovery => "recovery",
             Section::Loss => "loss",
             Section::Rate => "rate",
             Section::Ttfb => "ttfb",

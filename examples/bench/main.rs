@@ -10,7 +10,7 @@
 //! Everything happens in network namespaces of the benchmark's own, made with
 //! `unshare(CLONE_NEWNET)` on dedicated threads: they vanish with those threads (or with the
 //! process), and nothing on the host changes. Each section makes its own. In each, the stack is
-//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen` and
+//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen`, `recovery` and
 //! `loss`: 203.0.113.2 on `cxb1`, the kernel 203.0.113.1; the kernels of `loss`'s relay:
 //! 192.0.2.1 on `cxr0` and 192.0.2.2 on `cxr1`, each in a namespace of its own); veth pairs join
 //! 198.51.100.1 and .2 (for `loss`'s lossy TUN runs also the kernel at 198.51.100.1 on `cxbr1`
@@ -24,6 +24,8 @@
 //! - `throughput` ([`throughput`]): bulk TCP throughput, both ways, against kernel to kernel
 //!   over veth (offloads on and off) and loopback.
 //! - `fastopen` ([`fastopen`]): what the TCP Fast Open layer costs on bulk throughput.
+//! - `recovery` ([`recovery`]): what the loss recovery layer costs on bulk throughput when
+//!   nothing is lost, with offload and without.
 //! - `loss` ([`loss`]): goodput under random loss (0.1%, 1%, 5%, made with nftables), both ways
 //!   and through an echo server, against kernel to kernel over veth; the stack without its loss
 //!   recovery layer at 1%; the layer's cost with no loss; and under reordering and duplication
@@ -75,6 +77,7 @@ mod nft;
 mod paired;
 mod proc;
 mod rate;
+mod recovery;
 mod relay;
 mod report;
 mod scale;
@@ -136,6 +139,7 @@ fn run(opts: &Options) -> Report {
         Section::Memory,
         Section::Throughput,
         Section::FastOpen,
+        Section::Recovery,
         Section::Loss,
         Section::Rate,
         Section::Ttfb,
@@ -149,6 +153,7 @@ fn run(opts: &Options) -> Report {
                 throughput::run(opts, &mut report.notes).map(|t| report.throughput = Some(t))
             }
             Section::FastOpen => fastopen::run(opts).map(|f| report.fast_open = Some(f)),
+            Section::Recovery => recovery::run(opts).map(|r| report.recovery = Some(r)),
             Section::Loss => loss::run(opts).map(|l| report.loss = Some(l)),
             Section::Rate => rate::run(opts).map(|r| report.rate = Some(r)),
             Section::Ttfb => ttfb::run(opts).map(|t| report.ttfb = Some(t)),

@@ -23,6 +23,15 @@ pub fn machine_busy() -> Option<Duration> {
     Some(Duration::from_micros(busy * 1_000_000 / hz))
 }
 
+/// CPU time this process has spent, all its threads, user and system (`/proc/self/stat`, in
+/// clock ticks: 10 ms each on most machines).
+pub fn process_cpu() -> Option<(Duration, Duration)> {
+    let cpu = ThreadCpu::process().ok()?;
+    let hz = tun_driver::kernel::clock_ticks_per_second().max(1);
+    let time = |ticks: u64| Duration::from_micros(ticks * 1_000_000 / hz);
+    Some((time(cpu.utime), time(cpu.stime)))
+}
+
 /// Kernel thread ids of the process's stack runtime threads.
 pub fn runtime_threads() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {

@@ -11,6 +11,7 @@ use crate::idle::IdleCpu;
 use crate::loss::Loss;
 use crate::memory::Memory;
 use crate::rate::Rates;
+use crate::recovery::RecoveryCost;
 use crate::scale::Scale;
 use crate::throughput::Throughput;
 use crate::ttfb::Ttfb;
@@ -33,6 +34,7 @@ pub trait Part {
 pub struct Report {
     pub throughput: Option<Throughput>,
     pub fast_open: Option<FastOpenCost>,
+    pub recovery: Option<RecoveryCost>,
     pub loss: Option<Loss>,
     pub rate: Option<Rates>,
     pub ttfb: Option<Ttfb>,
@@ -50,6 +52,7 @@ fn json_key(section: Section) -> Option<&'static str> {
     match section {
         Section::Throughput => None,
         Section::FastOpen => Some("fast_open_layer"),
+        Section::Recovery => Some("loss_recovery_layer"),
         Section::Loss => Some("loss"),
         Section::Rate => Some("connection_rate"),
         Section::Ttfb => Some("ttfb"),
@@ -71,6 +74,7 @@ impl Report {
         match section {
             Section::Throughput => dyn_part(&self.throughput),
             Section::FastOpen => dyn_part(&self.fast_open),
+            Section::Recovery => dyn_part(&self.recovery),
             Section::Loss => dyn_part(&self.loss),
             Section::Rate => dyn_part(&self.rate),
             Section::Ttfb => dyn_part(&self.ttfb),
