@@ -1116,6 +1116,30 @@ fn under_random_loss_bbr_moves_data_several_times_faster_than_cubic() {
     );
 }
 
+/// Under random loss, what goes again is what was lost, not a run of spurious
+/// retransmissions: an acknowledgement that covers part of a segment (of a super-packet's
+/// record, above all) delivered that part only, and RACK must take nothing after it for
+/// delivered. (A version that recorded bursts of full segments as one record, as it records a
+/// super-packet, and let RACK take the whole record for delivered, sent four times as many
+/// segments again as the link dropped.)
+#[test]
+fn under_random_loss_only_what_was_lost_is_sent_again() {
+    for seed in 1..=3 {
+        let mut l = link(LATENCY_MS, seed);
+        l.loss = 0.01;
+        let (mut p, c, s) = connected(l, true);
+        a_to_b(&mut p, c, s, &pattern(4_000_000));
+        let r = p.a.recovery_info(c).unwrap().counters;
+        let lost = p.link.dropped[1];
+        assert!(lost > 20, "seed {seed}: {lost} dropped");
+        assert!(
+            r.TcpRetransSegs <= lost * 3 / 2 + 5,
+            "seed {seed}: {} segments sent again for {lost} lost: {r:?}",
+            r.TcpRetransSegs
+        );
+    }
+}
+
 /// A BBR connection idle for ten minutes (virtual) sends again at once at the rate it had: its
 /// model and window stand (CUBIC's window starts again from the initial one, RFC 5681 §4.1),
 /// the first round trip after the silence carries a window's worth, the silence sends it to no

@@ -28,7 +28,7 @@ use std::time::Duration;
 use stack::capture::Capture;
 use stack::impair::Impaired;
 use stack::offload::{self, Gso, RxMeta};
-use stack::{IfaceId, PacketIo};
+use stack::{IfaceId, PacketIo, SharedPacket};
 use tun_driver::vnet::{self, VnetHeader};
 use tun_driver::{wait_readable, Device};
 
@@ -231,6 +231,9 @@ enum Slot {
     Bytes(Range<usize>),
     /// `owned[i][..len]`
     Owned(usize, usize),
+    /// A packet the stack holds too (a super-packet the loss recovery layer keeps until it is
+    /// acknowledged): its first `len` bytes.
+    Shared(SharedPacket, usize),
 }
 
 /// Packets above this size trade buffers instead of being copied.
@@ -282,10 +285,11 @@ impl Queue {
         self.owned.push(other);
     }
 
-    fn packet(&self, slot: &Slot) -> &[u8] {
+    fn packet<'s>(&'s self, slot: &'s Slot) -> &'s [u8] {
         match slot {
             Slot::Bytes(range) => &self.bytes[range.clone()],
             Slot::Owned(i, len) => &self.owned[*i][..*len],
+            Slot::Shared(p, len) => &p[..*len],
         }
     }
 
@@ -322,6 +326,11 @@ impl PacketIo for Queue {
         } else {
             self.push(iface, &buf[..len]);
         }
+    }
+
+    fn send_shared(&mut self, iface: IfaceId, packet: &SharedPacket, len: usize) {
+        let len = len.min(packet.len());
+        self.items.push((iface, Slot::Shared(packet.clone(), len)));
     }
 }
 
@@ -393,6 +402,8 @@ impl Round<'_> {
                 return Some(match queue.items[i].1 {
                     Slot::Bytes(ref range) => Held::Bytes(&queue.bytes[range.clone()]),
                     Slot::Owned(j, len) => Held::Owned(&mut queue.owned[j], len),
+                    // Only what the stack sends is shared.
+                    Slot::Shared(ref p, len) => Held::Bytes(&p[..len]),
                 });
             }
         }
@@ -438,6 +449,10 @@ impl PacketIo for Round<'_> {
 
     fn send_from(&mut self, iface: IfaceId, buf: &mut Vec<u8>, len: usize) {
         self.out.send_from(iface, buf, len);
+    }
+
+    fn send_shared(&mut self, iface: IfaceId, packet: &SharedPacket, len: usize) {
+        self.out.send_shared(iface, packet, len);
     }
 }
 

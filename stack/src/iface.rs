@@ -18,6 +18,7 @@ use crate::fastopen;
 use crate::ids::IfaceId;
 use crate::recovery;
 use crate::shard::TcpConn;
+use crate::shared_packet::SharedPacket;
 use crate::wire;
 
 /// Where packets come from and go to: a TUN device, a socketpair, a simulated link.
@@ -37,6 +38,15 @@ pub trait PacketIo {
     fn send_from(&mut self, iface: IfaceId, buf: &mut Vec<u8>, len: usize) {
         let len = len.min(buf.len());
         self.send(iface, &buf[..len]);
+    }
+
+    /// As [`send`](PacketIo::send) of `packet[..len]`, a packet that the stack keeps too (the
+    /// loss recovery layer holds a large segment's buffer until the peer acknowledges it,
+    /// instead of copying its payload): an implementation that keeps the packet for later may
+    /// keep a clone, which costs no copy. The buffer goes back to the stack once both let go.
+    fn send_shared(&mut self, iface: IfaceId, packet: &SharedPacket, len: usize) {
+        let len = len.min(packet.len());
+        self.send(iface, &packet[..len]);
     }
 
     /// As [`recv`](PacketIo::recv) into `buf[..max]`; an implementation that holds the packet
@@ -309,11 +319,17 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
         let len = len.min(p.tx.len());
         let r = f(&mut p.tx[..len]);
         let mut n = len;
+        let mut shared = None;
         if let Some(l) = p.conn.as_mut() {
             n = egress_layers(l, p.tx, n, p.now);
+            shared = l.recovery.take_shared();
         }
         if n > 0 && p.up {
-            p.io.send_from(p.iface, p.tx, n);
+            match shared {
+                // The loss recovery layer holds this one too, in its own buffer.
+                Some(packet) => p.io.send_shared(p.iface, &packet, n),
+                None => p.io.send_from(p.iface, p.tx, n),
+            }
             p.sent += 1;
         }
         r
@@ -323,8 +339,10 @@ impl<P: PacketIo + ?Sized> phy::TxToken for TxToken<'_, '_, P> {
 /// The layers a connection's outgoing segment passes: Fast Open (which may rewrite or drop
 /// it), a SYN cookie's shift, loss recovery (which records it, or drops what smoltcp sends
 /// again on its own), then the records the stack keeps from the wire (the SYN's sequence
-/// number for ICMP, the sequence numbers for TIME-WAIT). Returns the segment's new length.
-fn egress_layers(l: &mut ConnLayers<'_>, buf: &mut [u8], len: usize, now: Instant) -> usize {
+/// number for ICMP, the sequence numbers for TIME-WAIT). Returns the segment's new length; the
+/// segment is then in `buf`, or in the loss recovery layer's shared packet
+/// ([`recovery::Layer::take_shared`]), `buf` given another buffer of the same length.
+fn egress_layers(l: &mut ConnLayers<'_>, buf: &mut Vec<u8>, len: usize, now: Instant) -> usize {
     let ConnLayers {
         conn,
         fo,

@@ -53,6 +53,7 @@ mod ports;
 pub mod recovery;
 pub mod route;
 mod shard;
+mod shared_packet;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 mod source;
@@ -76,6 +77,7 @@ pub use ids::{Family, IfaceId, SocketId};
 pub use iface::{InterfaceInfo, PacketIo};
 pub use impair::{ImpairStats, Impaired, Impairment, ImpairmentError};
 pub use recovery::{BbrInfo, BbrMode, RecoveryCounters, RecoveryInfo, RecoveryState};
+pub use shared_packet::SharedPacket;
 pub use smoltcp::time::{Duration as SmolDuration, Instant};
 pub use source::select_source;
 pub use stack::socket::{Readiness, Shutdown, SocketType};

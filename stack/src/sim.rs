@@ -70,6 +70,10 @@ pub struct Link {
     pub dropped: [u64; 2],
     /// Packets delivered, per direction (towards A, towards B).
     pub delivered: [u64; 2],
+    /// Packets handed over in a buffer the sender keeps too
+    /// ([`PacketIo::send_shared`](crate::PacketIo::send_shared): a super-packet the loss
+    /// recovery layer holds instead of copying), per direction (towards A, towards B).
+    pub shared: [u64; 2],
     /// A hook that sees (and may drop, by returning false) every packet towards side B.
     filter_to_b: Option<Filter>,
     /// The same towards side A.
@@ -87,6 +91,7 @@ impl std::fmt::Debug for Link {
             .field("now", &self.now)
             .field("dropped", &self.dropped)
             .field("delivered", &self.delivered)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +123,11 @@ impl PacketIo for End<'_> {
             return Some(n);
         }
         None
+    }
+
+    fn send_shared(&mut self, iface: IfaceId, packet: &crate::SharedPacket, len: usize) {
+        self.link.shared[1 - self.side] += 1;
+        self.send(iface, &packet[..len.min(packet.len())]);
     }
 
     fn send(&mut self, _iface: IfaceId, packet: &[u8]) {
@@ -234,6 +244,7 @@ impl Pair {
                 now: Instant::ZERO,
                 dropped: [0; 2],
                 delivered: [0; 2],
+                shared: [0; 2],
                 filter_to_a: None,
                 filter_to_b: None,
             },

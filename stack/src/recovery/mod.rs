@@ -6,7 +6,9 @@
 //! layer takes the sending side over:
 //!
 //! - **Scoreboard** (`scoreboard`): every segment smoltcp sends is recorded, payload and all,
-//!   until the peer acknowledges it; the peer's SACK blocks mark what it holds (RFC 6675).
+//!   until the peer acknowledges it (a super-packet's payload where smoltcp wrote it, the
+//!   buffer shared with the device's queue: `crate::shared_packet`); the peer's SACK blocks
+//!   mark what it holds (RFC 6675).
 //!   Blocks that are reversed, out of the window or beyond what was sent are ignored and
 //!   counted; SACKed data is kept until cumulatively acknowledged (a peer may renege).
 //! - **Loss detection**: RACK (RFC 8985 §6) by time and order, with the reordering window that
@@ -50,6 +52,7 @@ use smoltcp::time::{Duration, Instant};
 use crate::config::CongestionControl;
 use crate::ids::Tuple;
 use crate::shard::WireSeq;
+use crate::shared_packet::{PacketPool, SharedPacket};
 use crate::wire::{self, Tcp, ACK, FIN, PSH, RST, SYN};
 use cc::{Congestion, Phase};
 use rate::Rate;
@@ -71,6 +74,10 @@ const MAX_RECOVERY_PROBES: u32 = 3;
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// A timeout scheduled after reneging: soon, not a whole RTO.
 const RENEGE_DELAY: Duration = Duration::from_millis(10);
+/// A segment with at least this much payload (a super-packet, with segmentation offload) is
+/// held where smoltcp wrote it instead of copied ([`crate::shared_packet`]); smaller ones are
+/// copied, several to a chunk, which costs less than a buffer each.
+const SHARE_FROM: usize = 16 * 1024;
 /// Most SACK blocks a segment carries (40 option bytes).
 const MAX_SACK_BLOCKS: usize = 4;
 
@@ -572,6 +579,11 @@ pub(crate) struct Layer {
     pub(crate) disabled: bool,
     algorithm: CongestionControl,
     pub(crate) scratch: Vec<u8>,
+    /// The buffers of super-packets held in flight, and of those acknowledged, to write in.
+    pool: PacketPool,
+    /// The segment [`Layer::egress`] just recorded, if it shared its buffer instead of copying
+    /// its payload: it leaves from here ([`Layer::take_shared`]).
+    shared: Option<SharedPacket>,
 }
 
 impl Layer {
@@ -581,7 +593,16 @@ impl Layer {
             disabled,
             algorithm,
             scratch: Vec::new(),
+            pool: PacketPool::default(),
+            shared: None,
         }
+    }
+
+    /// The segment the last [`Layer::egress`] let through, if the layer shares its buffer: it
+    /// is this packet that goes to the device (the buffer given to `egress` was replaced by
+    /// another to write the next segment in).
+    pub(crate) fn take_shared(&mut self) -> Option<SharedPacket> {
+        self.shared.take()
     }
 
     /// The state of a new connection whose segments carry at most `mss` bytes (our MTU),
@@ -868,16 +889,18 @@ impl Layer {
     /// A segment the connection's smoltcp socket sends, in `buf[..len]` (`buf` is MTU-sized),
     /// as it will be on the wire, `t` its header. Returns its new length (0: it does not
     /// leave); `t` then describes the segment as it leaves (the caller need not parse it
-    /// again).
+    /// again). A super-packet may leave in a buffer of its own ([`Layer::take_shared`]), `buf`
+    /// replaced by another of the same length.
     pub(crate) fn egress(
         &mut self,
         conn: &mut Conn,
         t: &mut Tcp,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         len: usize,
         wire: &WireSeq,
         now: Instant,
     ) -> usize {
+        self.shared = None;
         if self.disabled || t.has(RST) {
             return len;
         }
@@ -896,12 +919,12 @@ impl Layer {
         }
         let algorithm = self.algorithm(conn);
         moderate_window(conn, t, buf, len, algorithm, now);
-        let Some(pkt) = buf.get(..len) else {
+        if buf.get(..len).is_none() {
             return len;
-        };
-        let payload = t.payload(pkt);
+        }
         let fin = t.has(FIN);
-        if payload.is_empty() && !fin {
+        let range = t.payload_range();
+        if range.is_empty() && !fin {
             return self.pure_ack(conn, t, buf, len, now);
         }
         let (mss, sack) = (conn.mss, conn.sack);
@@ -919,9 +942,31 @@ impl Layer {
             s.rate.app_limited(0);
         }
         s.sb.next_stamp = s.rate.stamp(now, was_idle);
-        match s.sb.on_send(t.seq, payload, fin, t.has(PSH), now, cut) {
+        let payload_len = range.len();
+        let end = t.seq.wrapping_add(payload_len as u32);
+        // A super-packet with new data stays where smoltcp wrote it: its buffer is shared with
+        // the device's queue ([`Layer::take_shared`]) and `buf` gets another to write in.
+        let news = s.sb.nxt().is_none_or(|nxt| before(nxt, end));
+        let shared = (payload_len >= SHARE_FROM && news).then(|| self.pool.share(buf));
+        let recorded = match &shared {
+            Some(packet) => s.sb.on_send_shared(
+                t.seq,
+                packet,
+                (range.start, payload_len),
+                fin,
+                t.has(PSH),
+                now,
+                cut,
+            ),
+            None => {
+                let payload = buf.get(range.clone()).unwrap_or(&[]);
+                s.sb.on_send(t.seq, payload, fin, t.has(PSH), now, cut)
+            }
+        };
+        match recorded {
             Sent::New => {
-                s.largest = s.largest.max(payload.len() as u32);
+                self.shared = shared;
+                s.largest = s.largest.max(payload_len as u32);
                 let fresh =
                     s.sb.nxt()
                         .zip(before_nxt)
@@ -937,7 +982,10 @@ impl Layer {
                 s.arm(sack, mss, None, now);
                 len
             }
-            Sent::Other => len,
+            Sent::Other => {
+                self.shared = shared;
+                len
+            }
             Sent::Redundant => {
                 self.counters.RecoveryRedundantDropped += 1;
                 s.counters.RecoveryRedundantDropped += 1;

@@ -2,7 +2,9 @@
 //! its payload, and what the peer said of it (RFC 6675's scoreboard).
 //!
 //! Segments are kept in sequence order, exactly as they left (the layer retransmits them with
-//! the same boundaries), with their payload in one ring of bytes that starts at `SND.UNA`. A
+//! the same boundaries), with their payload from `SND.UNA` on in chunks: segments of a wire MTU
+//! copied, several to a chunk; a super-packet (segmentation offload) left in the buffer smoltcp
+//! wrote it in, shared with the device's queue instead of copied ([`SharedPacket`]). A
 //! segment is in one of three conditions: in flight (sent, nothing known), SACKed, or lost (its
 //! last transmission is gone and it waits to be sent again). A SACKed segment stays until the
 //! cumulative acknowledgement covers it: a receiver may renege (RFC 2018 §8).
@@ -19,6 +21,7 @@ use std::collections::VecDeque;
 use smoltcp::time::{Duration, Instant};
 
 use super::rate::TxStamp;
+use crate::shared_packet::SharedPacket;
 
 /// `a` is before `b` in sequence space (RFC 9293 §3.4, modulo 2^32).
 pub(crate) fn before(a: u32, b: u32) -> bool {
@@ -47,9 +50,25 @@ pub(crate) struct Seg {
     pub(crate) lost: bool,
     /// The connection's delivery counters when it last left (delivery rate estimation).
     pub(crate) stamp: TxStamp,
+    /// The wire segments it left as: the device cut the packet that carried it, which began
+    /// at `origin`, every `cut` bytes of payload (segmentation offload; `u32::MAX`: not cut).
+    /// A segment of several is one record while nothing but the cumulative acknowledgement
+    /// touches it (no SACK, no loss, not sent again): at 0% loss a 64 KB super-packet costs
+    /// one record, not forty-four. Whatever would change it first splits it into its wire
+    /// segments ([`Scoreboard::split`]), which the rest of the scoreboard then works on.
+    cut: u32,
+    origin: u32,
 }
 
 impl Seg {
+    /// It stands for more than one wire segment.
+    fn is_several(&self) -> bool {
+        self.payload_len()
+            > self
+                .cut
+                .saturating_sub(self.seq.wrapping_sub(self.origin) % self.cut)
+    }
+
     pub(crate) fn end(&self) -> u32 {
         self.seq.wrapping_add(self.len)
     }
@@ -124,64 +143,183 @@ pub(crate) enum Sent {
 /// The payload buffer an idle connection keeps (a larger one goes when it idles).
 const IDLE_BUFFER: usize = 64 * 1024;
 
-/// The payload bytes of what is in flight, from `SND.UNA` on.
+/// The largest chunk copied payload is gathered in; the smallest is 4 KB, and they grow with
+/// the flight.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// The payload of what is in flight, from `SND.UNA` on, in chunks in sequence order: bytes
+/// copied (segments of a wire MTU, several to a chunk), or a super-packet left where smoltcp
+/// wrote it, its buffer shared with the device's queue ([`SharedPacket`]: no copy). A
+/// segment's payload is always within one chunk.
 #[derive(Debug, Default)]
-struct Ring {
-    buf: Vec<u8>,
-    head: usize,
+struct Payload {
+    chunks: VecDeque<Chunk>,
+    /// Bytes held, all chunks.
     len: usize,
+    /// Bytes ever held: one past the last byte held, counted from the first byte ever held
+    /// (chunks are found by where they end on this count).
+    pushed: u64,
+    /// The buffers of copied chunks drained, to gather the next ones in (a flight drains and
+    /// refills in bursts: together they are at most the largest flight, and go once the
+    /// connection idles, as the flight's own would).
+    spare: Vec<Vec<u8>>,
+    /// The most bytes held at once (when a chunk was started).
+    peak: usize,
 }
 
-impl Ring {
+#[derive(Debug)]
+struct Chunk {
+    bytes: Bytes,
+    /// The payload held: `bytes[start..end]`.
+    start: usize,
+    end: usize,
+    /// Where its end is on [`Payload::pushed`]'s count.
+    end_at: u64,
+}
+
+#[derive(Debug)]
+enum Bytes {
+    Copied(Vec<u8>),
+    Shared(SharedPacket),
+}
+
+impl Chunk {
+    fn data(&self) -> &[u8] {
+        let all: &[u8] = match &self.bytes {
+            Bytes::Copied(v) => v,
+            Bytes::Shared(p) => p,
+        };
+        &all[self.start..self.end]
+    }
+}
+
+impl Payload {
+    /// Copy `data` in after what is held.
     fn push(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
-        if self.len + data.len() > self.buf.len() {
-            let cap = (self.len + data.len()).next_power_of_two().max(4096);
-            let mut grown = vec![0u8; cap];
-            let (a, b) = self.slices(0, self.len);
-            grown[..a.len()].copy_from_slice(a);
-            grown[a.len()..a.len() + b.len()].copy_from_slice(b);
-            self.buf = grown;
-            self.head = 0;
-        }
-        let cap = self.buf.len();
-        let at = (self.head + self.len) % cap;
-        let first = data.len().min(cap - at);
-        self.buf[at..at + first].copy_from_slice(&data[..first]);
-        self.buf[..data.len() - first].copy_from_slice(&data[first..]);
         self.len += data.len();
+        self.pushed += data.len() as u64;
+        if let Some(Chunk {
+            bytes: Bytes::Copied(v),
+            end,
+            end_at,
+            ..
+        }) = self.chunks.back_mut()
+        {
+            if v.capacity() - v.len() >= data.len() {
+                v.extend_from_slice(data);
+                *end = v.len();
+                *end_at = self.pushed;
+                return;
+            }
+        }
+        // Chunks as large as the largest flight so far, within bounds: a bulk sender's are
+        // 64 KB, and come back as spares.
+        self.peak = self.peak.max(self.len);
+        let want = data
+            .len()
+            .max(self.peak.next_power_of_two().clamp(4096, COPY_CHUNK));
+        // Those smaller than the chunks now made (a flight's first rounds) are not needed.
+        while self.spare.last().is_some_and(|v| v.capacity() < want) {
+            self.spare.pop();
+        }
+        let mut v = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(want));
+        v.clear();
+        v.extend_from_slice(data);
+        let end = v.len();
+        self.chunks.push_back(Chunk {
+            bytes: Bytes::Copied(v),
+            start: 0,
+            end,
+            end_at: self.pushed,
+        });
     }
 
-    fn pop(&mut self, n: usize) {
-        let n = n.min(self.len);
-        if n > 0 {
-            self.head = (self.head + n) % self.buf.len();
-            self.len -= n;
+    /// Hold `packet[start..start + n]` after what is held, where it is.
+    fn push_shared(&mut self, packet: &SharedPacket, start: usize, n: usize) {
+        if n == 0 {
+            return;
         }
-        if self.len == 0 {
-            self.head = 0;
+        self.len += n;
+        self.pushed += n as u64;
+        self.chunks.push_back(Chunk {
+            bytes: Bytes::Shared(packet.clone()),
+            start,
+            end: start + n,
+            end_at: self.pushed,
+        });
+    }
+
+    /// Let go of the first `n` bytes.
+    fn pop(&mut self, n: usize) {
+        let mut n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            let here = n.min(front.end - front.start);
+            front.start += here;
+            n -= here;
+            if front.start == front.end {
+                if let Some(Chunk {
+                    bytes: Bytes::Copied(v),
+                    ..
+                }) = self.chunks.pop_front()
+                {
+                    self.spare.push(v);
+                }
+            }
         }
     }
 
     /// Give the memory back (nothing is in it).
     fn release(&mut self) {
         if self.len == 0 {
-            self.buf = Vec::new();
-            self.head = 0;
+            self.chunks = VecDeque::new();
+            self.spare = Vec::new();
+            self.peak = 0;
         }
     }
 
-    /// `n` bytes from offset `off`, as at most two slices.
+    /// Bytes of memory kept while nothing is held.
+    fn idle_capacity(&self) -> usize {
+        self.spare.iter().map(Vec::capacity).sum::<usize>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| match &c.bytes {
+                    Bytes::Copied(v) => v.capacity(),
+                    Bytes::Shared(_) => 0,
+                })
+                .sum::<usize>()
+    }
+
+    /// `n` bytes from offset `off`, as at most two slices (a segment's payload is in one
+    /// chunk: the second is for a span that is not a segment's).
     fn slices(&self, off: usize, n: usize) -> (&[u8], &[u8]) {
         if n == 0 || off + n > self.len {
             return (&[], &[]);
         }
-        let cap = self.buf.len();
-        let start = (self.head + off) % cap;
-        let first = n.min(cap - start);
-        (&self.buf[start..start + first], &self.buf[..n - first])
+        let at = self.pushed - (self.len - off) as u64;
+        let i = self.chunks.partition_point(|c| c.end_at <= at);
+        let Some(c) = self.chunks.get(i) else {
+            return (&[], &[]);
+        };
+        let data = c.data();
+        let skip = data.len() - (c.end_at - at) as usize;
+        let a = &data[skip..data.len().min(skip + n)];
+        let rest = n - a.len();
+        let b = match (rest, self.chunks.get(i + 1)) {
+            (0, _) | (_, None) => &[][..],
+            (_, Some(next)) => {
+                let d = next.data();
+                &d[..rest.min(d.len())]
+            }
+        };
+        (a, b)
     }
 }
 
@@ -189,7 +327,7 @@ impl Ring {
 #[derive(Debug, Default)]
 pub(crate) struct Scoreboard {
     segs: VecDeque<Seg>,
-    data: Ring,
+    data: Payload,
     /// `SND.UNA` and one past the highest sequence number sent, once anything was sent.
     una: u32,
     nxt: u32,
@@ -235,7 +373,7 @@ impl Scoreboard {
     /// Nothing in flight, and a payload buffer larger than a connection needs to keep while
     /// idle ([`Scoreboard::release`]).
     pub(crate) fn holds_idle_memory(&self) -> bool {
-        self.is_empty() && self.data.buf.len() > IDLE_BUFFER
+        self.is_empty() && self.data.idle_capacity() > IDLE_BUFFER
     }
 
     /// Give back the payload buffer of a drained flight. A flight drains between every pair
@@ -305,6 +443,10 @@ impl Scoreboard {
             assert_eq!(s.seq, at, "segments are contiguous from SND.UNA");
             assert!(s.len > 0);
             assert!(!(s.sacked && s.lost), "SACKed and lost at once");
+            assert!(
+                !s.is_several() || (!s.sacked && !s.lost && s.rexmits == 0),
+                "a record of several wire segments was touched without being split"
+            );
             if s.sacked {
                 sacked += s.len;
                 segs += 1;
@@ -343,6 +485,39 @@ impl Scoreboard {
         &mut self,
         seq: u32,
         payload: &[u8],
+        fin: bool,
+        psh: bool,
+        now: Instant,
+        cut: u32,
+    ) -> Sent {
+        self.record(seq, payload, None, fin, psh, now, cut)
+    }
+
+    /// As [`on_send`](Scoreboard::on_send) for a segment whose payload is `packet[at..at +
+    /// len]`: what is new in it stays there, the buffer shared with the device's queue, instead
+    /// of being copied.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_send_shared(
+        &mut self,
+        seq: u32,
+        packet: &SharedPacket,
+        (at, len): (usize, usize),
+        fin: bool,
+        psh: bool,
+        now: Instant,
+        cut: u32,
+    ) -> Sent {
+        let payload = packet.get(at..at + len).unwrap_or(&[]);
+        self.record(seq, payload, Some((packet, at)), fin, psh, now, cut)
+    }
+
+    /// `payload` is `shared.0[shared.1..]`'s first bytes if given: held there, not copied.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        shared: Option<(&SharedPacket, usize)>,
         fin: bool,
         psh: bool,
         now: Instant,
@@ -394,27 +569,58 @@ impl Scoreboard {
         if fresh.is_empty() && !fresh_fin {
             return Sent::Redundant;
         }
-        self.data.push(fresh);
-        let cut = cut.max(1) as usize;
-        let pieces = fresh.len().div_ceil(cut).max(1);
-        for i in 0..pieces {
-            let last = i + 1 == pieces;
-            let bytes = if last { fresh.len() - i * cut } else { cut };
-            let s = Seg {
-                seq: self.nxt,
-                len: bytes as u32 + u32::from(last && fresh_fin),
-                sent: now,
-                rexmits: 0,
-                fin: last && fresh_fin,
-                psh: last && psh,
-                sacked: false,
-                lost: false,
-                stamp: self.next_stamp,
-            };
-            self.nxt = s.end();
-            self.segs.push_back(s);
+        match shared {
+            Some((packet, at)) => self.data.push_shared(packet, at + skip, fresh.len()),
+            None => self.data.push(fresh),
         }
+        // One record for all of it, however many wire segments the device makes of it.
+        let cut = cut.max(1);
+        let s = Seg {
+            seq: self.nxt,
+            len: fresh.len() as u32 + u32::from(fresh_fin),
+            sent: now,
+            rexmits: 0,
+            fin: fresh_fin,
+            psh,
+            sacked: false,
+            lost: false,
+            stamp: self.next_stamp,
+            cut,
+            origin: seq,
+        };
+        self.nxt = s.end();
+        self.segs.push_back(s);
         Sent::New
+    }
+
+    /// Make the record at `i` the wire segments it stands for ([`Seg::cut`]), before anything
+    /// but the cumulative acknowledgement touches it; the first of them is then at `i`.
+    fn split(&mut self, i: usize) {
+        let Some(&s) = self.segs.get(i) else { return };
+        if !s.is_several() {
+            return;
+        }
+        let mut pieces = Vec::with_capacity(s.payload_len().div_ceil(s.cut) as usize + 1);
+        let data_end = s.seq.wrapping_add(s.payload_len());
+        let mut at = s.seq;
+        while before(at, data_end) {
+            // Up to the device's next cut.
+            let into = at.wrapping_sub(s.origin) % s.cut;
+            let bytes = (s.cut - into).min(data_end.wrapping_sub(at));
+            let last = at.wrapping_add(bytes) == data_end;
+            pieces.push(Seg {
+                seq: at,
+                len: bytes + u32::from(last && s.fin),
+                fin: last && s.fin,
+                psh: last && s.psh,
+                ..s
+            });
+            at = at.wrapping_add(bytes);
+        }
+        let tail = self.segs.split_off(i + 1);
+        self.segs.truncate(i);
+        self.segs.extend(pieces);
+        self.segs.extend(tail);
     }
 
     /// A cumulative acknowledgement up to `ack` (checked by the caller to be within what was
@@ -424,11 +630,13 @@ impl Scoreboard {
             return;
         }
         let high_sacked = self.high_sacked;
+        // Payload bytes let go of, at once after the walk.
+        let mut freed = 0usize;
         while let Some(front) = self.segs.front_mut() {
             if before_eq(front.end(), ack) {
                 let s = *front;
                 self.segs.pop_front();
-                self.data.pop(s.payload_len() as usize);
+                freed += s.payload_len() as usize;
                 if s.sacked {
                     self.sacked_bytes -= s.len;
                     self.sacked_segs -= 1;
@@ -448,8 +656,16 @@ impl Scoreboard {
                 continue;
             }
             if before(front.seq, ack) {
-                // Part of a segment (a peer's receive window cut it, or a middlebox): trim.
+                // Part of a record (a peer acknowledging some of the wire segments it stands
+                // for, a peer's receive window, a middlebox): trim. What was delivered ends at
+                // `ack`: RACK must not take the rest for delivered.
                 let cut = ack.wrapping_sub(front.seq);
+                let part = Seg {
+                    len: cut,
+                    fin: false,
+                    psh: false,
+                    ..*front
+                };
                 let payload_cut = cut.min(front.payload_len());
                 if !front.sacked {
                     d.bytes += cut;
@@ -461,16 +677,16 @@ impl Scoreboard {
                 }
                 front.seq = ack;
                 front.len -= cut;
-                self.data.pop(payload_cut as usize);
-                let s = *front;
-                if s.sacked {
-                    d.saw_again(&s);
+                freed += payload_cut as usize;
+                if part.sacked {
+                    d.saw_again(&part);
                 } else {
-                    d.saw(&s);
+                    d.saw(&part);
                 }
             }
             break;
         }
+        self.data.pop(freed);
         d.acked = ack.wrapping_sub(self.una);
         self.una = ack;
         if before(self.scan, ack) {
@@ -495,6 +711,11 @@ impl Scoreboard {
             }
             if s.sacked {
                 i = self.past_known_sacked(i, right);
+                continue;
+            }
+            if s.is_several() {
+                // The block says which of its wire segments arrived.
+                self.split(i);
                 continue;
             }
             let s = &mut self.segs[i];
@@ -593,6 +814,11 @@ impl Scoreboard {
                     later(due - now);
                     break;
                 }
+                if s.is_several() {
+                    // Each wire segment is lost (or not) on its own.
+                    self.split(i);
+                    continue;
+                }
                 let (seq, len) = (s.seq, s.len);
                 s.lost = true;
                 self.lost_at(seq, len);
@@ -631,6 +857,7 @@ impl Scoreboard {
     /// Mark lost the first segment outstanding, if it is in flight (the duplicate-ACK rule of
     /// RFC 5681 / RFC 6582 for a peer without SACK). Returns whether it was.
     pub(crate) fn mark_head_lost(&mut self) -> bool {
+        self.split(0);
         match self.segs.front_mut() {
             Some(s) if !s.sacked && !s.lost => {
                 s.lost = true;
@@ -645,6 +872,14 @@ impl Scoreboard {
     /// A retransmission timeout: every segment in flight is taken as lost. SACKed ones stay
     /// SACKed unless the receiver reneged (`forget_sacks`), then they are sent again too.
     pub(crate) fn mark_all_lost(&mut self, forget_sacks: bool) {
+        if self.segs.iter().any(Seg::is_several) {
+            let segs = std::mem::take(&mut self.segs);
+            for s in segs {
+                let i = self.segs.len();
+                self.segs.push_back(s);
+                self.split(i);
+            }
+        }
         self.rexmit_order.clear();
         self.lost_hint = self.una;
         for s in self.segs.iter_mut() {
@@ -694,13 +929,17 @@ impl Scoreboard {
         Some(s)
     }
 
-    /// The lowest segment not SACKed, if any.
-    pub(crate) fn first_unsacked(&self) -> Option<Seg> {
-        self.segs.iter().find(|s| !s.sacked).copied()
+    /// The lowest wire segment not SACKed, if any.
+    pub(crate) fn first_unsacked(&mut self) -> Option<Seg> {
+        let i = self.segs.iter().position(|s| !s.sacked)?;
+        self.split(i);
+        self.segs.get(i).copied()
     }
 
-    /// The highest segment neither SACKed nor lost (a tail loss probe's choice), if any.
-    pub(crate) fn last_in_flight(&self) -> Option<Seg> {
+    /// The highest wire segment not SACKed (a tail loss probe's choice), if any.
+    pub(crate) fn last_in_flight(&mut self) -> Option<Seg> {
+        let i = self.segs.iter().rposition(|s| !s.sacked)?;
+        self.split(i);
         self.segs.iter().rev().find(|s| !s.sacked).copied()
     }
 
@@ -745,6 +984,10 @@ impl Scoreboard {
     /// The segment at `seq` was sent again at `now`; its payload is in the returned slices.
     pub(crate) fn resent(&mut self, seq: u32, now: Instant) -> Option<(Seg, &[u8], &[u8])> {
         let i = self.index_of(seq)?;
+        if self.segs[i].is_several() {
+            self.split(i);
+            return self.resent(seq, now);
+        }
         let s = &mut self.segs[i];
         if s.seq != seq {
             return None;
@@ -846,26 +1089,27 @@ mod tests {
     }
 
     #[test]
-    fn a_super_packet_is_recorded_as_the_wire_segments_it_becomes() {
+    fn a_super_packet_is_one_record_until_a_sack_splits_it_into_its_wire_segments() {
         let mut sb = Scoreboard::default();
         let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let lens = |sb: &Scoreboard| -> Vec<(u32, bool, bool)> {
+            sb.segs.iter().map(|s| (s.len, s.fin, s.psh)).collect()
+        };
         // 1000 bytes and a FIN, cut to 300-byte wire segments: 300, 300, 300, 100 + FIN.
         assert_eq!(sb.on_send(5000, &payload, true, true, t(0), 300), Sent::New);
-        let lens: Vec<(u32, bool, bool)> = sb.segs.iter().map(|s| (s.len, s.fin, s.psh)).collect();
-        assert_eq!(
-            lens,
-            [
-                (300, false, false),
-                (300, false, false),
-                (300, false, false),
-                (101, true, true)
-            ]
-        );
+        assert_eq!(lens(&sb), [(1001, true, true)], "one record");
         assert_eq!(sb.nxt(), Some(6001));
-        // The second wire segment is lost on the wire, the others arrive: only it goes again.
+        // The peer acknowledges the first wire segment: the record is trimmed, not split.
         let mut d = Delivered::default();
         sb.on_ack(5300, &mut d);
+        assert_eq!((d.bytes, lens(&sb)), (300, vec![(701, true, true)]));
+        // The second wire segment is lost on the wire, the others arrive: the SACK block
+        // splits the record where the device cut it, and only the lost one goes again.
         sb.on_sack(5600, 6001, &mut d);
+        assert_eq!(
+            lens(&sb),
+            [(300, false, false), (300, false, false), (101, true, true)]
+        );
         let mut lr = 0;
         sb.detect_loss(t(0), 6001, Duration::ZERO, t(1), &mut lr);
         let lost = sb.next_lost().unwrap();
@@ -874,6 +1118,58 @@ mod tests {
         assert_eq!(seg.len, 300);
         assert_eq!([a, b].concat(), payload[300..600]);
         assert!(sb.next_lost().is_none());
+    }
+
+    #[test]
+    fn a_partial_acknowledgement_of_a_record_delivers_only_its_part() {
+        let mut sb = Scoreboard::default();
+        // A super-packet of four wire segments, one record.
+        sb.on_send(5000, &[1; 1000], false, true, t(0), 300);
+        sb.on_send(6000, &[1; 300], false, false, t(1), 300);
+        assert_eq!(sb.segs.len(), 2);
+        // The peer acknowledges two of its wire segments: RACK learns that what ends at 5600
+        // was delivered, not what ends at 6000.
+        let mut d = Delivered::default();
+        sb.on_ack(5600, &mut d);
+        assert_eq!(d.newest, Some((t(0), 5600, false)));
+        assert_eq!(d.bytes, 600);
+    }
+
+    #[test]
+    fn a_record_cut_short_by_an_acknowledgement_splits_at_the_device_s_cuts() {
+        let mut sb = Scoreboard::default();
+        // 1000 bytes cut every 300 from 5000; the peer acknowledged up to 5100.
+        sb.on_send(5000, &[7; 1000], false, false, t(0), 300);
+        let mut d = Delivered::default();
+        sb.on_ack(5100, &mut d);
+        // A timeout takes all for lost: the wire segments, as the device made them.
+        sb.mark_all_lost(false);
+        let segs: Vec<(u32, u32)> = sb.segs.iter().map(|s| (s.seq, s.len)).collect();
+        assert_eq!(segs, [(5100, 200), (5300, 300), (5600, 300), (5900, 100)]);
+        assert_eq!(sb.lost_bytes(), 900);
+        // A tail loss probe's choice is the last wire segment.
+        let mut sb = Scoreboard::default();
+        sb.on_send(5000, &[7; 1000], false, true, t(0), 300);
+        let last = sb.last_in_flight().unwrap();
+        assert_eq!((last.seq, last.len, last.psh), (5900, 100, true));
+        assert_eq!(sb.segs.len(), 4);
+        // Smoltcp sending from further back (after its own timeout) in other boundaries:
+        // what is new is cut where the device cuts the packet that carries it.
+        let mut sb = Scoreboard::default();
+        sb.on_send(5000, &[7; 500], false, false, t(0), 300);
+        sb.on_send(5000, &[7; 1000], false, false, t(1), 300);
+        sb.mark_all_lost(false);
+        let segs: Vec<(u32, u32)> = sb.segs.iter().map(|s| (s.seq, s.len)).collect();
+        assert_eq!(
+            segs,
+            [
+                (5000, 300),
+                (5300, 200),
+                (5500, 100),
+                (5600, 300),
+                (5900, 100)
+            ]
+        );
     }
 
     #[test]
@@ -995,41 +1291,108 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_flight_keeps_its_buffer_until_released() {
+    fn a_drained_flight_keeps_its_chunks_to_write_in_until_released() {
         let mut sb = Scoreboard::default();
         let payload = vec![5u8; 1000];
-        for i in 0..100u32 {
-            sb.on_send(1000 + 1000 * i, &payload, false, false, t(0), u32::MAX);
-        }
         let mut d = Delivered::default();
-        sb.on_ack(101_000, &mut d);
-        assert!(sb.is_empty());
-        // Kept while the flight comes and goes (a drained flight refills at once in bulk)...
-        let kept = sb.data.buf.len();
-        assert!(kept >= 100_000);
-        assert!(sb.holds_idle_memory());
-        sb.on_send(101_000, &payload, false, false, t(1), u32::MAX);
-        assert_eq!(sb.data.buf.len(), kept, "no new allocation");
-        assert!(!sb.holds_idle_memory(), "in flight");
-        sb.on_ack(102_000, &mut d);
-        // ...and given back when the connection idles.
+        // 100 KB in flight, acknowledged at once, three times over.
+        let mut kept = 0;
+        for round in 0..3u32 {
+            let from = 1000 + 100_000 * round;
+            for i in 0..100u32 {
+                sb.on_send(from + 1000 * i, &payload, false, false, t(0), u32::MAX);
+            }
+            assert!(sb.data.chunks.len() > 1, "copied in chunks");
+            if round == 2 {
+                // The chunks' buffers were kept while the flight came and went (a drained
+                // flight refills at once in bulk)...
+                assert_eq!(sb.data.idle_capacity(), kept, "no new allocation");
+                assert!(!sb.holds_idle_memory(), "in flight");
+            }
+            sb.on_ack(from + 100_000, &mut d);
+            assert!(sb.is_empty());
+            kept = sb.data.idle_capacity();
+            assert!(kept >= 100_000);
+            assert!(sb.holds_idle_memory());
+        }
+        // ...and are given back when the connection idles.
         sb.release();
-        assert_eq!(sb.data.buf.len(), 0);
+        assert_eq!(sb.data.idle_capacity(), 0);
         assert!(!sb.holds_idle_memory());
+        // A small flight's chunk stays.
+        sb.on_send(301_000, &payload, false, false, t(2), u32::MAX);
+        sb.on_ack(302_000, &mut d);
+        assert!(sb.data.idle_capacity() > 0);
+        assert!(!sb.holds_idle_memory(), "at most 64 KB stays while idle");
     }
 
     #[test]
-    fn ring_wraps() {
-        let mut r = Ring::default();
-        r.push(&[]);
-        assert_eq!(r.slices(0, 0), (&[][..], &[][..]));
-        r.push(&[1; 3000]);
-        r.pop(2500);
-        r.push(&[2; 3000]);
-        assert_eq!(r.len, 3500);
-        let (a, b) = r.slices(400, 200);
+    fn payload_chunks_are_read_across_and_popped_in_order() {
+        let mut p = Payload::default();
+        p.push(&[]);
+        assert_eq!(p.slices(0, 0), (&[][..], &[][..]));
+        p.push(&[1; 3000]);
+        p.push(&[2; 3000]);
+        p.push(&[3; 70_000]);
+        assert_eq!(
+            p.chunks.len(),
+            3,
+            "a chunk grows to 4 KB, then to the flight"
+        );
+        p.pop(2500);
+        assert_eq!(p.len, 73_500);
+        let (a, b) = p.slices(400, 200);
         let v: Vec<u8> = a.iter().chain(b).copied().collect();
         assert_eq!(&v[..100], &[1; 100]);
         assert_eq!(&v[100..], &[2; 100]);
+        let (a, b) = p.slices(3400, 200);
+        assert_eq!((a.len(), b.len()), (100, 100));
+        assert_eq!((a[0], b[0]), (2, 3));
+        assert_eq!(p.slices(73_499, 1).0, &[3]);
+        assert_eq!(p.slices(73_499, 2), (&[][..], &[][..]), "past what is held");
+        p.pop(3500);
+        assert_eq!(p.chunks.len(), 1);
+        assert_eq!(p.slices(0, 1).0, &[3]);
+        p.pop(usize::MAX);
+        assert_eq!((p.len, p.chunks.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_super_packet_is_held_where_it_was_sent_and_its_buffer_goes_back_once_acked() {
+        use crate::shared_packet::PacketPool;
+        let pool = PacketPool::default();
+        // A 40-byte header, then 3000 bytes of payload, one wire segment of 1000 at a time.
+        let mut buf = vec![0u8; 4000];
+        for (i, b) in buf[40..3040].iter_mut().enumerate() {
+            *b = (i / 1000) as u8 + 1;
+        }
+        let packet = pool.share(&mut buf);
+        let mut sb = Scoreboard::default();
+        assert_eq!(
+            sb.on_send_shared(5000, &packet, (40, 3000), false, true, t(0), 1000),
+            Sent::New
+        );
+        sb.on_send(8000, &[9; 500], false, false, t(1), 1000);
+        drop(packet);
+        assert_eq!(sb.data.len, 3500);
+        assert_eq!(sb.data.chunks.len(), 2, "one shared, one copied");
+        assert_eq!(pool.pooled(), 0, "the scoreboard holds the buffer");
+        let mut d = Delivered::default();
+        sb.on_sack(6000, 7000, &mut d);
+        let (seg, a, b) = sb.resent(5000, t(5)).expect("in flight");
+        assert_eq!((seg.len, a, b), (1000, &[1u8; 1000][..], &[][..]));
+        let mut d = Delivered::default();
+        sb.on_ack(7500, &mut d);
+        assert_eq!(pool.pooled(), 0, "part of it is still in flight");
+        let (_, a, _) = sb.resent(7500, t(6)).expect("in flight");
+        assert_eq!(
+            a,
+            &[3u8; 500][..],
+            "what is left of a segment, where it was"
+        );
+        sb.on_ack(8000, &mut d);
+        assert_eq!(pool.pooled(), 1, "acknowledged: back to the pool");
+        let (_, a, _) = sb.resent(8000, t(7)).expect("in flight");
+        assert_eq!(a, &[9u8; 500][..]);
     }
 }
