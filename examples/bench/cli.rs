@@ -11,6 +11,8 @@ const MAX_RATE_CONNECTIONS: usize = 25_000;
 /// Most `--scale-connections`: the kernel client has 28232 ephemeral ports, and each
 /// connection is a thread of the echo server (the kernel's `pid_max` is often 32768).
 const MAX_SCALE_CONNECTIONS: usize = 20_000;
+/// Most `--recovery-rounds`.
+const MAX_RECOVERY_ROUNDS: usize = 100;
 /// Most `--async-connections`: the kernel's clients have 28232 ephemeral ports.
 const MAX_ASYNC_CONNECTIONS: usize = 25_000;
 
@@ -72,7 +74,7 @@ pub fn usage() -> String {
     format!(
         "usage: bench [--only {}] [--mtu N] [--seconds S] [--idle-seconds S] [--connections N] \
          [--ttfb-connections N] [--rate-connections N] [--scale-connections N] \
-         [--async-connections N] [--offload on|off] [--json]",
+         [--async-connections N] [--recovery-rounds N] [--offload on|off] [--json]",
         section_names()
     )
 }
@@ -91,6 +93,8 @@ pub struct Options {
     pub scale_connections: usize,
     /// Concurrent connections of `async`.
     pub async_connections: usize,
+    /// Interleaved runs per variant and case in `recovery`.
+    pub recovery_rounds: usize,
     /// `--offload on|off`: segmentation offload for the sections' stacks (`throughput` runs
     /// both; `loss` always runs without).
     pub offload: bool,
@@ -141,6 +145,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         rate_connections: 15_000,
         scale_connections: 10_000,
         async_connections: 10_000,
+        recovery_rounds: 5,
         offload: true,
         only: Section::ALL.iter().fold(0, |bits, s| bits | s.bit()),
         json: false,
@@ -183,6 +188,9 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
             }
             "--async-connections" => {
                 opts.async_connections = count_arg(flag, &value()?, MAX_ASYNC_CONNECTIONS)?
+            }
+            "--recovery-rounds" => {
+                opts.recovery_rounds = count_arg(flag, &value()?, MAX_RECOVERY_ROUNDS)?
             }
             "--only" => {
                 let v = value()?;

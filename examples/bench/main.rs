@@ -4,7 +4,8 @@
 //! ```text
 //! sudo cargo run --release --example bench -- [--only LIST] [--mtu N] [--seconds S]
 //!     [--idle-seconds S] [--connections N] [--ttfb-connections N] [--rate-connections N]
-//!     [--scale-connections N] [--async-connections N] [--offload on|off] [--json]
+//!     [--scale-connections N] [--async-connections N] [--recovery-rounds N] [--offload on|off]
+//!     [--json]
 //! ```
 //!
 //! Everything happens in network namespaces of the benchmark's own, made with

@@ -50,6 +50,29 @@ impl Paired {
         (baseline > 0.0).then(|| self.variant_median() / baseline)
     }
 
+    /// Each run's figure over the baseline's of the same round (the runs alternate, so a pair
+    /// shares the machine's state of the moment): its median, and the lower and upper
+    /// quartiles.
+    pub fn paired_ratios(&self) -> Option<(f64, f64, f64)> {
+        let mut r: Vec<f64> = self
+            .variant
+            .iter()
+            .zip(&self.baseline)
+            .filter(|(_, &b)| b > 0.0)
+            .map(|(v, b)| v / b)
+            .collect();
+        if r.is_empty() {
+            return None;
+        }
+        r.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let i = q * (r.len() - 1) as f64;
+            let (lo, hi) = (i.floor() as usize, i.ceil() as usize);
+            r[lo] + (r[hi] - r[lo]) * (i - lo as f64)
+        };
+        Some((at(0.5), at(0.25), at(0.75)))
+    }
+
     /// The SYN data of the variant's runs: `n`, or `lo-hi` when they differ.
     pub fn syn_range(&self) -> String {
         let lo = self.syn_data.iter().min().copied().unwrap_or(0);

@@ -18,9 +18,12 @@
 //! - `kernel -> stack`: a kernel client writes to a stack listener; the layer checks each
 //!   segment received and writes the window and SACK state of each acknowledgement.
 //!
-//! Each (offload, direction, variant) runs [`ROUNDS`] times, interleaved (on then off, then off
-//! then on, …); the figures are medians, and each ratio is the median with the layer over the
-//! median without. Beside the throughput: the machine's CPU seconds per GB moved (both ends and
+//! Each (offload, direction, variant) runs `--recovery-rounds` times (default 5), interleaved
+//! (on then off, then off then on, …); the figures are medians, and each ratio is the median
+//! with the layer over the median without. The ratio of the throughputs is also taken round by
+//! round (each run over the other variant's run of the same round, so that a pair shares the
+//! machine's state of the moment): its median and quartiles, what the layer costs with this
+//! VM's drift between rounds taken out. Beside the throughput: the machine's CPU seconds per GB moved (both ends and
 //! the kernel's work for each), and the process's own user and system CPU seconds per GB (the
 //! stacks, the bench's sender or receiver, and the kernel work those threads do in their system
 //! calls) over the same window. The layer's work is user time; with the window's bytes the same
@@ -49,8 +52,6 @@ use crate::report::{cell, header, joined, json_num, json_str, Part};
 const OFF_TUN: &str = "cxb1";
 const OFF_STACK_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 const OFF_KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-/// Runs per (offload, direction, variant).
-pub const ROUNDS: usize = 5;
 
 /// The `recovery` section: with offload, then without.
 pub struct RecoveryCost {
@@ -75,11 +76,18 @@ struct Runs {
     /// The process's user and system CPU seconds per GB.
     user_s_per_gb: Paired,
     system_s_per_gb: Paired,
+    /// Packets the stack sent and received per MB moved (over the whole run: the connection's
+    /// start and end too).
+    packets_per_mb: Paired,
 }
 
 impl Runs {
-    fn push(&mut self, layer: bool, sample: &Sample) {
+    fn push(&mut self, layer: bool, sample: &Sample, packets: u64) {
         self.gbit_per_s.push(layer, sample.gbps(), 0);
+        if sample.bytes > 0 {
+            self.packets_per_mb
+                .push(layer, packets as f64 / (sample.bytes as f64 / 1e6), 0);
+        }
         if let Some(cpu) = sample.cpu_s_per_gb() {
             self.cpu_s_per_gb.push(layer, cpu, 0);
         }
@@ -191,7 +199,8 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
         ("kernel -> stack", Variant::kernel_to_stack),
     ];
     let mut runs = [Runs::default(), Runs::default()];
-    for round in 0..ROUNDS {
+    let rounds = opts.recovery_rounds;
+    for round in 0..rounds {
         let order: [&Variant; 2] = if round % 2 == 0 {
             [&variants[0], &variants[1]]
         } else {
@@ -202,10 +211,11 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
                 let what = format!("{setting}, {direction}, {}", v.name());
                 progress(
                     opts,
-                    &format!("loss recovery layer, round {}/{ROUNDS}: {what}", round + 1),
+                    &format!("loss recovery layer, round {}/{rounds}: {what}", round + 1),
                 );
+                let before = packets(&v.net);
                 let sample = measure(v, &ns, window).map_err(|e| format!("{what}: {e}"))?;
-                runs.push(v.layer, &sample);
+                runs.push(v.layer, &sample, packets(&v.net).saturating_sub(before));
             }
         }
     }
@@ -217,6 +227,14 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
         stack_to_kernel,
         kernel_to_stack,
     })
+}
+
+/// Packets the stack sent and received.
+fn packets(net: &Net) -> u64 {
+    net.interfaces()
+        .iter()
+        .map(|i| i.tx_packets + i.rx_packets)
+        .sum()
 }
 
 impl RecoveryCost {
@@ -276,46 +294,48 @@ impl Part for RecoveryCost {
                 ("on Gbit/s", 9),
                 ("off Gbit/s", 10),
                 ("on/off", 6),
-                ("CPU s/GB on/off", 15),
-                ("user s/GB on", 12),
-                ("off", 5),
-                ("on/off", 6),
+                ("by round (quartiles)", 20),
+                ("CPU s/GB", 8),
+                ("user s/GB", 9),
             ],
-            "runs on / off (Gbit/s)",
+            "pkts/MB on / off",
         );
         for (_, offload, key, runs) in self.rows() {
-            let user = &runs.user_s_per_gb;
+            let by_round = runs.gbit_per_s.paired_ratios().map_or_else(
+                || "-".to_owned(),
+                |(median, lo, hi)| format!("{median:.3} ({lo:.3}-{hi:.3})"),
+            );
             let _ = writeln!(
                 out,
-                "{:<15} | {offload:>7} | {:>9.3} | {:>10.3} | {:>6} | {:>15} | {:>12} | {:>5} | \
-                 {:>6} | {} / {}",
+                "{:<15} | {offload:>7} | {:>9.3} | {:>10.3} | {:>6} | {by_round:>20} | {:>8} | \
+                 {:>9} | {} / {}",
                 direction_label(key),
                 runs.gbit_per_s.variant_median(),
                 runs.gbit_per_s.baseline_median(),
                 cell(runs.gbit_per_s.ratio(), 3),
                 cell(runs.cpu_s_per_gb.ratio(), 3),
-                cell(user.measured_variant(), 3),
-                cell(user.measured_baseline(), 3),
-                cell(user.ratio(), 3),
-                joined(runs.gbit_per_s.variant.iter().copied(), 3, " "),
-                joined(runs.gbit_per_s.baseline.iter().copied(), 3, " ")
+                cell(runs.user_s_per_gb.ratio(), 3),
+                cell(runs.packets_per_mb.measured_variant(), 1),
+                cell(runs.packets_per_mb.measured_baseline(), 1),
             );
         }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "medians of {ROUNDS} runs per variant, interleaved, {} s each from the receiver's \
-             first byte; CPU s/GB: the machine's, all CPUs; user s/GB: the process's user CPU \
-             time (the stacks and the bench's end of the transfer)",
-            opts.seconds
+            "on/off: medians of {} runs per variant, interleaved, {} s each from the receiver's \
+             first byte; by round: each run over the other variant's of the same round; CPU \
+             s/GB: the machine's (all CPUs), on over off; user s/GB: the process's user CPU time \
+             (the stacks and the bench's end of the transfer), on over off; pkts/MB: packets \
+             the stack sent and received per MB",
+            opts.recovery_rounds, opts.seconds
         );
     }
 
     fn json(&self, opts: &Options, out: &mut String) {
         let _ = write!(
             out,
-            "{{\"mtu\":{},\"seconds\":{},\"rounds\":{ROUNDS}",
-            opts.mtu, opts.seconds
+            "{{\"mtu\":{},\"seconds\":{},\"rounds\":{}",
+            opts.mtu, opts.seconds, opts.recovery_rounds
         );
         let mut open = "";
         for (setting, _, key, runs) in self.rows() {
@@ -334,6 +354,7 @@ impl Part for RecoveryCost {
                 ("cpu_s_per_gb", &runs.cpu_s_per_gb, 4),
                 ("process_user_s_per_gb", &runs.user_s_per_gb, 4),
                 ("process_system_s_per_gb", &runs.system_s_per_gb, 4),
+                ("packets_per_mb", &runs.packets_per_mb, 2),
             ];
             for (i, (name, p, decimals)) in figures.into_iter().enumerate() {
                 let _ = write!(
@@ -348,7 +369,15 @@ impl Part for RecoveryCost {
                     joined(p.baseline.iter().copied(), decimals, ",")
                 );
             }
-            out.push('}');
+            let quartiles = runs.gbit_per_s.paired_ratios();
+            let _ = write!(
+                out,
+                ",\"gbit_per_s_ratio_by_round\":{{\"median\":{},\"lower_quartile\":{},\
+                 \"upper_quartile\":{}}}}}",
+                json_num(quartiles.map(|q| q.0), 4),
+                json_num(quartiles.map(|q| q.1), 4),
+                json_num(quartiles.map(|q| q.2), 4)
+            );
         }
         out.push_str("}}");
     }
