@@ -11,13 +11,13 @@
 //! Everything happens in network namespaces of the benchmark's own, made with
 //! `unshare(CLONE_NEWNET)` on dedicated threads: they vanish with those threads (or with the
 //! process), and nothing on the host changes. Each section makes its own. In each, the stack is
-//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen`, `recovery` and
-//! `loss`: 203.0.113.2 on `cxb1`, the kernel 203.0.113.1; the kernels of `loss`'s relay:
-//! 192.0.2.1 on `cxr0` and 192.0.2.2 on `cxr1`, each in a namespace of its own); veth pairs join
-//! 198.51.100.1 and .2 (for `loss`'s lossy TUN runs also the kernel at 198.51.100.1 on `cxbr1`
-//! to the TUN namespace, 198.51.100.2 on `cxbr0`, which forwards). The TUN devices and the veth
-//! pairs have the MTU of `--mtu` (default 1500). `loss` drops packets with nftables tables in
-//! its own namespaces.
+//! 192.0.2.2 on TUN device `cxb0` and the kernel 192.0.2.1 (the second stack of `fastopen`,
+//! `recovery` and `loss`: 203.0.113.2 on `cxb1`, the kernel 203.0.113.1; the kernels of `loss`'s
+//! relay: 192.0.2.1 on `cxr0` and 192.0.2.2 on `cxr1`, each in a namespace of its own); veth
+//! pairs join 198.51.100.1 and .2 (for `loss`'s lossy TUN runs also the kernel at 198.51.100.1
+//! on `cxbr1` to the TUN namespace, 198.51.100.2 on `cxbr0`, which forwards). The TUN devices
+//! and the veth pairs have the MTU of `--mtu` (default 1500). `loss` drops packets with
+//! nftables tables in its own namespaces.
 //!
 //! `--only LIST` runs some sections only (a comma list of these names; all by default). They
 //! are reported in this order; each module's documentation says exactly what it measures.

@@ -13,8 +13,8 @@
 //! `--offload` says.
 //!
 //! - `stack -> kernel`: the stack writes to a kernel listener; the layer records each segment
-//!   it sends (its payload copied once more: smoltcp cannot read its send buffer back) and reads
-//!   each acknowledgement.
+//!   it sends (a wire-sized segment's payload copied, a super-packet's buffer kept: smoltcp
+//!   cannot read its send buffer back) and reads each acknowledgement.
 //! - `kernel -> stack`: a kernel client writes to a stack listener; the layer checks each
 //!   segment received and writes the window and SACK state of each acknowledgement.
 //!
@@ -23,12 +23,14 @@
 //! with the layer over the median without. The ratio of the throughputs is also taken round by
 //! round (each run over the other variant's run of the same round, so that a pair shares the
 //! machine's state of the moment): its median and quartiles, what the layer costs with this
-//! VM's drift between rounds taken out. Beside the throughput: the machine's CPU seconds per GB moved (both ends and
-//! the kernel's work for each), and the process's own user and system CPU seconds per GB (the
-//! stacks, the bench's sender or receiver, and the kernel work those threads do in their system
-//! calls) over the same window. The layer's work is user time; with the window's bytes the same
-//! per GB either way, the user time per GB shows its cost where the machine's noise hides it in
-//! the throughput.
+//! VM's drift between rounds taken out.
+//!
+//! Beside the throughput, over the same window: the machine's CPU seconds per GB moved (both
+//! ends and the kernel's work for each); the process's own user and system CPU seconds per GB
+//! (the stacks, the bench's sender or receiver, and the kernel work those threads do in their
+//! system calls): the layer's work is user time, so the user time per GB shows its cost where
+//! the machine's noise hides it in the throughput; and the packets the stack sent and received
+//! per MB (the same with the layer and without: the layer changes no packet sizes).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -359,8 +361,9 @@ impl Part for RecoveryCost {
             for (i, (name, p, decimals)) in figures.into_iter().enumerate() {
                 let _ = write!(
                     out,
-                    "{}\"{name}_layer_on\":{},\"{name}_layer_off\":{},\"{name}_ratio_on_to_off\":{},\
-                     \"runs_{name}_layer_on\":[{}],\"runs_{name}_layer_off\":[{}]",
+                    "{}\"{name}_layer_on\":{},\"{name}_layer_off\":{},\
+                     \"{name}_ratio_on_to_off\":{},\"runs_{name}_layer_on\":[{}],\
+                     \"runs_{name}_layer_off\":[{}]",
                     if i == 0 { "" } else { "," },
                     json_num(p.measured_variant(), decimals),
                     json_num(p.measured_baseline(), decimals),
