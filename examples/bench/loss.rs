@@ -99,7 +99,7 @@ use crate::netns::{
 };
 use crate::nft::{DropTable, Drops, Tap};
 use crate::paired::Paired;
-use crate::proc::ThreadCpu;
+use crate::proc::process_cpu;
 use crate::progress;
 use crate::relay::{Relay, RelayStats};
 use crate::report::{cell, cpus, header, joined, json_num, json_str, Part};
@@ -789,11 +789,11 @@ impl Setup {
                 if let (Some(b), Some(a)) = (before, process_use(net)) {
                     let packets = a.2.saturating_sub(b.2);
                     if packets > 0 {
-                        let per = |ticks: u64| ticks as f64 * 1e6 / hz() / packets as f64;
-                        runs.user_us_per_packet
-                            .push(layer, per(a.0.saturating_sub(b.0)), 0);
-                        runs.system_us_per_packet
-                            .push(layer, per(a.1.saturating_sub(b.1)), 0);
+                        let per = |after: Duration, before: Duration| {
+                            after.saturating_sub(before).as_secs_f64() * 1e6 / packets as f64
+                        };
+                        runs.user_us_per_packet.push(layer, per(a.0, b.0), 0);
+                        runs.system_us_per_packet.push(layer, per(a.1, b.1), 0);
                     }
                 }
             }
@@ -884,16 +884,11 @@ fn kernel_to_kernel(
     )
 }
 
-/// (user ticks, system ticks) of the process, and the packets `net` sent.
-fn process_use(net: &Net) -> Option<(u64, u64, u64)> {
-    let cpu = ThreadCpu::process().ok()?;
+/// The process's user and system CPU time ([`process_cpu`]), and the packets `net` sent.
+fn process_use(net: &Net) -> Option<(Duration, Duration, u64)> {
+    let (user, system) = process_cpu()?;
     let sent = net.interfaces().first()?.tx_packets;
-    Some((cpu.utime, cpu.stime, sent))
-}
-
-/// Clock ticks per second (`/proc` counts CPU time in them).
-fn hz() -> f64 {
-    tun_driver::kernel::clock_ticks_per_second().max(1) as f64
+    Some((user, system, sent))
 }
 
 /// A stack client writing to a kernel listener at `kernel`.

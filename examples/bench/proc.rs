@@ -19,17 +19,20 @@ pub fn machine_busy() -> Option<Duration> {
         .collect();
     // user nice system idle iowait irq softirq steal
     let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    Some(ticks(busy))
+}
+
+/// `n` clock ticks (the unit of `/proc`'s CPU times) as a duration.
+fn ticks(n: u64) -> Duration {
     let hz = tun_driver::kernel::clock_ticks_per_second().max(1);
-    Some(Duration::from_micros(busy * 1_000_000 / hz))
+    Duration::from_micros(n * 1_000_000 / hz)
 }
 
 /// CPU time this process has spent, all its threads, user and system (`/proc/self/stat`, in
 /// clock ticks: 10 ms each on most machines).
 pub fn process_cpu() -> Option<(Duration, Duration)> {
     let cpu = ThreadCpu::process().ok()?;
-    let hz = tun_driver::kernel::clock_ticks_per_second().max(1);
-    let time = |ticks: u64| Duration::from_micros(ticks * 1_000_000 / hz);
-    Some((time(cpu.utime), time(cpu.stime)))
+    Some((ticks(cpu.utime), ticks(cpu.stime)))
 }
 
 /// Kernel thread ids of the process's stack runtime threads.
