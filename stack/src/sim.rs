@@ -71,8 +71,8 @@ pub struct Link {
     /// Packets delivered, per direction (towards A, towards B).
     pub delivered: [u64; 2],
     /// Packets handed over in a buffer the sender keeps too
-    /// ([`PacketIo::send_shared`](crate::PacketIo::send_shared): a super-packet the loss
-    /// recovery layer holds instead of copying), per direction (towards A, towards B).
+    /// ([`PacketIo::send_shared`](crate::PacketIo::send_shared): a segment the loss recovery
+    /// layer holds instead of copying), per direction (towards A, towards B).
     pub shared: [u64; 2],
     /// A hook that sees (and may drop, by returning false) every packet towards side B.
     filter_to_b: Option<Filter>,

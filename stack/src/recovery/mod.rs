@@ -74,9 +74,10 @@ const MAX_RECOVERY_PROBES: u32 = 3;
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// A timeout scheduled after reneging: soon, not a whole RTO.
 const RENEGE_DELAY: Duration = Duration::from_millis(10);
-/// A segment with at least this much payload (a super-packet, with segmentation offload) is
-/// held where smoltcp wrote it instead of copied ([`crate::shared_packet`]); smaller ones are
-/// copied, several to a chunk, which costs less than a buffer each.
+/// A segment with at least this much payload (a super-packet, with segmentation offload), or
+/// whose payload fills at least half its buffer (a wire-sized segment without offload), is
+/// held where smoltcp wrote it instead of copied ([`crate::shared_packet`]); the others (small
+/// segments in 64 KB buffers) are copied, several to a chunk, which costs less memory.
 const SHARE_FROM: usize = 16 * 1024;
 /// Most SACK blocks a segment carries (40 option bytes).
 const MAX_SACK_BLOCKS: usize = 4;
@@ -944,10 +945,12 @@ impl Layer {
         s.sb.next_stamp = s.rate.stamp(now, was_idle);
         let payload_len = range.len();
         let end = t.seq.wrapping_add(payload_len as u32);
-        // A super-packet with new data stays where smoltcp wrote it: its buffer is shared with
-        // the device's queue ([`Layer::take_shared`]) and `buf` gets another to write in.
+        // A segment with new data that fills its buffer stays where smoltcp wrote it: the
+        // buffer is shared with the device's queue ([`Layer::take_shared`]) and `buf` gets
+        // another to write in.
         let news = s.sb.nxt().is_none_or(|nxt| before(nxt, end));
-        let shared = (payload_len >= SHARE_FROM && news).then(|| self.pool.share(buf));
+        let fills = payload_len >= SHARE_FROM || 2 * payload_len >= buf.len();
+        let shared = (fills && news).then(|| self.pool.share(buf));
         let recorded = match &shared {
             Some(packet) => s.sb.on_send_shared(
                 t.seq,
@@ -1103,7 +1106,10 @@ impl Layer {
         if s.sb.is_empty() {
             s.rto_at = None;
             match which {
-                Timer::Release => s.sb.release(),
+                Timer::Release => {
+                    s.sb.release();
+                    self.pool.trim();
+                }
                 Timer::Idle => {
                     s.cc.restart_after_idle();
                     s.timer =

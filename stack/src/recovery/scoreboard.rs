@@ -2,9 +2,10 @@
 //! its payload, and what the peer said of it (RFC 6675's scoreboard).
 //!
 //! Segments are kept in sequence order, exactly as they left (the layer retransmits them with
-//! the same boundaries), with their payload from `SND.UNA` on in chunks: segments of a wire MTU
-//! copied, several to a chunk; a super-packet (segmentation offload) left in the buffer smoltcp
-//! wrote it in, shared with the device's queue instead of copied ([`SharedPacket`]). A
+//! the same boundaries), with their payload from `SND.UNA` on in chunks: a segment that filled
+//! the buffer smoltcp wrote it in (a super-packet with segmentation offload, a wire-sized one
+//! without) left there, shared with the device's queue instead of copied ([`SharedPacket`]);
+//! small ones in large buffers copied, several to a chunk. A
 //! segment is in one of three conditions: in flight (sent, nothing known), SACKed, or lost (its
 //! last transmission is gone and it waits to be sent again). A SACKed segment stays until the
 //! cumulative acknowledgement covers it: a receiver may renege (RFC 2018 §8).
@@ -148,8 +149,8 @@ const IDLE_BUFFER: usize = 64 * 1024;
 const COPY_CHUNK: usize = 64 * 1024;
 
 /// The payload of what is in flight, from `SND.UNA` on, in chunks in sequence order: bytes
-/// copied (segments of a wire MTU, several to a chunk), or a super-packet left where smoltcp
-/// wrote it, its buffer shared with the device's queue ([`SharedPacket`]: no copy). A
+/// copied (small segments, several to a chunk), or a segment left where smoltcp wrote it, its
+/// buffer shared with the device's queue ([`SharedPacket`]: no copy). A
 /// segment's payload is always within one chunk.
 #[derive(Debug, Default)]
 struct Payload {
@@ -1360,7 +1361,7 @@ mod tests {
     #[test]
     fn a_super_packet_is_held_where_it_was_sent_and_its_buffer_goes_back_once_acked() {
         use crate::shared_packet::PacketPool;
-        let pool = PacketPool::default();
+        let mut pool = PacketPool::default();
         // A 40-byte header, then 3000 bytes of payload, one wire segment of 1000 at a time.
         let mut buf = vec![0u8; 4000];
         for (i, b) in buf[40..3040].iter_mut().enumerate() {
