@@ -19,12 +19,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// Most bytes of buffers a pool keeps track of, held or free (a 1 MB flight with room to spare,
-/// of 1,500-byte buffers or 64 KB ones); more are handed out untracked, and freed when their
-/// holders let go.
-const MAX_TRACKED_BYTES: usize = 4 << 20;
-
-/// Most bytes of free buffers a pool keeps once a connection idles ([`PacketPool::trim`]).
-const MAX_IDLE_BYTES: usize = 2 << 20;
+/// of 1,500-byte buffers or of 64 KB ones); more are handed out untracked, and freed when their
+/// holders let go. So a pool keeps at most this much memory of its own.
+const MAX_TRACKED_BYTES: usize = 2 << 20;
 
 /// A sent packet's buffer, shared and read-only: the packet is its first bytes (whoever holds
 /// one knows its length). Cloning it is cheap; once the last clone outside the pool is
@@ -90,18 +87,6 @@ impl PacketPool {
             self.ring.push_back(Arc::clone(&packet));
         }
         SharedPacket(packet)
-    }
-
-    /// A connection went idle: keep at most [`MAX_IDLE_BYTES`] of free buffers.
-    pub(crate) fn trim(&mut self) {
-        let mut free = 0;
-        self.ring.retain(|b| {
-            Arc::strong_count(b) > 1 || {
-                free += b.len();
-                free <= MAX_IDLE_BYTES
-            }
-        });
-        self.tracked = self.ring.iter().map(|b| b.len()).sum();
     }
 
     /// Buffers waiting to be reused.
@@ -174,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_track_of_a_bounded_amount_and_trims_what_is_free() {
+    fn the_pool_keeps_track_of_a_bounded_amount() {
         let mut pool = PacketPool::default();
         let size = 64 << 10;
         let held: Vec<SharedPacket> = (0..(2 * MAX_TRACKED_BYTES / size))
@@ -182,15 +167,10 @@ mod tests {
             .collect();
         assert_eq!(pool.tracked, MAX_TRACKED_BYTES, "the rest went untracked");
         drop(held);
-        assert_eq!(pool.pooled() * size, MAX_TRACKED_BYTES);
-        let still = pool.share(&mut vec![0u8; size]);
-        pool.trim();
-        assert_eq!(pool.pooled() * size, MAX_IDLE_BYTES);
         assert_eq!(
-            pool.tracked,
-            MAX_IDLE_BYTES + size,
-            "the held one stays tracked"
+            pool.pooled() * size,
+            MAX_TRACKED_BYTES,
+            "the untracked ones were freed"
         );
-        drop(still);
     }
 }

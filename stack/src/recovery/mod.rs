@@ -1106,10 +1106,7 @@ impl Layer {
         if s.sb.is_empty() {
             s.rto_at = None;
             match which {
-                Timer::Release => {
-                    s.sb.release();
-                    self.pool.trim();
-                }
+                Timer::Release => s.sb.release(),
                 Timer::Idle => {
                     s.cc.restart_after_idle();
                     s.timer =
