@@ -64,8 +64,9 @@ impl PacketPool {
     /// packet in: a free one from the pool, or a new one.
     pub(crate) fn share(&mut self, buf: &mut Vec<u8>) -> SharedPacket {
         let len = buf.len();
-        // The oldest, or the one after it if it is still held (a segment waiting to be sent
-        // again): a held one goes to the back, to be looked at again later.
+        // The oldest, or the one after it: one still held (a segment waiting to be sent
+        // again) or of another length (another device's) goes to the back, to be looked at
+        // again later.
         for _ in 0..2 {
             let Some(mut oldest) = self.ring.pop_front() else {
                 break;
@@ -76,9 +77,7 @@ impl PacketPool {
                     self.ring.push_back(Arc::clone(&oldest));
                     return SharedPacket(oldest);
                 }
-                // Free, but of another length (the MTU changed): let it go.
-                Some(other) => self.tracked -= other.len(),
-                None => self.ring.push_back(oldest),
+                _ => self.ring.push_back(oldest),
             }
         }
         let packet = Arc::new(std::mem::replace(buf, vec![0; len]));
@@ -144,18 +143,20 @@ mod tests {
     }
 
     #[test]
-    fn buffers_of_another_length_are_let_go() {
+    fn buffers_of_two_lengths_are_each_reused_for_their_own() {
         let mut pool = PacketPool::default();
-        drop(pool.share(&mut vec![0u8; 100]));
-        let mut other = vec![1u8; 50];
+        drop(pool.share(&mut vec![1u8; 100]));
+        let mut other = vec![2u8; 50];
         drop(pool.share(&mut other));
-        assert_eq!(other.len(), 50);
-        assert_eq!(
-            pool.pooled(),
-            1,
-            "only the buffer of the new length is kept"
-        );
-        assert_eq!(pool.tracked, 50);
+        assert_eq!(other, vec![0; 50], "a new buffer of its own length");
+        assert_eq!(pool.pooled(), 2, "both kept");
+        let mut buf = vec![3u8; 100];
+        drop(pool.share(&mut buf));
+        assert_eq!(buf[0], 1, "the free buffer of this length came back");
+        let mut buf = vec![4u8; 50];
+        drop(pool.share(&mut buf));
+        assert_eq!(buf[0], 2);
+        assert_eq!(pool.tracked, 150);
     }
 
     #[test]
