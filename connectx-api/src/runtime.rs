@@ -231,7 +231,7 @@ enum Slot {
     Bytes(Range<usize>),
     /// `owned[i][..len]`
     Owned(usize, usize),
-    /// A packet the stack holds too (a super-packet the loss recovery layer keeps until it is
+    /// A packet the stack holds too (a segment the loss recovery layer keeps until it is
     /// acknowledged): its first `len` bytes.
     Shared(SharedPacket, usize),
 }

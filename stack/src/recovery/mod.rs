@@ -6,9 +6,9 @@
 //! layer takes the sending side over:
 //!
 //! - **Scoreboard** (`scoreboard`): every segment smoltcp sends is recorded, payload and all,
-//!   until the peer acknowledges it (a super-packet's payload where smoltcp wrote it, the
-//!   buffer shared with the device's queue: `crate::shared_packet`); the peer's SACK blocks
-//!   mark what it holds (RFC 6675).
+//!   until the peer acknowledges it (a segment that fills its buffer left where smoltcp wrote
+//!   it, the buffer shared with the device's queue: `crate::shared_packet`); the peer's SACK
+//!   blocks mark what it holds (RFC 6675).
 //!   Blocks that are reversed, out of the window or beyond what was sent are ignored and
 //!   counted; SACKed data is kept until cumulatively acknowledged (a peer may renege).
 //! - **Loss detection**: RACK (RFC 8985 §6) by time and order, with the reordering window that
@@ -580,7 +580,7 @@ pub(crate) struct Layer {
     pub(crate) disabled: bool,
     algorithm: CongestionControl,
     pub(crate) scratch: Vec<u8>,
-    /// The buffers of super-packets held in flight, and of those acknowledged, to write in.
+    /// The buffers of segments held in flight, and of those acknowledged, to write in.
     pool: PacketPool,
     /// The segment [`Layer::egress`] just recorded, if it shared its buffer instead of copying
     /// its payload: it leaves from here ([`Layer::take_shared`]).
@@ -890,8 +890,8 @@ impl Layer {
     /// A segment the connection's smoltcp socket sends, in `buf[..len]` (`buf` is MTU-sized),
     /// as it will be on the wire, `t` its header. Returns its new length (0: it does not
     /// leave); `t` then describes the segment as it leaves (the caller need not parse it
-    /// again). A super-packet may leave in a buffer of its own ([`Layer::take_shared`]), `buf`
-    /// replaced by another of the same length.
+    /// again). A segment that fills its buffer may leave in that buffer, kept by the layer too
+    /// ([`Layer::take_shared`]), `buf` replaced by another of the same length.
     pub(crate) fn egress(
         &mut self,
         conn: &mut Conn,
