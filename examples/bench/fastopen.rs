@@ -23,30 +23,27 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use connectx_api::{Impairment, Net, StackConfig, TcpListener, CONNECT_DATA_IDEMPOTENT};
+use connectx_api::{StackConfig, CONNECT_DATA_IDEMPOTENT};
 
 use crate::bulk::{measure, Sample};
 use crate::cli::Options;
 use crate::conn::{
     fast_open_client_check, fast_open_listener, kernel_accept, kernel_fast_open_connect,
-    kernel_listener, stack_accept, StackConn, LISTEN_PORT,
+    kernel_listener, stack_accept, StackConn,
 };
 use crate::exchange::wait;
-use crate::netns::{start_stack, Netns, KERNEL_ADDR, STACK_ADDR, TUN};
+use crate::netns::{offload, Netns};
 use crate::paired::Paired;
 use crate::progress;
 use crate::report::{cell, header, joined, json_num, json_str, Part};
+use crate::twin::{self, Twin};
 
-/// The second stack, the one without the layer: its TUN device, its address and the kernel's.
-const OFF_TUN: &str = "cxb1";
-const OFF_STACK_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-const OFF_KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// Runs per (direction, variant).
 const FAST_OPEN_ROUNDS: usize = 3;
 /// What a Fast Open client connection gives `connectx` as data (the SYN carries what fits).
@@ -59,46 +56,7 @@ pub struct FastOpenCost {
     kernel_to_stack: Paired,
 }
 
-/// One of the two stacks.
-struct Variant {
-    layer: bool,
-    net: Net,
-    kernel: Ipv4Addr,
-    listener: Arc<TcpListener>,
-    at: SocketAddrV4,
-}
-
-impl Variant {
-    fn name(&self) -> &'static str {
-        if self.layer {
-            "layer active"
-        } else {
-            "layer off"
-        }
-    }
-
-    fn start(
-        ns: &Netns,
-        layer: bool,
-        tun: &'static str,
-        (stack, kernel): (Ipv4Addr, Ipv4Addr),
-        mtu: u32,
-    ) -> Result<Variant, String> {
-        let mut config = StackConfig::default();
-        config.fast_open_layer = layer;
-        let net = start_stack(ns, tun, (stack, kernel), mtu, config, Impairment::default())?;
-        let at = SocketAddrV4::new(stack, LISTEN_PORT);
-        // Without the layer, Fast Open on the listener is accepted and does nothing.
-        let listener = fast_open_listener(&net, at.into())?;
-        Ok(Variant {
-            layer,
-            net,
-            kernel,
-            listener: Arc::new(listener),
-            at,
-        })
-    }
-
+impl Twin {
     /// One connection each way, so that each side caches the other's cookie.
     fn fetch_cookies(&self, ns: &Netns) -> Result<(), String> {
         // The stack's client asks the kernel's server.
@@ -130,7 +88,7 @@ impl Variant {
     }
 
     /// Stack to kernel, on a connection made with `CONNECT_DATA_IDEMPOTENT`.
-    fn stack_to_kernel(&self, ns: &Netns, window: Duration) -> Result<(Sample, usize), String> {
+    fn fast_open_to_kernel(&self, ns: &Netns, window: Duration) -> Result<(Sample, usize), String> {
         let listener = kernel_listener(ns, SocketAddr::from((self.kernel, 0)))?;
         let to = listener.local_addr().map_err(|e| e.to_string())?;
         let mut syn_data = 0;
@@ -154,7 +112,11 @@ impl Variant {
     }
 
     /// Kernel to stack, from a kernel client with `TCP_FASTOPEN_CONNECT`.
-    fn kernel_to_stack(&self, ns: &Netns, window: Duration) -> Result<(Sample, usize), String> {
+    fn fast_open_from_kernel(
+        &self,
+        ns: &Netns,
+        window: Duration,
+    ) -> Result<(Sample, usize), String> {
         let listener = Arc::clone(&self.listener);
         let net = self.net.clone();
         let layer = self.layer;
@@ -191,36 +153,38 @@ pub fn run(opts: &Options) -> Result<FastOpenCost, String> {
     let window = Duration::from_secs_f64(opts.seconds);
     let ns = Netns::new("bench-fastopen")?;
     ns.enable_fast_open()?;
-    let variants = [
-        Variant::start(&ns, true, TUN, (STACK_ADDR, KERNEL_ADDR), opts.mtu)?,
-        Variant::start(
+    let start = |slot, (label, layer)| {
+        let mut config = StackConfig::default();
+        config.fast_open_layer = layer;
+        // Without the layer, Fast Open on the listener is accepted and does nothing.
+        Twin::start(
             &ns,
-            false,
-            OFF_TUN,
-            (OFF_STACK_ADDR, OFF_KERNEL_ADDR),
-            opts.mtu,
-        )?,
+            slot,
+            (label, layer),
+            config,
+            (opts.mtu, offload()),
+            fast_open_listener,
+        )
+    };
+    let variants = [
+        start(0, ("layer active", true))?,
+        start(1, ("layer off", false))?,
     ];
     progress(opts, "Fast Open layer: fetching cookies");
     for v in &variants {
         v.fetch_cookies(&ns)
-            .map_err(|e| format!("{}: {e}", v.name()))?;
+            .map_err(|e| format!("{}: {e}", v.label))?;
     }
-    type Direction = fn(&Variant, &Netns, Duration) -> Result<(Sample, usize), String>;
+    type Direction = fn(&Twin, &Netns, Duration) -> Result<(Sample, usize), String>;
     let directions: [(&str, Direction); 2] = [
-        ("stack -> kernel", Variant::stack_to_kernel),
-        ("kernel -> stack", Variant::kernel_to_stack),
+        ("stack -> kernel", Twin::fast_open_to_kernel),
+        ("kernel -> stack", Twin::fast_open_from_kernel),
     ];
     let mut runs = [Paired::default(), Paired::default()];
     for round in 0..FAST_OPEN_ROUNDS {
-        let order: [&Variant; 2] = if round % 2 == 0 {
-            [&variants[0], &variants[1]]
-        } else {
-            [&variants[1], &variants[0]]
-        };
         for ((direction, measure), runs) in directions.iter().zip(&mut runs) {
-            for v in order {
-                let what = format!("{direction}, {}", v.name());
+            for v in twin::order(&variants, round) {
+                let what = format!("{direction}, {}", v.label);
                 progress(
                     opts,
                     &format!(

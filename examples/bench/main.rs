@@ -84,6 +84,7 @@ mod report;
 mod scale;
 mod throughput;
 mod ttfb;
+mod twin;
 
 use std::process::ExitCode;
 

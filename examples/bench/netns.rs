@@ -250,6 +250,11 @@ pub fn set_offload(on: bool) {
     OFFLOAD.store(on, Ordering::Relaxed);
 }
 
+/// What `--offload` said.
+pub fn offload() -> bool {
+    OFFLOAD.load(Ordering::Relaxed)
+}
+
 /// A stack on TUN device `tun` of `ns`: the stack at `stack`, the kernel at `kernel`, with
 /// `impairment` on its packet path, and offload as `--offload` says (off with an impairment).
 pub fn start_stack(
@@ -260,8 +265,7 @@ pub fn start_stack(
     config: StackConfig,
     impairment: Impairment,
 ) -> Result<Net, String> {
-    let offload = OFFLOAD.load(Ordering::Relaxed);
-    start_stack_with(ns, tun, addrs, mtu, config, impairment, offload)
+    start_stack_with(ns, tun, addrs, mtu, config, impairment, offload())
 }
 
 /// [`start_stack`] with offload on or off whatever `--offload` said (off anyway with an

@@ -1,29 +1,37 @@
 //! The `recovery` section: what the loss recovery layer costs on bulk throughput when nothing is
 //! lost.
 //!
-//! Two stacks side by side in one namespace, alike but for `StackConfig::loss_recovery`: one
-//! runs the layer (`cxb0`, 192.0.2.2, its kernel 192.0.2.1), the other bypasses it and leaves
-//! every segment to smoltcp alone (`cxb1`, 203.0.113.2, its kernel 203.0.113.1). Each direction
-//! runs between a stack and a kernel socket on the stack's own device: no hop, no drops. Runs are
-//! timed as in `throughput`.
+//! Three kinds of run, alike but for `StackConfig::loss_recovery`: with the layer (the
+//! variant), without it, leaving every segment to smoltcp alone (the baseline), and the
+//! control, without it too, which measures how far two alike runs differ on this machine: the
+//! resolution against which the layer's cost is read. Each run has a stack of its own, started
+//! for it in one of three slots of a namespace ([`crate::twin`]: `cxb0` at 192.0.2.2, `cxb1` at
+//! 203.0.113.2, `cxb2` at 198.51.100.2, the kernel at `.1` of each), each kind in each slot as
+//! often over three rounds. Stacks kept for a whole section, one per kind, differed by up to 15%
+//! with nothing between them, one way for the section's length (where their devices and
+//! threads fell on the machine); a stack per run turns that into noise the rounds average out.
+//! Each direction runs between a stack and a kernel socket on the stack's own device: no hop,
+//! no drops. Runs are timed as in `throughput`.
 //!
-//! The pair runs twice, each time in a namespace of its own: with segmentation offload (64 KB
-//! super-packets through the TUN device, what `throughput` and `fastopen` measure with) and
-//! without (a packet per wire segment, where the layer's work per segment weighs most), whatever
-//! `--offload` says.
+//! The section runs twice, each time in a namespace of its own: with segmentation offload (64
+//! KB super-packets through the TUN device, what `throughput` and `fastopen` measure with) and
+//! without (a packet per wire segment, where the layer's work per segment weighs most),
+//! whatever `--offload` says.
 //!
 //! - `stack -> kernel`: the stack writes to a kernel listener; the layer records each segment
-//!   it sends (a wire-sized segment's payload copied, a super-packet's buffer kept: smoltcp
-//!   cannot read its send buffer back) and reads each acknowledgement.
+//!   it sends (keeping the buffer smoltcp wrote it in, or for a small segment a copy of its
+//!   payload: smoltcp cannot read its send buffer back) and reads each acknowledgement.
 //! - `kernel -> stack`: a kernel client writes to a stack listener; the layer checks each
 //!   segment received and writes the window and SACK state of each acknowledgement.
 //!
-//! Each (offload, direction, variant) runs `--recovery-rounds` times (default 5), interleaved
-//! (on then off, then off then on, …); the figures are medians, and each ratio is the median
-//! with the layer over the median without. The ratio of the throughputs is also taken round by
-//! round (each run over the other variant's run of the same round, so that a pair shares the
-//! machine's state of the moment): its median and quartiles, what the layer costs with this
-//! VM's drift between rounds taken out.
+//! Each (offload, direction, kind) runs `--recovery-rounds` times (default 5), interleaved (on,
+//! off, control, then control, off, on, …: the control stands to the baseline as the layer
+//! does); the figures are medians, and each ratio is the median with the layer over the median
+//! without. The ratio of the throughputs is also taken round by round (each run over the
+//! baseline's run of the same round, so that a pair shares the machine's state of the moment):
+//! its median and quartiles, what the layer costs with this VM's drift between rounds taken
+//! out; and the same for the control over the baseline, which the layer's figure is to be read
+//! against.
 //!
 //! Beside the throughput, over the same window: the machine's CPU seconds per GB moved (both
 //! ends and the kernel's work for each); the process's own user and system CPU seconds per GB
@@ -33,27 +41,18 @@
 //! per MB (the same with the layer and without: the layer changes no packet sizes).
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
 use std::time::Duration;
 
-use connectx_api::{Impairment, Net, StackConfig, TcpListener};
+use connectx_api::{Net, StackConfig};
 
-use crate::bulk::{measure, Sample};
+use crate::bulk::Sample;
 use crate::cli::Options;
-use crate::conn::{
-    kernel_accept, kernel_connect, kernel_listener, stack_accept, stack_connect, stack_listener,
-    LISTEN_PORT,
-};
-use crate::netns::{start_stack_with, Netns, KERNEL_ADDR, STACK_ADDR, TUN};
+use crate::conn::stack_listener;
+use crate::netns::Netns;
 use crate::paired::Paired;
 use crate::progress;
 use crate::report::{cell, header, joined, json_num, json_str, Part};
-
-/// The second stack, the one without the layer: its TUN device, its address and the kernel's.
-const OFF_TUN: &str = "cxb1";
-const OFF_STACK_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-const OFF_KERNEL_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+use crate::twin::{self, Twin};
 
 /// The `recovery` section: with offload, then without.
 pub struct RecoveryCost {
@@ -73,6 +72,9 @@ struct Directions {
 #[derive(Default)]
 struct Runs {
     gbit_per_s: Paired,
+    /// Gbit/s of the control (a second stack without the layer: the variant here) against the
+    /// baseline's.
+    control: Paired,
     /// The machine's CPU seconds per GB.
     cpu_s_per_gb: Paired,
     /// The process's user and system CPU seconds per GB.
@@ -83,8 +85,30 @@ struct Runs {
     packets_per_mb: Paired,
 }
 
+/// What a stack stands for in the comparison.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// With the layer: the variant.
+    On,
+    /// Without it: the baseline.
+    Off,
+    /// Without it too: the control.
+    Control,
+}
+
 impl Runs {
-    fn push(&mut self, layer: bool, sample: &Sample, packets: u64) {
+    fn push(&mut self, role: Role, sample: &Sample, packets: u64) {
+        let layer = match role {
+            Role::On => true,
+            Role::Off => {
+                self.control.push(false, sample.gbps(), 0);
+                false
+            }
+            Role::Control => {
+                self.control.push(true, sample.gbps(), 0);
+                return;
+            }
+        };
         self.gbit_per_s.push(layer, sample.gbps(), 0);
         if sample.bytes > 0 {
             self.packets_per_mb
@@ -97,74 +121,6 @@ impl Runs {
             self.user_s_per_gb.push(layer, user, 0);
             self.system_s_per_gb.push(layer, system, 0);
         }
-    }
-}
-
-/// One of the two stacks.
-struct Variant {
-    layer: bool,
-    net: Net,
-    kernel: Ipv4Addr,
-    listener: Arc<TcpListener>,
-    at: SocketAddrV4,
-}
-
-impl Variant {
-    fn name(&self) -> &'static str {
-        if self.layer {
-            "layer on"
-        } else {
-            "layer off"
-        }
-    }
-
-    fn start(
-        ns: &Netns,
-        layer: bool,
-        tun: &'static str,
-        (stack, kernel): (Ipv4Addr, Ipv4Addr),
-        mtu: u32,
-        offload: bool,
-    ) -> Result<Variant, String> {
-        let mut config = StackConfig::default();
-        config.loss_recovery = layer;
-        let net = start_stack_with(
-            ns,
-            tun,
-            (stack, kernel),
-            mtu,
-            config,
-            Impairment::default(),
-            offload,
-        )?;
-        let at = SocketAddrV4::new(stack, LISTEN_PORT);
-        let listener = stack_listener(&net, at.into())?;
-        Ok(Variant {
-            layer,
-            net,
-            kernel,
-            listener: Arc::new(listener),
-            at,
-        })
-    }
-
-    fn stack_to_kernel(&self, ns: &Netns, window: Duration) -> Result<Sample, String> {
-        let listener = kernel_listener(ns, SocketAddr::from((self.kernel, 0)))?;
-        let to = listener.local_addr().map_err(|e| e.to_string())?;
-        measure(
-            window,
-            move || kernel_accept(&listener),
-            || stack_connect(&self.net, to),
-        )
-    }
-
-    fn kernel_to_stack(&self, ns: &Netns, window: Duration) -> Result<Sample, String> {
-        let listener = Arc::clone(&self.listener);
-        measure(
-            window,
-            move || stack_accept(&listener),
-            || kernel_connect(ns, self.at.into()),
-        )
     }
 }
 
@@ -184,45 +140,47 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
     } else {
         "bench-recovery"
     })?;
-    let variants = [
-        Variant::start(&ns, true, TUN, (STACK_ADDR, KERNEL_ADDR), opts.mtu, offload)?,
-        Variant::start(
-            &ns,
-            false,
-            OFF_TUN,
-            (OFF_STACK_ADDR, OFF_KERNEL_ADDR),
-            opts.mtu,
-            offload,
-        )?,
-    ];
-    type Direction = fn(&Variant, &Netns, Duration) -> Result<Sample, String>;
+    type Direction = fn(&Twin, &Netns, Duration) -> Result<Sample, String>;
     let directions: [(&str, Direction); 2] = [
-        ("stack -> kernel", Variant::stack_to_kernel),
-        ("kernel -> stack", Variant::kernel_to_stack),
+        ("stack -> kernel", Twin::stack_to_kernel),
+        ("kernel -> stack", Twin::kernel_to_stack),
+    ];
+    // The baseline in the middle: the layer and the control each run next to it alike.
+    let roles = [
+        (Role::On, "layer on"),
+        (Role::Off, "layer off"),
+        (Role::Control, "control (layer off)"),
     ];
     let mut runs = [Runs::default(), Runs::default()];
     let rounds = opts.recovery_rounds;
     for round in 0..rounds {
-        let order: [&Variant; 2] = if round % 2 == 0 {
-            [&variants[0], &variants[1]]
-        } else {
-            [&variants[1], &variants[0]]
-        };
         for ((direction, measure), runs) in directions.iter().zip(&mut runs) {
-            for v in order {
-                let what = format!("{setting}, {direction}, {}", v.name());
+            for (at, &(role, label)) in twin::order(&roles, round).into_iter().enumerate() {
+                let what = format!("{setting}, {direction}, {label}");
                 progress(
                     opts,
                     &format!("loss recovery layer, round {}/{rounds}: {what}", round + 1),
                 );
-                let before = packets(&v.net);
-                let sample = measure(v, &ns, window).map_err(|e| format!("{what}: {e}"))?;
-                runs.push(v.layer, &sample, packets(&v.net).saturating_sub(before));
+                // A stack of its own for each run, each role in each slot alike over three
+                // rounds: two alike stacks kept for a whole section differ by up to 15% here,
+                // one way or the other for the section's length (their devices' and threads'
+                // places on the machine), which no number of rounds would take out.
+                let mut config = StackConfig::default();
+                config.loss_recovery = role == Role::On;
+                let v = Twin::start(
+                    &ns,
+                    (at + round) % 3,
+                    (label, role == Role::On),
+                    config,
+                    (opts.mtu, offload),
+                    stack_listener,
+                )
+                .map_err(|e| format!("{what}: {e}"))?;
+                let sample = measure(&v, &ns, window).map_err(|e| format!("{what}: {e}"));
+                v.net.stop();
+                runs.push(role, &sample?, packets(&v.net));
             }
         }
-    }
-    for v in &variants {
-        v.net.stop();
     }
     let [stack_to_kernel, kernel_to_stack] = runs;
     Ok(Directions {
@@ -271,6 +229,25 @@ impl RecoveryCost {
     }
 }
 
+/// The by-round ratios' median and quartiles, as the table shows them.
+fn by_round(p: &Paired) -> String {
+    p.paired_ratios().map_or_else(
+        || "-".to_owned(),
+        |(median, lo, hi)| format!("{median:.3} ({lo:.3}-{hi:.3})"),
+    )
+}
+
+/// The by-round ratios' median and quartiles as a JSON object.
+fn quartiles_json(p: &Paired) -> String {
+    let q = p.paired_ratios();
+    format!(
+        "{{\"median\":{},\"lower_quartile\":{},\"upper_quartile\":{}}}",
+        json_num(q.map(|q| q.0), 4),
+        json_num(q.map(|q| q.1), 4),
+        json_num(q.map(|q| q.2), 4)
+    )
+}
+
 /// `stack_to_kernel` as the table says it.
 fn direction_label(key: &str) -> &'static str {
     if key == "stack_to_kernel" {
@@ -297,24 +274,23 @@ impl Part for RecoveryCost {
                 ("off Gbit/s", 10),
                 ("on/off", 6),
                 ("by round (quartiles)", 20),
+                ("control by round", 20),
                 ("CPU s/GB", 8),
                 ("user s/GB", 9),
             ],
             "pkts/MB on / off",
         );
         for (_, offload, key, runs) in self.rows() {
-            let by_round = runs.gbit_per_s.paired_ratios().map_or_else(
-                || "-".to_owned(),
-                |(median, lo, hi)| format!("{median:.3} ({lo:.3}-{hi:.3})"),
-            );
             let _ = writeln!(
                 out,
-                "{:<15} | {offload:>7} | {:>9.3} | {:>10.3} | {:>6} | {by_round:>20} | {:>8} | \
+                "{:<15} | {offload:>7} | {:>9.3} | {:>10.3} | {:>6} | {:>20} | {:>20} | {:>8} | \
                  {:>9} | {} / {}",
                 direction_label(key),
                 runs.gbit_per_s.variant_median(),
                 runs.gbit_per_s.baseline_median(),
                 cell(runs.gbit_per_s.ratio(), 3),
+                by_round(&runs.gbit_per_s),
+                by_round(&runs.control),
                 cell(runs.cpu_s_per_gb.ratio(), 3),
                 cell(runs.user_s_per_gb.ratio(), 3),
                 cell(runs.packets_per_mb.measured_variant(), 1),
@@ -324,8 +300,10 @@ impl Part for RecoveryCost {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "on/off: medians of {} runs per variant, interleaved, {} s each from the receiver's \
-             first byte; by round: each run over the other variant's of the same round; CPU \
+            "on/off: medians of {} runs per stack, interleaved, {} s each from the receiver's \
+             first byte; by round: each run over the baseline's (layer off) of the same round; \
+             control: a second stack without the layer, by round over the baseline (what two \
+             alike stacks differ by here: an on/off inside its range is no measurable cost); CPU \
              s/GB: the machine's (all CPUs), on over off; user s/GB: the process's user CPU time \
              (the stacks and the bench's end of the transfer), on over off; pkts/MB: packets \
              the stack sent and received per MB",
@@ -372,14 +350,13 @@ impl Part for RecoveryCost {
                     joined(p.baseline.iter().copied(), decimals, ",")
                 );
             }
-            let quartiles = runs.gbit_per_s.paired_ratios();
             let _ = write!(
                 out,
-                ",\"gbit_per_s_ratio_by_round\":{{\"median\":{},\"lower_quartile\":{},\
-                 \"upper_quartile\":{}}}}}",
-                json_num(quartiles.map(|q| q.0), 4),
-                json_num(quartiles.map(|q| q.1), 4),
-                json_num(quartiles.map(|q| q.2), 4)
+                ",\"gbit_per_s_ratio_by_round\":{},\"gbit_per_s_control_ratio_by_round\":{},\
+                 \"runs_gbit_per_s_control\":[{}]}}",
+                quartiles_json(&runs.gbit_per_s),
+                quartiles_json(&runs.control),
+                joined(runs.control.variant.iter().copied(), 4, ",")
             );
         }
         out.push_str("}}");

@@ -1,0 +1,113 @@
+//! Stacks side by side in one namespace, alike but for one setting: what a layer costs
+//! (`fastopen`, `recovery`). Each stack has a TUN device and a /24 of its own, the kernel at
+//! its `.1`, and a listener; the sections drive them through the same calls, in turn.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectx_api::{Impairment, Net, StackConfig, TcpListener};
+
+use crate::bulk::{measure, Sample};
+use crate::conn::{
+    kernel_accept, kernel_connect, kernel_listener, stack_accept, stack_connect, LISTEN_PORT,
+};
+use crate::netns::{start_stack_with, Netns, KERNEL_ADDR, STACK_ADDR, TUN};
+
+/// Where each stack lives: its TUN device, its address, the kernel's.
+const SLOTS: [(&str, Ipv4Addr, Ipv4Addr); 3] = [
+    (TUN, STACK_ADDR, KERNEL_ADDR),
+    (
+        "cxb1",
+        Ipv4Addr::new(203, 0, 113, 2),
+        Ipv4Addr::new(203, 0, 113, 1),
+    ),
+    (
+        "cxb2",
+        Ipv4Addr::new(198, 51, 100, 2),
+        Ipv4Addr::new(198, 51, 100, 1),
+    ),
+];
+
+/// One of the stacks.
+pub struct Twin {
+    /// What the tables and progress lines call it ("layer on", "layer off", …).
+    pub label: &'static str,
+    /// Whether it runs the layer being measured.
+    pub layer: bool,
+    pub net: Net,
+    /// The kernel's address on the stack's device.
+    pub kernel: Ipv4Addr,
+    pub listener: Arc<TcpListener>,
+    /// Where `listener` listens.
+    pub at: SocketAddrV4,
+}
+
+/// How a section opens a twin's listener (plain, or with Fast Open).
+pub type Listen = fn(&Net, SocketAddr) -> Result<TcpListener, String>;
+
+impl Twin {
+    /// The stack in slot `slot` (of three), with `config` and segmentation offload
+    /// on or off, listening at `LISTEN_PORT` through `listen`.
+    pub fn start(
+        ns: &Netns,
+        slot: usize,
+        (label, layer): (&'static str, bool),
+        config: StackConfig,
+        (mtu, offload): (u32, bool),
+        listen: Listen,
+    ) -> Result<Twin, String> {
+        let (tun, stack, kernel) = SLOTS[slot];
+        let net = start_stack_with(
+            ns,
+            tun,
+            (stack, kernel),
+            mtu,
+            config,
+            Impairment::default(),
+            offload,
+        )?;
+        let at = SocketAddrV4::new(stack, LISTEN_PORT);
+        let listener = listen(&net, at.into())?;
+        Ok(Twin {
+            label,
+            layer,
+            net,
+            kernel,
+            listener: Arc::new(listener),
+            at,
+        })
+    }
+
+    /// A bulk run from the stack to a kernel listener on its device (`crate::bulk::measure`).
+    pub fn stack_to_kernel(&self, ns: &Netns, window: Duration) -> Result<Sample, String> {
+        let listener = kernel_listener(ns, SocketAddr::from((self.kernel, 0)))?;
+        let to = listener.local_addr().map_err(|e| e.to_string())?;
+        measure(
+            window,
+            move || kernel_accept(&listener),
+            || stack_connect(&self.net, to),
+        )
+    }
+
+    /// A bulk run from a kernel client to the stack's listener.
+    pub fn kernel_to_stack(&self, ns: &Netns, window: Duration) -> Result<Sample, String> {
+        let listener = Arc::clone(&self.listener);
+        measure(
+            window,
+            move || stack_accept(&listener),
+            || kernel_connect(ns, self.at.into()),
+        )
+    }
+}
+
+/// The order the twins run in, round by round: as given in even rounds, reversed in odd ones,
+/// so that each comes as often before a neighbour as after it (the machine's state drifts
+/// within a round too), and one in the middle sits between the others alike.
+pub fn order<T>(twins: &[T], round: usize) -> Vec<&T> {
+    let mut order: Vec<&T> = twins.iter().collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
