@@ -145,7 +145,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
         rate_connections: 15_000,
         scale_connections: 10_000,
         async_connections: 10_000,
-        recovery_rounds: 5,
+        recovery_rounds: 6,
         offload: true,
         only: Section::ALL.iter().fold(0, |bits, s| bits | s.bit()),
         json: false,

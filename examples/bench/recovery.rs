@@ -5,9 +5,9 @@
 //! variant), without it, leaving every segment to smoltcp alone (the baseline), and the
 //! control, without it too, which measures how far two alike runs differ on this machine: the
 //! resolution against which the layer's cost is read. Each run has a stack of its own, started
-//! for it in one of three slots of a namespace ([`crate::twin`]: `cxb0` at 192.0.2.2, `cxb1` at
-//! 203.0.113.2, `cxb2` at 198.51.100.2, the kernel at `.1` of each), each kind in each slot as
-//! often over three rounds. Stacks kept for a whole section, one per kind, differed by up to 15%
+//! for it in the slot of a namespace that goes with its place in the round ([`crate::twin`]:
+//! `cxb0` at 192.0.2.2, `cxb1` at 203.0.113.2, `cxb2` at 198.51.100.2, the kernel at `.1` of
+//! each). Stacks kept for a whole section, one per kind, differed by up to 15%
 //! with nothing between them, one way for the section's length (where their devices and
 //! threads fell on the machine); a stack per run turns that into noise the rounds average out.
 //! Each direction runs between a stack and a kernel socket on the stack's own device: no hop,
@@ -24,10 +24,11 @@
 //! - `kernel -> stack`: a kernel client writes to a stack listener; the layer checks each
 //!   segment received and writes the window and SACK state of each acknowledgement.
 //!
-//! Each (offload, direction, kind) runs `--recovery-rounds` times (default 5), interleaved (on,
-//! off, control, then control, off, on, …: the control stands to the baseline as the layer
-//! does); the figures are medians, and each ratio is the median with the layer over the median
-//! without. The ratio of the throughputs is also taken round by round (each run over the
+//! Each (offload, direction, kind) runs `--recovery-rounds` times (default 6), interleaved (on,
+//! off, control, then off, control, on, then control, on, off, …: over three rounds each kind
+//! runs first, second and third once, as a run can slow the next and a place favoured every
+//! round would be read as the layer's cost or gain); the figures are medians, and each ratio
+//! is the median with the layer over the median without. The ratio of the throughputs is also taken round by round (each run over the
 //! baseline's run of the same round, so that a pair shares the machine's state of the moment):
 //! its median and quartiles, what the layer costs with this VM's drift between rounds taken
 //! out; and the same for the control over the baseline, which the layer's figure is to be read
@@ -145,7 +146,6 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
         ("stack -> kernel", Twin::stack_to_kernel),
         ("kernel -> stack", Twin::kernel_to_stack),
     ];
-    // The baseline in the middle: the layer and the control each run next to it alike.
     let roles = [
         (Role::On, "layer on"),
         (Role::Off, "layer off"),
@@ -161,15 +161,16 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
                     opts,
                     &format!("loss recovery layer, round {}/{rounds}: {what}", round + 1),
                 );
-                // A stack of its own for each run, each role in each slot alike over three
-                // rounds: two alike stacks kept for a whole section differ by up to 15% here,
-                // one way or the other for the section's length (their devices' and threads'
-                // places on the machine), which no number of rounds would take out.
+                // A stack of its own for each run, in the slot of its place in the round (so
+                // never the slot of the run before): two alike stacks kept for a whole section
+                // differ by up to 15% here, one way or the other for the section's length
+                // (their devices' and threads' places on the machine), which no number of
+                // rounds would take out.
                 let mut config = StackConfig::default();
                 config.loss_recovery = role == Role::On;
                 let v = Twin::start(
                     &ns,
-                    (at + round) % 3,
+                    at,
                     (label, role == Role::On),
                     config,
                     (opts.mtu, offload),

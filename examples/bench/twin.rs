@@ -101,13 +101,14 @@ impl Twin {
     }
 }
 
-/// The order the twins run in, round by round: as given in even rounds, reversed in odd ones,
-/// so that each comes as often before a neighbour as after it (the machine's state drifts
-/// within a round too), and one in the middle sits between the others alike.
+/// The order the twins run in, round by round: as given, turned by one place each round, so
+/// that over as many rounds as there are twins each runs in each place of a round as often
+/// (the machine's state drifts within a round too, and a run can slow the next).
 pub fn order<T>(twins: &[T], round: usize) -> Vec<&T> {
     let mut order: Vec<&T> = twins.iter().collect();
-    if round % 2 == 1 {
-        order.reverse();
+    if !order.is_empty() {
+        let n = order.len();
+        order.rotate_left(round % n);
     }
     order
 }
