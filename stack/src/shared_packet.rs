@@ -5,95 +5,111 @@
 //! buffer back, and the layer resends lost segments itself). Linux keeps the very buffers it
 //! sent (its retransmission queue holds the `sk_buff`, the device a clone); so does this stack:
 //! the buffer smoltcp wrote a segment in is shared, read-only from then on, by the queue that
-//! writes it to the device ([`PacketIo::send_shared`]) and by the layer's scoreboard, and the
-//! stack's [`PacketPool`] writes in it again once both let go. This is done for a 64 KB
+//! writes it to the device ([`PacketIo::send_shared`]) and by the layer's scoreboard, which
+//! gives it back to the stack's [`PacketPool`] once the segment is acknowledged; the pool
+//! writes in it again once the queue has let go too. This is done for a 64 KB
 //! super-packet (segmentation offload: copying those was four fifths of the instructions the
 //! layer added) and for a segment that fills most of its buffer (a wire-sized one without
 //! offload); a small segment in a large buffer is copied instead.
 //!
 //! [`PacketIo::send_shared`]: crate::PacketIo::send_shared
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// Most bytes of buffers a pool keeps track of, held or free (a 1 MB flight with room to spare,
-/// of 1,500-byte buffers or of 64 KB ones); more are handed out untracked, and freed when their
-/// holders let go. So a pool keeps at most this much memory of its own.
-const MAX_TRACKED_BYTES: usize = 2 << 20;
+/// Most bytes of free buffers a pool keeps (a 1 MB flight's worth twice, of 1,500-byte buffers
+/// or of 64 KB ones); buffers given back beyond that are freed.
+const MAX_FREE_BYTES: usize = 2 << 20;
+
+/// How many of the most recently given back buffers [`PacketPool::share`] looks at for one of
+/// the length it needs (a stack's devices may have frames of two lengths).
+const LOOK_AT: usize = 2;
 
 /// A sent packet's buffer, shared and read-only: the packet is its first bytes (whoever holds
-/// one knows its length). Cloning it is cheap; once the last clone outside the pool is
-/// dropped, the pool writes in it again.
+/// one knows its length). Cloning it is cheap; the holder that keeps it longest (the layer's
+/// scoreboard, until the peer acknowledges the segment) gives it back to the pool
+/// ([`PacketPool::give_back`]), which writes in it again once nobody else holds it.
 #[derive(Clone)]
-pub struct SharedPacket(Arc<Vec<u8>>);
+pub struct SharedPacket {
+    buf: Arc<Vec<u8>>,
+    /// `buf.len()`, kept here: giving a packet back reads no more than the handle (the buffer's
+    /// count and length are on another cache line, last written by another thread).
+    len: usize,
+}
 
 impl Deref for SharedPacket {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.0
+        &self.buf
     }
 }
 
 impl fmt::Debug for SharedPacket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedPacket")
-            .field("capacity", &self.0.len())
-            .field("holders", &Arc::strong_count(&self.0))
+            .field("capacity", &self.len)
+            .field("holders", &Arc::strong_count(&self.buf))
             .finish()
     }
 }
 
-/// Where a stack's shared packet buffers come from and go back to: every buffer it handed out,
-/// oldest first, each with the pool's own reference. A buffer is free again when that
-/// reference is the only one left: the device's queue has written it and the peer has
-/// acknowledged it, which happens in about the order they were handed out, so the oldest is
-/// the one to look at. No lock and no allocation per packet: the buffer and its count are
-/// reused together.
+/// The buffers of acknowledged packets, to write the next ones in: the last given back is
+/// written in first (it left the cache least long ago). Buffers are written in on the thread
+/// that sends, and given back, without being read, on the one that reads the acknowledgements:
+/// so the buffer's reference count is touched by the sending thread only (and the device
+/// queue's writer), not passed between the two for each packet. No lock, and no allocation per
+/// packet once the pool holds a flight's worth.
 #[derive(Debug, Default)]
 pub(crate) struct PacketPool {
-    ring: VecDeque<Arc<Vec<u8>>>,
-    /// The bytes of the buffers in `ring`.
-    tracked: usize,
+    /// Most recently given back last.
+    free: Vec<SharedPacket>,
+    /// Bytes of buffers in `free`.
+    free_bytes: usize,
 }
 
 impl PacketPool {
-    /// Share what `buf` holds, and give `buf` a buffer of the same length to write the next
-    /// packet in: a free one from the pool, or a new one.
+    /// Share `buf` (the packet smoltcp just wrote): it becomes the returned packet, and `buf`
+    /// becomes a buffer of the same length to write the next packet in, one given back if one
+    /// of the last given back is free, else a new one.
     pub(crate) fn share(&mut self, buf: &mut Vec<u8>) -> SharedPacket {
         let len = buf.len();
-        // The oldest, or the one after it: one still held (a segment waiting to be sent
-        // again) or of another length (another device's) goes to the back, to be looked at
-        // again later.
-        for _ in 0..2 {
-            let Some(mut oldest) = self.ring.pop_front() else {
-                break;
-            };
-            match Arc::get_mut(&mut oldest) {
-                Some(free) if free.len() == len => {
-                    std::mem::swap(free, buf);
-                    self.ring.push_back(Arc::clone(&oldest));
-                    return SharedPacket(oldest);
-                }
-                _ => self.ring.push_back(oldest),
+        let top = self.free.len();
+        for i in (top.saturating_sub(LOOK_AT)..top).rev() {
+            if self.free[i].len != len {
+                // Another device's: kept for it.
+                continue;
             }
+            let mut packet = self.free.swap_remove(i);
+            self.free_bytes -= len;
+            if let Some(free) = Arc::get_mut(&mut packet.buf) {
+                std::mem::swap(free, buf);
+                return packet;
+            }
+            // Still held (by a device queue behind on its writes): its last holder frees it.
         }
-        let packet = Arc::new(std::mem::replace(buf, vec![0; len]));
-        if self.tracked + len <= MAX_TRACKED_BYTES {
-            self.tracked += len;
-            self.ring.push_back(Arc::clone(&packet));
+        SharedPacket {
+            buf: Arc::new(std::mem::replace(buf, vec![0; len])),
+            len,
         }
-        SharedPacket(packet)
     }
 
-    /// Buffers waiting to be reused.
+    /// A holder lets go of `packet` (the scoreboard, once the segment is acknowledged): the
+    /// pool writes in it again once every other holder has let go too.
+    pub(crate) fn give_back(&mut self, packet: SharedPacket) {
+        if self.free_bytes + packet.len <= MAX_FREE_BYTES {
+            self.free_bytes += packet.len;
+            self.free.push(packet);
+        }
+    }
+
+    /// Buffers kept that nobody else holds.
     #[cfg(test)]
     pub(crate) fn pooled(&self) -> usize {
-        self.ring
+        self.free
             .iter()
-            .filter(|b| Arc::strong_count(b) == 1)
+            .filter(|p| Arc::strong_count(&p.buf) == 1)
             .count()
     }
 }
@@ -103,7 +119,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_shared_buffer_is_written_in_again_once_its_last_holder_lets_go() {
+    fn a_buffer_given_back_is_written_in_again_once_its_last_holder_lets_go() {
         let mut pool = PacketPool::default();
         let mut buf = vec![7u8; 100];
         let p = pool.share(&mut buf);
@@ -114,7 +130,7 @@ mod tests {
             "the writer gets a buffer as long as before"
         );
         let q = p.clone();
-        drop(p);
+        pool.give_back(p);
         assert_eq!(pool.pooled(), 0, "a holder is left");
         drop(q);
         assert_eq!(pool.pooled(), 1);
@@ -125,53 +141,73 @@ mod tests {
             buf[0], 7,
             "the writer got the free buffer back, not a new one"
         );
-        assert_eq!(pool.pooled(), 0, "the pooled buffer is held again");
+        assert_eq!(pool.free.len(), 0, "the buffer is out again");
     }
 
     #[test]
-    fn a_buffer_still_held_does_not_hold_up_the_next() {
+    fn the_last_buffer_given_back_is_written_in_first() {
         let mut pool = PacketPool::default();
         let first = pool.share(&mut vec![1u8; 100]);
-        drop(pool.share(&mut vec![2u8; 100]));
+        let second = pool.share(&mut vec![2u8; 100]);
+        pool.give_back(first);
+        pool.give_back(second);
+        let mut buf = vec![3u8; 100];
+        drop(pool.share(&mut buf));
+        assert_eq!(buf[0], 2, "the second, given back last");
+        let mut buf = vec![4u8; 100];
+        drop(pool.share(&mut buf));
+        assert_eq!(buf[0], 1, "then the first");
+    }
+
+    #[test]
+    fn a_buffer_still_held_is_passed_over_and_left_to_its_holder() {
+        let mut pool = PacketPool::default();
+        let free = pool.share(&mut vec![1u8; 100]);
+        let held = pool.share(&mut vec![2u8; 100]);
+        pool.give_back(free);
+        pool.give_back(held.clone());
         let mut buf = vec![3u8; 100];
         let _third = pool.share(&mut buf);
+        assert_eq!(buf[0], 1, "the free one is reused, past the one still held");
+        assert_eq!(held[0], 2, "the held one is untouched");
         assert_eq!(
-            buf[0], 2,
-            "the second buffer is reused, past the first still held"
+            (pool.free.len(), pool.free_bytes),
+            (0, 0),
+            "and no longer kept"
         );
-        assert_eq!(first[0], 1, "the held one is untouched");
+        assert_eq!(Arc::strong_count(&held.buf), 1, "its holder frees it");
     }
 
     #[test]
     fn buffers_of_two_lengths_are_each_reused_for_their_own() {
         let mut pool = PacketPool::default();
-        drop(pool.share(&mut vec![1u8; 100]));
-        let mut other = vec![2u8; 50];
-        drop(pool.share(&mut other));
-        assert_eq!(other, vec![0; 50], "a new buffer of its own length");
-        assert_eq!(pool.pooled(), 2, "both kept");
+        let long = pool.share(&mut vec![1u8; 100]);
+        let mut short = vec![2u8; 50];
+        let p = pool.share(&mut short);
+        assert_eq!(short, vec![0; 50], "a new buffer of its own length");
+        pool.give_back(long);
+        pool.give_back(p);
         let mut buf = vec![3u8; 100];
         drop(pool.share(&mut buf));
         assert_eq!(buf[0], 1, "the free buffer of this length came back");
+        assert_eq!(pool.free.len(), 1, "the other length is kept");
         let mut buf = vec![4u8; 50];
         drop(pool.share(&mut buf));
         assert_eq!(buf[0], 2);
-        assert_eq!(pool.tracked, 150);
+        assert_eq!(pool.free_bytes, 0);
     }
 
     #[test]
-    fn the_pool_keeps_track_of_a_bounded_amount() {
+    fn the_pool_keeps_a_bounded_amount() {
         let mut pool = PacketPool::default();
         let size = 64 << 10;
-        let held: Vec<SharedPacket> = (0..(2 * MAX_TRACKED_BYTES / size))
+        let sent: Vec<SharedPacket> = (0..(2 * MAX_FREE_BYTES / size))
             .map(|_| pool.share(&mut vec![0u8; size]))
             .collect();
-        assert_eq!(pool.tracked, MAX_TRACKED_BYTES, "the rest went untracked");
-        drop(held);
-        assert_eq!(
-            pool.pooled() * size,
-            MAX_TRACKED_BYTES,
-            "the untracked ones were freed"
-        );
+        for p in sent {
+            pool.give_back(p);
+        }
+        assert_eq!(pool.free_bytes, MAX_FREE_BYTES, "the rest was freed");
+        assert_eq!(pool.pooled() * size, MAX_FREE_BYTES);
     }
 }

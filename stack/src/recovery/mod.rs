@@ -739,7 +739,7 @@ impl Layer {
         let mut d = Delivered::default();
         let mut c = RecoveryCounters::default();
         let prior_pipe = s.sb.pipe();
-        s.sb.on_ack(t.ack, &mut d);
+        s.sb.on_ack(t.ack, &mut d, &mut self.pool);
         let mut dsack = false;
         let mut dsack_block = None;
         let mut accepted = [(0u32, 0u32); MAX_SACK_BLOCKS];

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use smoltcp::time::{Duration, Instant};
 
 use super::rate::TxStamp;
-use crate::shared_packet::SharedPacket;
+use crate::shared_packet::{PacketPool, SharedPacket};
 
 /// `a` is before `b` in sequence space (RFC 9293 §3.4, modulo 2^32).
 pub(crate) fn before(a: u32, b: u32) -> bool {
@@ -253,8 +253,9 @@ impl Payload {
         });
     }
 
-    /// Let go of the first `n` bytes.
-    fn pop(&mut self, n: usize) {
+    /// Let go of the first `n` bytes: a copied chunk's buffer is kept to copy in again, a shared
+    /// one goes back to `pool` if one is given.
+    fn pop(&mut self, n: usize, mut pool: Option<&mut PacketPool>) {
         let mut n = n.min(self.len);
         self.len -= n;
         while n > 0 {
@@ -265,12 +266,14 @@ impl Payload {
             front.start += here;
             n -= here;
             if front.start == front.end {
-                if let Some(Chunk {
-                    bytes: Bytes::Copied(v),
-                    ..
-                }) = self.chunks.pop_front()
-                {
-                    self.spare.push(v);
+                match self.chunks.pop_front().map(|c| c.bytes) {
+                    Some(Bytes::Copied(v)) => self.spare.push(v),
+                    Some(Bytes::Shared(p)) => {
+                        if let Some(pool) = pool.as_deref_mut() {
+                            pool.give_back(p);
+                        }
+                    }
+                    None => {}
                 }
             }
         }
@@ -551,7 +554,7 @@ impl Scoreboard {
                 next_stamp: self.next_stamp,
                 ..Scoreboard::default()
             };
-            self.data.pop(self.data.len);
+            self.data.pop(self.data.len, None);
             self.started = true;
             self.una = seq;
             self.nxt = seq;
@@ -625,8 +628,8 @@ impl Scoreboard {
     }
 
     /// A cumulative acknowledgement up to `ack` (checked by the caller to be within what was
-    /// sent).
-    pub(crate) fn on_ack(&mut self, ack: u32, d: &mut Delivered) {
+    /// sent). The buffers of shared segments acknowledged whole go back to `pool`.
+    pub(crate) fn on_ack(&mut self, ack: u32, d: &mut Delivered, pool: &mut PacketPool) {
         if !self.started || !before(self.una, ack) || before(self.nxt, ack) {
             return;
         }
@@ -687,7 +690,7 @@ impl Scoreboard {
             }
             break;
         }
-        self.data.pop(freed);
+        self.data.pop(freed, Some(pool));
         d.acked = ack.wrapping_sub(self.una);
         self.una = ack;
         if before(self.scan, ack) {
@@ -1102,7 +1105,7 @@ mod tests {
         assert_eq!(sb.nxt(), Some(6001));
         // The peer acknowledges the first wire segment: the record is trimmed, not split.
         let mut d = Delivered::default();
-        sb.on_ack(5300, &mut d);
+        sb.on_ack(5300, &mut d, &mut PacketPool::default());
         assert_eq!((d.bytes, lens(&sb)), (300, vec![(701, true, true)]));
         // The second wire segment is lost on the wire, the others arrive: the SACK block
         // splits the record where the device cut it, and only the lost one goes again.
@@ -1131,7 +1134,7 @@ mod tests {
         // The peer acknowledges two of its wire segments: RACK learns that what ends at 5600
         // was delivered, not what ends at 6000.
         let mut d = Delivered::default();
-        sb.on_ack(5600, &mut d);
+        sb.on_ack(5600, &mut d, &mut PacketPool::default());
         assert_eq!(d.newest, Some((t(0), 5600, false)));
         assert_eq!(d.bytes, 600);
     }
@@ -1142,7 +1145,7 @@ mod tests {
         // 1000 bytes cut every 300 from 5000; the peer acknowledged up to 5100.
         sb.on_send(5000, &[7; 1000], false, false, t(0), 300);
         let mut d = Delivered::default();
-        sb.on_ack(5100, &mut d);
+        sb.on_ack(5100, &mut d, &mut PacketPool::default());
         // A timeout takes all for lost: the wire segments, as the device made them.
         sb.mark_all_lost(false);
         let segs: Vec<(u32, u32)> = sb.segs.iter().map(|s| (s.seq, s.len)).collect();
@@ -1177,7 +1180,7 @@ mod tests {
     fn a_hole_is_found_lost_after_later_segments_are_sacked() {
         let mut sb = ten();
         let mut d = Delivered::default();
-        sb.on_ack(1100, &mut d);
+        sb.on_ack(1100, &mut d, &mut PacketPool::default());
         assert_eq!(d.acked, 100);
         let mut d = Delivered::default();
         // Segment 1 (1100..1200) is missing; 2..5 arrived.
@@ -1258,18 +1261,18 @@ mod tests {
         sb.on_sack(1300, 1400, &mut d);
         let mut d = Delivered::default();
         // 1000..1300 arrive late, never resent: reordering.
-        sb.on_ack(1400, &mut d);
+        sb.on_ack(1400, &mut d, &mut PacketPool::default());
         assert!(d.reordered);
         assert_eq!(d.bytes, 300, "SACKed bytes were delivered before");
         assert_eq!(sb.held_bytes(), 600);
         assert_eq!(sb.sacked_bytes(), 0);
         let mut d = Delivered::default();
-        sb.on_ack(2000, &mut d);
+        sb.on_ack(2000, &mut d, &mut PacketPool::default());
         assert!(sb.is_empty());
         assert_eq!(sb.held_bytes(), 0);
         // Beyond what was sent: ignored.
         let mut d = Delivered::default();
-        sb.on_ack(3000, &mut d);
+        sb.on_ack(3000, &mut d, &mut PacketPool::default());
         assert_eq!(d.acked, 0);
     }
 
@@ -1310,7 +1313,7 @@ mod tests {
                 assert_eq!(sb.data.idle_capacity(), kept, "no new allocation");
                 assert!(!sb.holds_idle_memory(), "in flight");
             }
-            sb.on_ack(from + 100_000, &mut d);
+            sb.on_ack(from + 100_000, &mut d, &mut PacketPool::default());
             assert!(sb.is_empty());
             kept = sb.data.idle_capacity();
             assert!(kept >= 100_000);
@@ -1322,7 +1325,7 @@ mod tests {
         assert!(!sb.holds_idle_memory());
         // A small flight's chunk stays.
         sb.on_send(301_000, &payload, false, false, t(2), u32::MAX);
-        sb.on_ack(302_000, &mut d);
+        sb.on_ack(302_000, &mut d, &mut PacketPool::default());
         assert!(sb.data.idle_capacity() > 0);
         assert!(!sb.holds_idle_memory(), "at most 64 KB stays while idle");
     }
@@ -1340,7 +1343,7 @@ mod tests {
             3,
             "a chunk grows to 4 KB, then to the flight"
         );
-        p.pop(2500);
+        p.pop(2500, None);
         assert_eq!(p.len, 73_500);
         let (a, b) = p.slices(400, 200);
         let v: Vec<u8> = a.iter().chain(b).copied().collect();
@@ -1351,16 +1354,15 @@ mod tests {
         assert_eq!((a[0], b[0]), (2, 3));
         assert_eq!(p.slices(73_499, 1).0, &[3]);
         assert_eq!(p.slices(73_499, 2), (&[][..], &[][..]), "past what is held");
-        p.pop(3500);
+        p.pop(3500, None);
         assert_eq!(p.chunks.len(), 1);
         assert_eq!(p.slices(0, 1).0, &[3]);
-        p.pop(usize::MAX);
+        p.pop(usize::MAX, None);
         assert_eq!((p.len, p.chunks.len()), (0, 0));
     }
 
     #[test]
     fn a_super_packet_is_held_where_it_was_sent_and_its_buffer_goes_back_once_acked() {
-        use crate::shared_packet::PacketPool;
         let mut pool = PacketPool::default();
         // A 40-byte header, then 3000 bytes of payload, one wire segment of 1000 at a time.
         let mut buf = vec![0u8; 4000];
@@ -1383,7 +1385,7 @@ mod tests {
         let (seg, a, b) = sb.resent(5000, t(5)).expect("in flight");
         assert_eq!((seg.len, a, b), (1000, &[1u8; 1000][..], &[][..]));
         let mut d = Delivered::default();
-        sb.on_ack(7500, &mut d);
+        sb.on_ack(7500, &mut d, &mut pool);
         assert_eq!(pool.pooled(), 0, "part of it is still in flight");
         let (_, a, _) = sb.resent(7500, t(6)).expect("in flight");
         assert_eq!(
@@ -1391,7 +1393,7 @@ mod tests {
             &[3u8; 500][..],
             "what is left of a segment, where it was"
         );
-        sb.on_ack(8000, &mut d);
+        sb.on_ack(8000, &mut d, &mut pool);
         assert_eq!(pool.pooled(), 1, "acknowledged: back to the pool");
         let (_, a, _) = sb.resent(8000, t(7)).expect("in flight");
         assert_eq!(a, &[9u8; 500][..]);
