@@ -28,8 +28,8 @@ const LOOK_AT: usize = 2;
 
 /// A sent packet's buffer, shared and read-only: the packet is its first bytes (whoever holds
 /// one knows its length). Cloning it is cheap; the holder that keeps it longest (the layer's
-/// scoreboard, until the peer acknowledges the segment) gives it back to the pool
-/// ([`PacketPool::give_back`]), which writes in it again once nobody else holds it.
+/// scoreboard, until the peer acknowledges the segment) gives it back to the stack's pool of
+/// buffers, which writes in it again once nobody else holds it.
 #[derive(Clone)]
 pub struct SharedPacket {
     buf: Arc<Vec<u8>>,
