@@ -39,12 +39,14 @@
 //! (the stacks, the bench's sender or receiver, and the kernel work those threads do in their
 //! system calls): the layer's work is user time, so the user time per GB shows its cost where
 //! the machine's noise hides it in the throughput; and the packets the stack sent and received
-//! per MB (the same with the layer and without: the layer changes no packet sizes).
+//! per MB (the same with the layer and without: the layer changes no packet sizes); and what the
+//! layer sent again in each of its runs, with its tail loss probes (nothing is lost: a probe
+//! that goes is one whose original had arrived, its acknowledgement late).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use connectx_api::{Net, StackConfig};
+use connectx_api::{Net, RecoveryCounters, StackConfig};
 
 use crate::bulk::Sample;
 use crate::cli::Options;
@@ -84,6 +86,10 @@ struct Runs {
     /// Packets the stack sent and received per MB moved (over the whole run: the connection's
     /// start and end too).
     packets_per_mb: Paired,
+    /// Segments the layer sent again in each of its runs (`TcpRetransSegs`: with nothing lost,
+    /// probes whose originals had arrived), and its tail loss probes.
+    sent_again: Vec<u64>,
+    probes: Vec<u64>,
 }
 
 /// What a stack stands for in the comparison.
@@ -98,9 +104,13 @@ enum Role {
 }
 
 impl Runs {
-    fn push(&mut self, role: Role, sample: &Sample, packets: u64) {
+    fn push(&mut self, role: Role, sample: &Sample, packets: u64, c: &RecoveryCounters) {
         let layer = match role {
-            Role::On => true,
+            Role::On => {
+                self.sent_again.push(c.TcpRetransSegs);
+                self.probes.push(c.TCPLossProbes);
+                true
+            }
             Role::Off => {
                 self.control.push(false, sample.gbps(), 0);
                 false
@@ -179,7 +189,7 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
                 .map_err(|e| format!("{what}: {e}"))?;
                 let sample = measure(&v, &ns, window).map_err(|e| format!("{what}: {e}"));
                 v.net.stop();
-                runs.push(role, &sample?, packets(&v.net));
+                runs.push(role, &sample?, packets(&v.net), &v.net.recovery_counters());
             }
         }
     }
@@ -230,6 +240,22 @@ impl RecoveryCost {
     }
 }
 
+/// What the layer sent again, run by run: the median and the most, each with its probes.
+fn sent_again(runs: &Runs) -> String {
+    let mut by_run: Vec<(u64, u64)> = runs
+        .sent_again
+        .iter()
+        .copied()
+        .zip(runs.probes.iter().copied())
+        .collect();
+    if by_run.is_empty() {
+        return "-".to_owned();
+    }
+    by_run.sort_unstable();
+    let (median, most) = (by_run[by_run.len() / 2], by_run[by_run.len() - 1]);
+    format!("{} ({}), most {} ({})", median.0, median.1, most.0, most.1)
+}
+
 /// The by-round ratios' median and quartiles, as the table shows them.
 fn by_round(p: &Paired) -> String {
     p.paired_ratios().map_or_else(
@@ -278,14 +304,15 @@ impl Part for RecoveryCost {
                 ("control by round", 20),
                 ("CPU s/GB", 8),
                 ("user s/GB", 9),
+                ("pkts/MB on / off", 16),
             ],
-            "pkts/MB on / off",
+            "sent again (probes)",
         );
         for (_, offload, key, runs) in self.rows() {
             let _ = writeln!(
                 out,
                 "{:<15} | {offload:>7} | {:>9.3} | {:>10.3} | {:>6} | {:>20} | {:>20} | {:>8} | \
-                 {:>9} | {} / {}",
+                 {:>9} | {:>16} | {}",
                 direction_label(key),
                 runs.gbit_per_s.variant_median(),
                 runs.gbit_per_s.baseline_median(),
@@ -294,8 +321,12 @@ impl Part for RecoveryCost {
                 by_round(&runs.control),
                 cell(runs.cpu_s_per_gb.ratio(), 3),
                 cell(runs.user_s_per_gb.ratio(), 3),
-                cell(runs.packets_per_mb.measured_variant(), 1),
-                cell(runs.packets_per_mb.measured_baseline(), 1),
+                format!(
+                    "{} / {}",
+                    cell(runs.packets_per_mb.measured_variant(), 1),
+                    cell(runs.packets_per_mb.measured_baseline(), 1)
+                ),
+                sent_again(runs),
             );
         }
         let _ = writeln!(out);
@@ -307,7 +338,10 @@ impl Part for RecoveryCost {
              alike stacks differ by here: an on/off inside its range is no measurable cost); CPU \
              s/GB: the machine's (all CPUs), on over off; user s/GB: the process's user CPU time \
              (the stacks and the bench's end of the transfer), on over off; pkts/MB: packets \
-             the stack sent and received per MB",
+             the stack sent and received per MB; sent again (probes): segments the layer sent \
+             again in a run (with nothing lost, tail loss probes whose originals had arrived: \
+             a probe resends the last packet sent, a whole super-packet with offload), the \
+             median run and the most",
             opts.recovery_rounds, opts.seconds
         );
     }
@@ -354,10 +388,13 @@ impl Part for RecoveryCost {
             let _ = write!(
                 out,
                 ",\"gbit_per_s_ratio_by_round\":{},\"gbit_per_s_control_ratio_by_round\":{},\
-                 \"runs_gbit_per_s_control\":[{}]}}",
+                 \"runs_gbit_per_s_control\":[{}],\"runs_segments_sent_again_layer_on\":[{}],\
+                 \"runs_loss_probes_layer_on\":[{}]}}",
                 quartiles_json(&runs.gbit_per_s),
                 quartiles_json(&runs.control),
-                joined(runs.control.variant.iter().copied(), 4, ",")
+                joined(runs.control.variant.iter().copied(), 4, ","),
+                joined(runs.sent_again.iter().map(|&n| n as f64), 0, ","),
+                joined(runs.probes.iter().map(|&n| n as f64), 0, ",")
             );
         }
         out.push_str("}}");
