@@ -67,6 +67,10 @@ pub(crate) struct PacketPool {
     free: Vec<SharedPacket>,
     /// Bytes of buffers in `free`.
     free_bytes: usize,
+    /// New buffers made (for the simulator's tests: a pool that gets acknowledged buffers back
+    /// makes about a flight's worth, not one per packet).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) made: u64,
 }
 
 impl PacketPool {
@@ -88,6 +92,10 @@ impl PacketPool {
                 return packet;
             }
             // Still held (by a device queue behind on its writes): its last holder frees it.
+        }
+        #[cfg(any(test, feature = "sim"))]
+        {
+            self.made += 1;
         }
         SharedPacket {
             buf: Arc::new(std::mem::replace(buf, vec![0; len])),

@@ -599,6 +599,12 @@ impl Layer {
         }
     }
 
+    /// Buffers the layer's pool has made so far ([`crate::sim`]'s tests).
+    #[cfg(any(test, feature = "sim"))]
+    pub(crate) fn buffers_made(&self) -> u64 {
+        self.pool.made
+    }
+
     /// The segment the last [`Layer::egress`] let through, if the layer shares its buffer: it
     /// is this packet that goes to the device (the buffer given to `egress` was replaced by
     /// another to write the next segment in).

@@ -287,6 +287,13 @@ impl Stack {
         Ok(id)
     }
 
+    /// Packet buffers the loss recovery layer has made to keep segments in flight in (the
+    /// simulator's tests: acknowledged ones are written in again).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn shared_buffers_made(&self) -> u64 {
+        self.recovery.buffers_made()
+    }
+
     /// Route `dest` through `iface` (`0.0.0.0/0` and `::/0` are default routes).
     ///
     /// # Errors
