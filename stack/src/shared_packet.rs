@@ -14,6 +14,7 @@
 //!
 //! [`PacketIo::send_shared`]: crate::PacketIo::send_shared
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -63,8 +64,9 @@ impl fmt::Debug for SharedPacket {
 /// packet once the pool holds a flight's worth.
 #[derive(Debug, Default)]
 pub(crate) struct PacketPool {
-    /// Most recently given back last.
-    free: Vec<SharedPacket>,
+    /// Most recently given back last; buffers found still held, or of another length, at the
+    /// front.
+    free: VecDeque<SharedPacket>,
     /// Bytes of buffers in `free`.
     free_bytes: usize,
     /// New buffers made (for the simulator's tests: a pool that gets acknowledged buffers back
@@ -75,23 +77,32 @@ pub(crate) struct PacketPool {
 
 impl PacketPool {
     /// Share `buf` (the packet smoltcp just wrote): it becomes the returned packet, and `buf`
-    /// becomes a buffer of the same length to write the next packet in, one given back if one
-    /// of the last given back is free, else a new one.
+    /// becomes a buffer of the same length to write the next packet in: the last one given
+    /// back if it is free, else one set aside earlier if that is free by now, else a new one.
+    ///
+    /// A buffer given back can still be held: the acknowledgement of a segment can come (on
+    /// another thread) while the device queue is still writing the rest of its batch, and lets
+    /// go of all of them after the last. Such a buffer is set aside at the back of the list,
+    /// not dropped: dropping it made the pool allocate a new 64 KB buffer for up to one
+    /// super-packet in fifteen over TUN.
     pub(crate) fn share(&mut self, buf: &mut Vec<u8>) -> SharedPacket {
         let len = buf.len();
-        let top = self.free.len();
-        for i in (top.saturating_sub(LOOK_AT)..top).rev() {
-            if self.free[i].len != len {
-                // Another device's: kept for it.
-                continue;
+        for _ in 0..LOOK_AT {
+            let Some(packet) = self.free.pop_back() else {
+                break;
+            };
+            match self.reuse(packet, buf) {
+                Ok(packet) => return packet,
+                // Still held, or another device's length: for later.
+                Err(packet) => self.free.push_front(packet),
             }
-            let mut packet = self.free.swap_remove(i);
-            self.free_bytes -= len;
-            if let Some(free) = Arc::get_mut(&mut packet.buf) {
-                std::mem::swap(free, buf);
-                return packet;
+        }
+        // Set aside longest ago: its queue has most likely let go of it by now.
+        if let Some(packet) = self.free.pop_front() {
+            match self.reuse(packet, buf) {
+                Ok(packet) => return packet,
+                Err(packet) => self.free.push_front(packet),
             }
-            // Still held (by a device queue behind on its writes): its last holder frees it.
         }
         #[cfg(any(test, feature = "sim"))]
         {
@@ -103,12 +114,30 @@ impl PacketPool {
         }
     }
 
+    /// `packet` with `buf`'s contents, `buf` given its buffer, if `packet` is free and as
+    /// long as `buf`; else `packet` back.
+    fn reuse(
+        &mut self,
+        mut packet: SharedPacket,
+        buf: &mut Vec<u8>,
+    ) -> Result<SharedPacket, SharedPacket> {
+        if packet.len != buf.len() {
+            return Err(packet);
+        }
+        let Some(free) = Arc::get_mut(&mut packet.buf) else {
+            return Err(packet);
+        };
+        std::mem::swap(free, buf);
+        self.free_bytes -= packet.len;
+        Ok(packet)
+    }
+
     /// A holder lets go of `packet` (the scoreboard, once the segment is acknowledged): the
     /// pool writes in it again once every other holder has let go too.
     pub(crate) fn give_back(&mut self, packet: SharedPacket) {
         if self.free_bytes + packet.len <= MAX_FREE_BYTES {
             self.free_bytes += packet.len;
-            self.free.push(packet);
+            self.free.push_back(packet);
         }
     }
 
@@ -168,22 +197,26 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_still_held_is_passed_over_and_left_to_its_holder() {
+    fn a_buffer_still_held_is_set_aside_and_written_in_once_free() {
         let mut pool = PacketPool::default();
         let free = pool.share(&mut vec![1u8; 100]);
         let held = pool.share(&mut vec![2u8; 100]);
         pool.give_back(free);
-        pool.give_back(held.clone());
+        let queue = held.clone();
+        pool.give_back(held);
         let mut buf = vec![3u8; 100];
         let _third = pool.share(&mut buf);
         assert_eq!(buf[0], 1, "the free one is reused, past the one still held");
-        assert_eq!(held[0], 2, "the held one is untouched");
-        assert_eq!(
-            (pool.free.len(), pool.free_bytes),
-            (0, 0),
-            "and no longer kept"
-        );
-        assert_eq!(Arc::strong_count(&held.buf), 1, "its holder frees it");
+        assert_eq!(queue[0], 2, "the held one is untouched");
+        assert_eq!(pool.free.len(), 1, "and kept");
+        let mut buf = vec![4u8; 100];
+        drop(pool.share(&mut buf));
+        assert_eq!(buf, vec![0; 100], "still held: a new buffer");
+        drop(queue);
+        let mut buf = vec![5u8; 100];
+        drop(pool.share(&mut buf));
+        assert_eq!(buf[0], 2, "once let go, it is written in again");
+        assert_eq!((pool.free.len(), pool.free_bytes), (0, 0));
     }
 
     #[test]
