@@ -82,9 +82,9 @@ impl PacketPool {
     ///
     /// A buffer given back can still be held: the acknowledgement of a segment can come (on
     /// another thread) while the device queue is still writing the rest of its batch, and lets
-    /// go of all of them after the last. Such a buffer is set aside at the back of the list,
-    /// not dropped: dropping it made the pool allocate a new 64 KB buffer for up to one
-    /// super-packet in fifteen over TUN.
+    /// go of all of them after the last. Such a buffer is set aside at the front of the list
+    /// (buffers are given back at the other end), not dropped: dropping it made the pool
+    /// allocate a new 64 KB buffer for up to one super-packet in fifteen over TUN.
     pub(crate) fn share(&mut self, buf: &mut Vec<u8>) -> SharedPacket {
         let len = buf.len();
         for _ in 0..LOOK_AT {
