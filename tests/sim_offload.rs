@@ -34,10 +34,9 @@ fn transfer_on(link: LinkConfig, len: usize) -> (i64, usize) {
     (ms, largest)
 }
 
-/// [`transfer_on`] with A's configuration; also how many packets A handed over shared.
-/// Moves `len` bytes from A to B; returns the virtual ms it took, the largest packet that
-/// crossed, the packets A sent shared with the device's queue, and the buffers A's loss
-/// recovery layer made to hold them.
+/// [`transfer_on`] with A's configuration: moves `len` bytes from A to B; returns the virtual
+/// ms it took, the largest packet that crossed, the packets A sent shared with the device's
+/// queue, and the buffers A's loss recovery layer made to hold them.
 fn transfer_with(link: LinkConfig, a_config: StackConfig, len: usize) -> (i64, usize, u64, u64) {
     let mut p = Pair::with_configs(
         link,

@@ -43,7 +43,8 @@ pub trait PacketIo {
     /// As [`send`](PacketIo::send) of `packet[..len]`, a packet that the stack keeps too (the
     /// loss recovery layer holds a segment's buffer until the peer acknowledges it, instead of
     /// copying its payload): an implementation that keeps the packet for later may keep a
-    /// clone, which costs no copy. The buffer goes back to the stack once both let go.
+    /// clone, which costs no copy. The stack writes in the buffer again once the peer has
+    /// acknowledged the segment and the implementation has let go of it.
     fn send_shared(&mut self, iface: IfaceId, packet: &SharedPacket, len: usize) {
         let len = len.min(packet.len());
         self.send(iface, &packet[..len]);

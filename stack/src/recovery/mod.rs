@@ -580,7 +580,8 @@ pub(crate) struct Layer {
     pub(crate) disabled: bool,
     algorithm: CongestionControl,
     pub(crate) scratch: Vec<u8>,
-    /// The buffers of segments held in flight, and of those acknowledged, to write in.
+    /// The buffers of acknowledged segments (the scoreboard gives them back), to write the
+    /// next ones in.
     pool: PacketPool,
     /// The segment [`Layer::egress`] just recorded, if it shared its buffer instead of copying
     /// its payload: it leaves from here ([`Layer::take_shared`]).
