@@ -1,8 +1,8 @@
 //! The engine against the Linux kernel's TCP (root; each test in a network namespace of its
 //! own, with its own TUN device): a burst of kernel clients against a small listen backlog is
 //! never refused (SYN cookies answer the SYNs past it, as Linux's do), thousands of sequential connections from the stack reuse ephemeral ports
-//! across remotes while avoiding tuples in TIME-WAIT, and the stack's TIME-WAIT entries answer
-//! the kernel's FIN.
+//! across remotes while avoiding tuples in TIME-WAIT, the stack's TIME-WAIT entries answer
+//! the kernel's FIN, and a bulk transfer does not set the runtime's alarm at every round.
 
 mod support;
 
@@ -576,6 +576,55 @@ fn a_blind_rst_is_challenged_by_the_stack_as_by_the_kernel() {
                 Err(Some(connectx_api::Errno::ECONNRESET.0))
             );
             net.close(fd).unwrap();
+        },
+    );
+}
+
+/// Under a bulk transfer, the loss recovery layer moves the connection's timer later with each
+/// acknowledgement. The runtime's alarm only ever moves earlier: it goes off early now and
+/// then, and is set again from there, instead of being set again at every round (a
+/// `timerfd_settime` that reprograms the CPU's timer each time, its time being 2–3 ms ahead).
+#[test]
+fn the_runtime_alarm_is_not_set_again_for_each_acknowledgement() {
+    in_netns(
+        "the_runtime_alarm_is_not_set_again_for_each_acknowledgement",
+        || {
+            let net = net();
+            let listener = std::net::TcpListener::bind("192.0.2.1:0").unwrap();
+            let to = listener.local_addr().unwrap();
+            let reader = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut n = 0;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match s.read(&mut buf).unwrap() {
+                        0 => return n,
+                        k => n += k,
+                    }
+                }
+            });
+            let mut stream = connectx_api::TcpStream::connect(&net, to).unwrap();
+            let chunk = vec![0x5au8; 64 << 10];
+            let total = 32 << 20;
+            let mut sent = 0;
+            while sent < total {
+                sent += stream.write(&chunk).unwrap();
+            }
+            stream.shutdown(connectx_api::Shutdown::Write).unwrap();
+            assert_eq!(reader.join().unwrap(), sent);
+            let c = net.runtime_counters();
+            // Enough rounds that an alarm set at each would show: about 300 here, with the alarm
+            // set at over twice as many (calls' rounds too) and never going off.
+            assert!(c.rounds > 100, "{c:?}");
+            // Each setting follows the alarm going off early, but for the few that move it
+            // earlier (about 100 settings for 60 wake-ups).
+            assert!(
+                c.alarm_settings <= 2 * c.alarm_wakeups + c.rounds / 4,
+                "the alarm was set {} times in {} rounds, for {} wake-ups",
+                c.alarm_settings,
+                c.rounds,
+                c.alarm_wakeups
+            );
         },
     );
 }

@@ -62,7 +62,7 @@ pub use calls::{
 pub use errno::Errno;
 pub use fd::Fd;
 pub use net::{Net, Tables};
-pub use runtime::DeviceCounters;
+pub use runtime::{DeviceCounters, RuntimeCounters};
 pub use stack::capture;
 pub use stack::impair::{Impairment, ImpairmentError};
 pub use stack::{

@@ -5,7 +5,8 @@
 //!     │
 //!     ├─ packet path lock: read a burst from each readable device
 //!     ├─ state lock: Stack::poll(now) — protocol work only; what it sends goes to the outbox;
-//!     │              take the waiters of the sockets it touched; set the alarm
+//!     │              take the waiters of the sockets it touched; move the alarm earlier if
+//!     │              the stack's next timer is (never later: it goes off early instead)
 //!     ├─ wake those waiters
 //!     ├─ write the outbox: through the packet path with a capture or an impairment,
 //!     │  else straight to the devices under a write lock of its own (`TxSide`)
@@ -74,6 +75,22 @@ pub struct DeviceCounters {
     /// checksum: a GSO type other than TCP, a header or checksum offset outside the packet, a
     /// TCP segment whose checksum is wrong ([`stack::offload::accept`]).
     pub offload_rejected: u64,
+}
+
+/// What the runtime thread did: how often it ran a round, and how it kept its alarm (the
+/// `timerfd` that wakes it for the stack's next timer). A thread that runs rounds when nothing
+/// happens, or resets its alarm at every round, costs CPU time that these show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuntimeCounters {
+    /// Rounds the runtime thread ran (reads from the devices, a poll of the stack, writes).
+    pub rounds: u64,
+    /// Times the alarm was set: by the runtime or by a call, each time for an earlier time than
+    /// it was set for, or after it went off.
+    pub alarm_settings: u64,
+    /// Times the runtime woke with its alarm gone off (some early: the timer it was set for
+    /// had moved later).
+    pub alarm_wakeups: u64,
 }
 
 impl Devices {
@@ -614,9 +631,9 @@ impl Runtime {
         }
     }
 
-    /// The loop. It sleeps in `poll(2)` until a device is readable, a call kicks it, the
-    /// stack's next timer is due (an alarm calls may move earlier), or a packet the impairment
-    /// holds comes due; then runs a round ([`Shared::round`]).
+    /// The loop. It sleeps in `poll(2)` until a device is readable, a call kicks it, the alarm
+    /// goes off (at the stack's next timer, or before it if that moved later), or a packet the
+    /// impairment holds comes due; then runs a round ([`Shared::round`]).
     pub(crate) fn run(mut self, shared: &Shared) {
         let mut fds: Vec<RawFd> = {
             let io = shared.io();
