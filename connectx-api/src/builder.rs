@@ -275,6 +275,9 @@ impl NetBuilder {
             }
             (None, None) => None,
         };
+        // Socket buffers as fresh pages, whatever the program freed before: an idle
+        // connection then costs what it uses, not its buffers' size.
+        tun_driver::keep_large_allocations_mapped();
         let mut stack = Stack::new(self.config.unwrap_or_default());
         let (cookie_file, cookie_warnings) = match self.cookie_file {
             Some(path) => {

@@ -45,6 +45,30 @@ pub use netns::{is_root, require_root};
 pub use vnet::VnetHeader;
 pub use wait::{wait_readable, Alarm, Waker};
 
+/// Keep glibc's allocator handing out large allocations (128 KB and over) as fresh pages, as it
+/// does when a program starts. Returns whether it set glibc's threshold: not under another C
+/// library, nor when the environment sets it (`GLIBC_TUNABLES` with `mmap_threshold`, or
+/// `MALLOC_MMAP_THRESHOLD_`: the program's own choice).
+///
+/// A stack's socket buffers (1 MB each way by default) are such allocations; an idle
+/// connection's pages are never written, and cost nothing resident. But once the program frees
+/// an allocation that glibc had mapped for it, glibc raises the size from which it maps them, to
+/// that allocation's (up to 32 MB): later buffers then come from its heap, often from memory
+/// freed before, which it zeroes page by page. An idle connection then cost six times the
+/// memory after another stack had come and gone in the process (53 KB against 8.5 KB in
+/// `tests/runtime_memory.rs`), and in the bench's `async` section, run after another section,
+/// 286 KB and 10 s to open 10,000 connections instead of 16.5 KB and 0.6 s. Setting the
+/// threshold (to glibc's own initial 128 KB) ends that adjusting.
+pub fn keep_large_allocations_mapped() -> bool {
+    let chosen = |var: &str, key: &str| std::env::var(var).is_ok_and(|v| v.contains(key));
+    if chosen("GLIBC_TUNABLES", "mmap_threshold")
+        || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+    {
+        return false;
+    }
+    sys::set_mmap_threshold(128 << 10)
+}
+
 /// Whether `fd` is an open descriptor of this process. `connectx-api` uses it to tell a
 /// descriptor number that is open but not one of its sockets (`ENOTSOCK`) from one that is not
 /// open at all (`EBADF`).

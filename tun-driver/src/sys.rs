@@ -73,7 +73,6 @@ pub(crate) fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Sets `O_NONBLOCK` on the open file description.
 /// Whether `fd` is an open descriptor of this process (without taking it over).
 pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor flags; any integer is acceptable and an
@@ -81,6 +80,20 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     fd >= 0 && unsafe { syscall!(fcntl(fd, libc::F_GETFD)) }.is_ok()
 }
 
+/// Set glibc's `M_MMAP_THRESHOLD` to `bytes` (which also ends its adjusting it on its own).
+/// Returns whether glibc took it; elsewhere there is no such setting.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn set_mmap_threshold(bytes: c_int) -> bool {
+    // SAFETY: mallopt takes any parameter and value, and only changes the allocator's settings.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn set_mmap_threshold(_: c_int) -> bool {
+    false
+}
+
+/// Sets `O_NONBLOCK` on the open file description.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fd = fd.as_raw_fd();
     // SAFETY: F_GETFL on an open descriptor only reads its status flags.
