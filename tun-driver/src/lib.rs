@@ -58,7 +58,8 @@ pub use wait::{wait_readable, Alarm, Waker};
 /// memory after another stack had come and gone in the process (53 KB against 8.5 KB in
 /// `tests/runtime_memory.rs`), and in the bench's `async` section, run after another section,
 /// 286 KB and 10 s to open 10,000 connections instead of 16.5 KB and 0.6 s. Setting the
-/// threshold (to glibc's own initial 128 KB) ends that adjusting.
+/// threshold (to glibc's own initial 128 KB) ends that adjusting. A program that sets it with
+/// `mallopt(3)` itself does so after this (after starting its `Net`).
 pub fn keep_large_allocations_mapped() -> bool {
     let chosen = |var: &str, key: &str| std::env::var(var).is_ok_and(|v| v.contains(key));
     if chosen("GLIBC_TUNABLES", "mmap_threshold")
