@@ -1,25 +1,28 @@
 //! The `fastopen` section: what the TCP Fast Open layer costs on bulk throughput.
 //!
-//! Two stacks side by side in one namespace, alike but for `StackConfig::fast_open_layer`: one
-//! runs the layer, the other (`fast_open_layer: false`) bypasses it. Both are driven through the
-//! same calls, which without the layer make plain connections; the namespace's
-//! `net.ipv4.tcp_fastopen` is 1027 (client, server, and server on every listener). Runs are
-//! timed as in `throughput`.
+//! Three kinds of run, alike but for `StackConfig::fast_open_layer` ([`crate::twin`]): with the
+//! layer active (the variant), with it off (`fast_open_layer: false`, the baseline: the same
+//! calls make plain connections), and with it off again (the control: what two alike runs
+//! differ by here). Each run has a stack of its own, in the slot of its place in the round; the
+//! namespace's `net.ipv4.tcp_fastopen` is 1027 (client, server, and server on every listener).
+//! Before its measured run, each stack makes one connection each way, so that each side caches
+//! the other's cookie (a new stack has a new server key, so the kernel's cached cookie for that
+//! address is renewed then). Runs are timed as in `throughput`.
 //!
 //! - `stack -> kernel`: the stack writes to a kernel listener. Each measured connection is made
 //!   with `connectx(CONNECT_DATA_IDEMPOTENT)` and its first 1000 bytes as data. With the layer,
-//!   a first connection has fetched the kernel's cookie, so that data (as much as the SYN takes:
-//!   all of it at MTU 1500) rides in the SYN, and the layer translates the sequence and
-//!   acknowledgement numbers of every later segment of the connection; a run counts only if
-//!   `fast_open_info` says the SYN carried data and the SYN-ACK acknowledged all of it.
+//!   that data (as much as the SYN takes: all of it at MTU 1500) rides in the SYN, and the
+//!   layer translates the sequence and acknowledgement numbers of every later segment of the
+//!   connection; a run counts only if `fast_open_info` says the SYN carried data and the
+//!   SYN-ACK acknowledged all of it.
 //! - `kernel -> stack`: a kernel client (`TCP_FASTOPEN_CONNECT`) writes to a stack listener with
-//!   Fast Open on (`set_fast_open`). With the layer, a first connection has fetched the stack's
-//!   cookie, so the kernel's first write rides in the SYN; a run counts only if
-//!   `server_fast_open_info` says its SYN carried a valid cookie and data.
+//!   Fast Open on (`set_fast_open`). With the layer, the kernel's first write rides in the SYN; a
+//!   run counts only if `server_fast_open_info` says its SYN carried a valid cookie and data.
 //!
-//! Each of the four (direction, variant) runs 3 times, interleaved (active then off, then off
-//! then active, …); the figures are medians, and the ratio is the median with the layer active
-//! over the median with it off.
+//! Each (direction, kind) runs [`FAST_OPEN_ROUNDS`] times, interleaved, the three kinds turned
+//! by one place each round; the figures are medians, the ratio the median with the layer over
+//! the median without, and by round each run over the baseline's of its round (the control's
+//! too).
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -42,18 +45,41 @@ use crate::netns::{offload, Netns};
 use crate::paired::Paired;
 use crate::progress;
 use crate::report::{cell, header, joined, json_num, json_str, Part};
-use crate::twin::{self, Twin};
+use crate::twin::{self, by_round, quartiles_json, Role, Twin};
 
-/// Runs per (direction, variant).
-const FAST_OPEN_ROUNDS: usize = 3;
+/// Runs per (direction, kind): a multiple of three, so that each kind runs first, second and
+/// third in its round as often.
+const FAST_OPEN_ROUNDS: usize = 6;
 /// What a Fast Open client connection gives `connectx` as data (the SYN carries what fits).
 const SYN_DATA: usize = 1000;
 
 /// The `fastopen` section: per direction, Gbit/s with the layer active (the variant) and off
-/// (the baseline).
+/// (the baseline), and the control's against the baseline's.
 pub struct FastOpenCost {
-    stack_to_kernel: Paired,
-    kernel_to_stack: Paired,
+    stack_to_kernel: Runs,
+    kernel_to_stack: Runs,
+}
+
+/// One direction's runs.
+#[derive(Default)]
+struct Runs {
+    /// With the layer (the variant, with the bytes its SYNs carried) against without.
+    gbit_per_s: Paired,
+    /// The control (the variant here) against the baseline.
+    control: Paired,
+}
+
+impl Runs {
+    fn push(&mut self, role: Role, gbps: f64, syn_data: usize) {
+        match role {
+            Role::On => self.gbit_per_s.push(true, gbps, syn_data),
+            Role::Off => {
+                self.gbit_per_s.push(false, gbps, 0);
+                self.control.push(false, gbps, 0);
+            }
+            Role::Control => self.control.push(true, gbps, 0),
+        }
+    }
 }
 
 impl Twin {
@@ -153,38 +179,21 @@ pub fn run(opts: &Options) -> Result<FastOpenCost, String> {
     let window = Duration::from_secs_f64(opts.seconds);
     let ns = Netns::new("bench-fastopen")?;
     ns.enable_fast_open()?;
-    let start = |slot, (label, layer)| {
-        let mut config = StackConfig::default();
-        config.fast_open_layer = layer;
-        // Without the layer, Fast Open on the listener is accepted and does nothing.
-        Twin::start(
-            &ns,
-            slot,
-            (label, layer),
-            config,
-            (opts.mtu, offload()),
-            fast_open_listener,
-        )
-    };
-    let variants = [
-        start(0, ("layer active", true))?,
-        start(1, ("layer off", false))?,
-    ];
-    progress(opts, "Fast Open layer: fetching cookies");
-    for v in &variants {
-        v.fetch_cookies(&ns)
-            .map_err(|e| format!("{}: {e}", v.label))?;
-    }
     type Direction = fn(&Twin, &Netns, Duration) -> Result<(Sample, usize), String>;
     let directions: [(&str, Direction); 2] = [
         ("stack -> kernel", Twin::fast_open_to_kernel),
         ("kernel -> stack", Twin::fast_open_from_kernel),
     ];
-    let mut runs = [Paired::default(), Paired::default()];
+    let roles = [
+        (Role::On, "layer active"),
+        (Role::Off, "layer off"),
+        (Role::Control, "control (layer off)"),
+    ];
+    let mut runs = [Runs::default(), Runs::default()];
     for round in 0..FAST_OPEN_ROUNDS {
         for ((direction, measure), runs) in directions.iter().zip(&mut runs) {
-            for v in twin::order(&variants, round) {
-                let what = format!("{direction}, {}", v.label);
+            for (at, &(role, label)) in twin::order(&roles, round).into_iter().enumerate() {
+                let what = format!("{direction}, {label}");
                 progress(
                     opts,
                     &format!(
@@ -192,13 +201,27 @@ pub fn run(opts: &Options) -> Result<FastOpenCost, String> {
                         round + 1
                     ),
                 );
-                let (sample, syn) = measure(v, &ns, window).map_err(|e| format!("{what}: {e}"))?;
-                runs.push(v.layer, sample.gbps(), syn);
+                let mut config = StackConfig::default();
+                config.fast_open_layer = role == Role::On;
+                // Without the layer, Fast Open on the listener is accepted and does nothing.
+                let v = Twin::start(
+                    &ns,
+                    at,
+                    role == Role::On,
+                    config,
+                    (opts.mtu, offload()),
+                    fast_open_listener,
+                )
+                .map_err(|e| format!("{what}: {e}"))?;
+                let measured = v
+                    .fetch_cookies(&ns)
+                    .and_then(|()| measure(&v, &ns, window))
+                    .map_err(|e| format!("{what}: {e}"));
+                v.net.stop();
+                let (sample, syn) = measured?;
+                runs.push(role, sample.gbps(), syn);
             }
         }
-    }
-    for v in &variants {
-        v.net.stop();
     }
     let [stack_to_kernel, kernel_to_stack] = runs;
     Ok(FastOpenCost {
@@ -219,7 +242,7 @@ fn drain_one<S: Read>(
 }
 
 impl FastOpenCost {
-    fn directions(&self) -> [(&'static str, &'static str, &Paired); 2] {
+    fn directions(&self) -> [(&'static str, &'static str, &Runs); 2] {
         [
             ("stack_to_kernel", "stack -> kernel", &self.stack_to_kernel),
             ("kernel_to_stack", "kernel -> stack", &self.kernel_to_stack),
@@ -242,30 +265,39 @@ impl Part for FastOpenCost {
                 ("active Gbit/s", 13),
                 ("off Gbit/s", 10),
                 ("active/off", 10),
+                ("by round (quartiles)", 20),
+                ("control by round", 20),
             ],
-            "runs active / off (Gbit/s)",
+            "runs active / off / control (Gbit/s)",
         );
         for (_, label, runs) in self.directions() {
+            let p = &runs.gbit_per_s;
             let _ = writeln!(
                 out,
-                "{label:<15} | {:>13.3} | {:>10.3} | {:>10} | {} / {}",
-                runs.variant_median(),
-                runs.baseline_median(),
-                cell(runs.ratio(), 3),
-                joined(runs.variant.iter().copied(), 3, " "),
-                joined(runs.baseline.iter().copied(), 3, " ")
+                "{label:<15} | {:>13.3} | {:>10.3} | {:>10} | {:>20} | {:>20} | {} / {} / {}",
+                p.variant_median(),
+                p.baseline_median(),
+                cell(p.ratio(), 3),
+                by_round(p),
+                by_round(&runs.control),
+                joined(p.variant.iter().copied(), 3, " "),
+                joined(p.baseline.iter().copied(), 3, " "),
+                joined(runs.control.variant.iter().copied(), 3, " ")
             );
         }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "medians of {FAST_OPEN_ROUNDS} runs per variant, interleaved, {} s each from the \
-             receiver's first byte; with the layer active every measured connection was a Fast \
-             Open one: stack -> kernel SYNs carried {} bytes, all acknowledged by the kernel; \
-             kernel -> stack SYNs carried a valid cookie and {} bytes",
+            "medians of {FAST_OPEN_ROUNDS} runs per kind, each on a stack of its own, \
+             interleaved, {} s each from the receiver's first byte; by round: each run over \
+             the baseline's (layer off) of the same round; control: a second stack without the \
+             layer, by round over the baseline (an active/off inside its range is no measurable \
+             cost); with the layer active every measured connection was a Fast Open one: stack \
+             -> kernel SYNs carried {} bytes, all acknowledged by the kernel; kernel -> stack \
+             SYNs carried a valid cookie and {} bytes",
             opts.seconds,
-            self.stack_to_kernel.syn_range(),
-            self.kernel_to_stack.syn_range()
+            self.stack_to_kernel.gbit_per_s.syn_range(),
+            self.kernel_to_stack.gbit_per_s.syn_range()
         );
     }
 
@@ -276,18 +308,23 @@ impl Part for FastOpenCost {
             opts.mtu, opts.seconds
         );
         for (key, _, runs) in self.directions() {
+            let p = &runs.gbit_per_s;
             let _ = write!(
                 out,
                 ",{}:{{\"layer_active_gbit_per_s\":{:.4},\"layer_off_gbit_per_s\":{:.4},\
                  \"ratio_active_to_off\":{},\"runs_layer_active_gbit_per_s\":[{}],\
-                 \"runs_layer_off_gbit_per_s\":[{}],\"syn_data_bytes\":[{}]}}",
+                 \"runs_layer_off_gbit_per_s\":[{}],\"runs_control_gbit_per_s\":[{}],\
+                 \"ratio_by_round\":{},\"control_ratio_by_round\":{},\"syn_data_bytes\":[{}]}}",
                 json_str(key),
-                runs.variant_median(),
-                runs.baseline_median(),
-                json_num(runs.ratio(), 4),
-                joined(runs.variant.iter().copied(), 4, ","),
-                joined(runs.baseline.iter().copied(), 4, ","),
-                joined(runs.syn_data.iter().map(|&n| n as f64), 0, ",")
+                p.variant_median(),
+                p.baseline_median(),
+                json_num(p.ratio(), 4),
+                joined(p.variant.iter().copied(), 4, ","),
+                joined(p.baseline.iter().copied(), 4, ","),
+                joined(runs.control.variant.iter().copied(), 4, ","),
+                quartiles_json(p),
+                quartiles_json(&runs.control),
+                joined(p.syn_data.iter().map(|&n| n as f64), 0, ",")
             );
         }
         out.push('}');

@@ -55,7 +55,7 @@ use crate::netns::Netns;
 use crate::paired::Paired;
 use crate::progress;
 use crate::report::{cell, header, joined, json_num, json_str, Part};
-use crate::twin::{self, Twin};
+use crate::twin::{self, by_round, quartiles_json, Role, Twin};
 
 /// The `recovery` section: with offload, then without.
 pub struct RecoveryCost {
@@ -90,17 +90,6 @@ struct Runs {
     /// probes whose originals had arrived), and its tail loss probes.
     sent_again: Vec<u64>,
     probes: Vec<u64>,
-}
-
-/// What a stack stands for in the comparison.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// With the layer: the variant.
-    On,
-    /// Without it: the baseline.
-    Off,
-    /// Without it too: the control.
-    Control,
 }
 
 impl Runs {
@@ -181,7 +170,7 @@ fn run_pair(opts: &Options, offload: bool) -> Result<Directions, String> {
                 let v = Twin::start(
                     &ns,
                     at,
-                    (label, role == Role::On),
+                    role == Role::On,
                     config,
                     (opts.mtu, offload),
                     stack_listener,
@@ -254,25 +243,6 @@ fn sent_again(runs: &Runs) -> String {
     by_run.sort_unstable();
     let (median, most) = (by_run[by_run.len() / 2], by_run[by_run.len() - 1]);
     format!("{} ({}), most {} ({})", median.0, median.1, most.0, most.1)
-}
-
-/// The by-round ratios' median and quartiles, as the table shows them.
-fn by_round(p: &Paired) -> String {
-    p.paired_ratios().map_or_else(
-        || "-".to_owned(),
-        |(median, lo, hi)| format!("{median:.3} ({lo:.3}-{hi:.3})"),
-    )
-}
-
-/// The by-round ratios' median and quartiles as a JSON object.
-fn quartiles_json(p: &Paired) -> String {
-    let q = p.paired_ratios();
-    format!(
-        "{{\"median\":{},\"lower_quartile\":{},\"upper_quartile\":{}}}",
-        json_num(q.map(|q| q.0), 4),
-        json_num(q.map(|q| q.1), 4),
-        json_num(q.map(|q| q.2), 4)
-    )
 }
 
 /// `stack_to_kernel` as the table says it.

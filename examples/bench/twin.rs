@@ -1,6 +1,13 @@
 //! Stacks side by side in one namespace, alike but for one setting: what a layer costs
 //! (`fastopen`, `recovery`). Each stack has a TUN device and a /24 of its own, the kernel at
 //! its `.1`, and a listener; the sections drive them through the same calls, in turn.
+//!
+//! Both sections run three kinds of run ([`Role`]): with the layer (the variant), without it
+//! (the baseline), and without it again (the control, which shows what two alike runs differ by
+//! on this machine). Each run starts a stack of its own in the slot of its place in the round:
+//! two alike stacks kept for a whole section differed by up to 15% here, one way for the
+//! section's length (where their devices and threads fell on the machine), which no number of
+//! rounds would take out.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -13,6 +20,8 @@ use crate::conn::{
     kernel_accept, kernel_connect, kernel_listener, stack_accept, stack_connect, LISTEN_PORT,
 };
 use crate::netns::{start_stack_with, Netns, KERNEL_ADDR, STACK_ADDR, TUN};
+use crate::paired::Paired;
+use crate::report::json_num;
 
 /// Where each stack lives: its TUN device, its address, the kernel's.
 const SLOTS: [(&str, Ipv4Addr, Ipv4Addr); 3] = [
@@ -31,8 +40,6 @@ const SLOTS: [(&str, Ipv4Addr, Ipv4Addr); 3] = [
 
 /// One of the stacks.
 pub struct Twin {
-    /// What the tables and progress lines call it ("layer on", "layer off", …).
-    pub label: &'static str,
     /// Whether it runs the layer being measured.
     pub layer: bool,
     pub net: Net,
@@ -52,7 +59,7 @@ impl Twin {
     pub fn start(
         ns: &Netns,
         slot: usize,
-        (label, layer): (&'static str, bool),
+        layer: bool,
         config: StackConfig,
         (mtu, offload): (u32, bool),
         listen: Listen,
@@ -70,7 +77,6 @@ impl Twin {
         let at = SocketAddrV4::new(stack, LISTEN_PORT);
         let listener = listen(&net, at.into())?;
         Ok(Twin {
-            label,
             layer,
             net,
             kernel,
@@ -111,4 +117,34 @@ pub fn order<T>(twins: &[T], round: usize) -> Vec<&T> {
         order.rotate_left(round % n);
     }
     order
+}
+
+/// What a run stands for in a layer's comparison.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// With the layer: the variant.
+    On,
+    /// Without it: the baseline.
+    Off,
+    /// Without it too: the control.
+    Control,
+}
+
+/// The by-round ratios' median and quartiles, as the tables show them.
+pub fn by_round(p: &Paired) -> String {
+    p.paired_ratios().map_or_else(
+        || "-".to_owned(),
+        |(median, lo, hi)| format!("{median:.3} ({lo:.3}-{hi:.3})"),
+    )
+}
+
+/// The by-round ratios' median and quartiles as a JSON object.
+pub fn quartiles_json(p: &Paired) -> String {
+    let q = p.paired_ratios();
+    format!(
+        "{{\"median\":{},\"lower_quartile\":{},\"upper_quartile\":{}}}",
+        json_num(q.map(|q| q.0), 4),
+        json_num(q.map(|q| q.1), 4),
+        json_num(q.map(|q| q.2), 4)
+    )
 }
