@@ -42,10 +42,9 @@ use crate::conn::{
 };
 use crate::exchange::wait;
 use crate::netns::{offload, Netns};
-use crate::paired::Paired;
 use crate::progress;
 use crate::report::{cell, header, joined, json_num, json_str, Part};
-use crate::twin::{self, by_round, quartiles_json, Role, Twin};
+use crate::twin::{self, by_round, quartiles_json, Compared, Role, Twin};
 
 /// Runs per (direction, kind): a multiple of three, so that each kind runs first, second and
 /// third in its round as often.
@@ -56,30 +55,8 @@ const SYN_DATA: usize = 1000;
 /// The `fastopen` section: per direction, Gbit/s with the layer active (the variant) and off
 /// (the baseline), and the control's against the baseline's.
 pub struct FastOpenCost {
-    stack_to_kernel: Runs,
-    kernel_to_stack: Runs,
-}
-
-/// One direction's runs.
-#[derive(Default)]
-struct Runs {
-    /// With the layer (the variant, with the bytes its SYNs carried) against without.
-    gbit_per_s: Paired,
-    /// The control (the variant here) against the baseline.
-    control: Paired,
-}
-
-impl Runs {
-    fn push(&mut self, role: Role, gbps: f64, syn_data: usize) {
-        match role {
-            Role::On => self.gbit_per_s.push(true, gbps, syn_data),
-            Role::Off => {
-                self.gbit_per_s.push(false, gbps, 0);
-                self.control.push(false, gbps, 0);
-            }
-            Role::Control => self.control.push(true, gbps, 0),
-        }
-    }
+    stack_to_kernel: Compared,
+    kernel_to_stack: Compared,
 }
 
 impl Twin {
@@ -189,7 +166,7 @@ pub fn run(opts: &Options) -> Result<FastOpenCost, String> {
         (Role::Off, "layer off"),
         (Role::Control, "control (layer off)"),
     ];
-    let mut runs = [Runs::default(), Runs::default()];
+    let mut runs = [Compared::default(), Compared::default()];
     for round in 0..FAST_OPEN_ROUNDS {
         for ((direction, measure), runs) in directions.iter().zip(&mut runs) {
             for (at, &(role, label)) in twin::order(&roles, round).into_iter().enumerate() {
@@ -242,7 +219,7 @@ fn drain_one<S: Read>(
 }
 
 impl FastOpenCost {
-    fn directions(&self) -> [(&'static str, &'static str, &Runs); 2] {
+    fn directions(&self) -> [(&'static str, &'static str, &Compared); 2] {
         [
             ("stack_to_kernel", "stack -> kernel", &self.stack_to_kernel),
             ("kernel_to_stack", "kernel -> stack", &self.kernel_to_stack),
@@ -271,7 +248,7 @@ impl Part for FastOpenCost {
             "runs active / off / control (Gbit/s)",
         );
         for (_, label, runs) in self.directions() {
-            let p = &runs.gbit_per_s;
+            let p = &runs.layer;
             let _ = writeln!(
                 out,
                 "{label:<15} | {:>13.3} | {:>10.3} | {:>10} | {:>20} | {:>20} | {} / {} / {}",
@@ -296,8 +273,8 @@ impl Part for FastOpenCost {
              -> kernel SYNs carried {} bytes, all acknowledged by the kernel; kernel -> stack \
              SYNs carried a valid cookie and {} bytes",
             opts.seconds,
-            self.stack_to_kernel.gbit_per_s.syn_range(),
-            self.kernel_to_stack.gbit_per_s.syn_range()
+            self.stack_to_kernel.layer.syn_range(),
+            self.kernel_to_stack.layer.syn_range()
         );
     }
 
@@ -308,7 +285,7 @@ impl Part for FastOpenCost {
             opts.mtu, opts.seconds
         );
         for (key, _, runs) in self.directions() {
-            let p = &runs.gbit_per_s;
+            let p = &runs.layer;
             let _ = write!(
                 out,
                 ",{}:{{\"layer_active_gbit_per_s\":{:.4},\"layer_off_gbit_per_s\":{:.4},\

@@ -55,7 +55,7 @@ use crate::netns::Netns;
 use crate::paired::Paired;
 use crate::progress;
 use crate::report::{cell, header, joined, json_num, json_str, Part};
-use crate::twin::{self, by_round, quartiles_json, Role, Twin};
+use crate::twin::{self, by_round, quartiles_json, Compared, Role, Twin};
 
 /// The `recovery` section: with offload, then without.
 pub struct RecoveryCost {
@@ -74,10 +74,8 @@ struct Directions {
 /// baseline).
 #[derive(Default)]
 struct Runs {
-    gbit_per_s: Paired,
-    /// Gbit/s of the control (a second stack without the layer: the variant here) against the
-    /// baseline's.
-    control: Paired,
+    /// Gbit/s, with the control's.
+    gbit_per_s: Compared,
     /// The machine's CPU seconds per GB.
     cpu_s_per_gb: Paired,
     /// The process's user and system CPU seconds per GB.
@@ -94,22 +92,16 @@ struct Runs {
 
 impl Runs {
     fn push(&mut self, role: Role, sample: &Sample, packets: u64, c: &RecoveryCounters) {
+        self.gbit_per_s.push(role, sample.gbps(), 0);
         let layer = match role {
             Role::On => {
                 self.sent_again.push(c.TcpRetransSegs);
                 self.probes.push(c.TCPLossProbes);
                 true
             }
-            Role::Off => {
-                self.control.push(false, sample.gbps(), 0);
-                false
-            }
-            Role::Control => {
-                self.control.push(true, sample.gbps(), 0);
-                return;
-            }
+            Role::Off => false,
+            Role::Control => return,
         };
-        self.gbit_per_s.push(layer, sample.gbps(), 0);
         if sample.bytes > 0 {
             self.packets_per_mb
                 .push(layer, packets as f64 / (sample.bytes as f64 / 1e6), 0);
@@ -284,11 +276,11 @@ impl Part for RecoveryCost {
                 "{:<15} | {offload:>7} | {:>9.3} | {:>10.3} | {:>6} | {:>20} | {:>20} | {:>8} | \
                  {:>9} | {:>16} | {}",
                 direction_label(key),
-                runs.gbit_per_s.variant_median(),
-                runs.gbit_per_s.baseline_median(),
-                cell(runs.gbit_per_s.ratio(), 3),
-                by_round(&runs.gbit_per_s),
-                by_round(&runs.control),
+                runs.gbit_per_s.layer.variant_median(),
+                runs.gbit_per_s.layer.baseline_median(),
+                cell(runs.gbit_per_s.layer.ratio(), 3),
+                by_round(&runs.gbit_per_s.layer),
+                by_round(&runs.gbit_per_s.control),
                 cell(runs.cpu_s_per_gb.ratio(), 3),
                 cell(runs.user_s_per_gb.ratio(), 3),
                 format!(
@@ -335,7 +327,7 @@ impl Part for RecoveryCost {
             }
             let _ = write!(out, "{}:{{", json_str(key));
             let figures = [
-                ("gbit_per_s", &runs.gbit_per_s, 4),
+                ("gbit_per_s", &runs.gbit_per_s.layer, 4),
                 ("cpu_s_per_gb", &runs.cpu_s_per_gb, 4),
                 ("process_user_s_per_gb", &runs.user_s_per_gb, 4),
                 ("process_system_s_per_gb", &runs.system_s_per_gb, 4),
@@ -360,9 +352,9 @@ impl Part for RecoveryCost {
                 ",\"gbit_per_s_ratio_by_round\":{},\"gbit_per_s_control_ratio_by_round\":{},\
                  \"runs_gbit_per_s_control\":[{}],\"runs_segments_sent_again_layer_on\":[{}],\
                  \"runs_loss_probes_layer_on\":[{}]}}",
-                quartiles_json(&runs.gbit_per_s),
-                quartiles_json(&runs.control),
-                joined(runs.control.variant.iter().copied(), 4, ","),
+                quartiles_json(&runs.gbit_per_s.layer),
+                quartiles_json(&runs.gbit_per_s.control),
+                joined(runs.gbit_per_s.control.variant.iter().copied(), 4, ","),
                 joined(runs.sent_again.iter().map(|&n| n as f64), 0, ","),
                 joined(runs.probes.iter().map(|&n| n as f64), 0, ",")
             );

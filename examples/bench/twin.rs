@@ -130,6 +130,28 @@ pub enum Role {
     Control,
 }
 
+/// One direction's Gbit/s: with the layer (the variant, with the bytes its SYNs carried, for
+/// Fast Open) against without (the baseline), and the control against the same baseline.
+#[derive(Default)]
+pub struct Compared {
+    pub layer: Paired,
+    pub control: Paired,
+}
+
+impl Compared {
+    /// A run's figure, by what the run stood for.
+    pub fn push(&mut self, role: Role, gbps: f64, syn_data: usize) {
+        match role {
+            Role::On => self.layer.push(true, gbps, syn_data),
+            Role::Off => {
+                self.layer.push(false, gbps, 0);
+                self.control.push(false, gbps, 0);
+            }
+            Role::Control => self.control.push(true, gbps, 0),
+        }
+    }
+}
+
 /// The by-round ratios' median and quartiles, as the tables show them.
 pub fn by_round(p: &Paired) -> String {
     p.paired_ratios().map_or_else(
